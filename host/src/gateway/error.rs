@@ -1,0 +1,67 @@
+//! Every reason wharf answers a request itself, and the one mapping from those
+//! reasons to HTTP statuses.
+
+use crate::runtime::{Body, InvokeError};
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no app serves this path")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error(transparent)]
+    App(#[from] InvokeError),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::App(e) => match e {
+                InvokeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                InvokeError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+                InvokeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                InvokeError::Trap(_) | InvokeError::NoResponse | InvokeError::ErrorCode(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+        }
+    }
+
+    /// A short plain-text answer. Guest internals (trap messages, backtraces) go to the
+    /// log, never to the client.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let text = match &self {
+            GatewayError::App(InvokeError::Trap(_) | InvokeError::ErrorCode(_)) => {
+                "the app failed while handling this request".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = format!(
+            "{} {}: {text}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let mut response = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,10 @@
+//! wharf: a self-hosted WebAssembly web platform in one binary.
+//!
+//! The request path runs top to bottom through these modules: [`net`] accepts
+//! connections and speaks HTTP, [`gateway`] checks and routes each request and maps
+//! errors to statuses, [`runtime`] runs the app's component.
+
+pub mod gateway;
+pub mod monitor;
+pub mod net;
+pub mod runtime;

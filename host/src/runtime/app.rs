@@ -1,0 +1,172 @@
+//! An app: one component loaded from `NAME.wasm`, its manifest and its routes.
+
+use super::cache::{CompileCache, Origin};
+use super::manifest::{Manifest, OutboundRule};
+use super::state::HostState;
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// A loaded, ready-to-instantiate app. Immutable: a reload builds a new one, and
+/// requests already running keep the `Arc` of the version they started on.
+pub struct App {
+    pub name: Arc<str>,
+    pub file: PathBuf,
+    pub routes: Vec<String>,
+    pub timeout: Duration,
+    pub max_memory: usize,
+    pub reuse_instances: bool,
+    pub(super) env: Vec<(String, String)>,
+    pub(super) outbound: Arc<[OutboundRule]>,
+    pub(super) pre: ProxyPre<HostState>,
+    /// Finished instances waiting for the next request (only with `reuse_instances`).
+    pub(super) idle: std::sync::Mutex<Vec<super::invoke::Instance>>,
+    /// Hash of the component bytes and the manifest text: equal means nothing changed.
+    pub fingerprint: [u8; 32],
+    pub origin: Origin,
+}
+
+/// The files that define an app, read in one go so the fingerprint matches what is loaded.
+pub struct AppSource {
+    pub name: String,
+    pub wasm_path: PathBuf,
+    pub manifest_path: PathBuf,
+    wasm: Vec<u8>,
+    manifest_text: Option<String>,
+    pub fingerprint: [u8; 32],
+}
+
+impl AppSource {
+    /// Reads `NAME.wasm` and `NAME.toml` (if any) from `dir`.
+    pub fn read(dir: &Path, name: &str) -> std::io::Result<Self> {
+        let wasm_path = dir.join(format!("{name}.wasm"));
+        let manifest_path = dir.join(format!("{name}.toml"));
+        let wasm = std::fs::read(&wasm_path)?;
+        let manifest_text = match std::fs::read_to_string(&manifest_path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(&wasm);
+        hasher.update(manifest_text.as_deref().unwrap_or("").as_bytes());
+        Ok(Self {
+            name: name.to_string(),
+            wasm_path,
+            manifest_path,
+            wasm,
+            manifest_text,
+            fingerprint: hasher.finalize().into(),
+        })
+    }
+
+    /// Validates and compiles. Runs on a blocking thread, never on the request path.
+    /// Errors say what is wrong with which file.
+    pub fn load(
+        self,
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        cache: &CompileCache,
+    ) -> anyhow::Result<App> {
+        let manifest = match &self.manifest_text {
+            Some(text) => Manifest::parse(text)
+                .with_context(|| format!("{}", self.manifest_path.display()))?,
+            None => Manifest::default(),
+        };
+        check_component_header(&self.wasm).with_context(|| self.wasm_path.display().to_string())?;
+        let (component, origin) = cache
+            .load(engine, &self.wasm)
+            .with_context(|| format!("{}: not a valid component", self.wasm_path.display()))?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("{}: cannot be linked: {e}", self.wasm_path.display()))?;
+        let pre = ProxyPre::new(instance_pre).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: does not export wasi:http/incoming-handler@0.2.x: {e}",
+                self.wasm_path.display()
+            )
+        })?;
+        let routes = manifest.routes.clone().unwrap_or_else(|| {
+            vec![if self.name == "index" {
+                "/".to_string()
+            } else {
+                format!("/{}", self.name)
+            }]
+        });
+        Ok(App {
+            name: self.name.into(),
+            file: self.wasm_path,
+            routes,
+            timeout: manifest.timeout(),
+            max_memory: manifest.max_memory_bytes(),
+            reuse_instances: manifest.reuse_instances,
+            env: manifest.variables.clone().into_iter().collect(),
+            outbound: manifest.outbound_rules().into(),
+            pre,
+            idle: Default::default(),
+            fingerprint: self.fingerprint,
+            origin,
+        })
+    }
+}
+
+/// Tells apart the usual wrong files before handing bytes to the compiler, whose
+/// messages for these cases are less direct.
+fn check_component_header(bytes: &[u8]) -> anyhow::Result<()> {
+    const MAGIC: &[u8] = b"\0asm";
+    if bytes.is_empty() {
+        bail!("file is empty");
+    }
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        bail!("not a WebAssembly file (bad magic number)");
+    }
+    match bytes[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+        [0x01, 0x00, 0x00, 0x00] => bail!(
+            "is a core wasm module, not a component: build it for wasm32-wasip2 \
+             (or wrap it with `wasm-tools component new`)"
+        ),
+        _ => bail!("unsupported WebAssembly version or layer"),
+    }
+}
+
+/// True if `path` matches `prefix` on a segment boundary: `/hello` matches `/hello`,
+/// `/hello/x` and `/hello?q`, but not `/helloworld`.
+pub fn route_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(route_matches("/hello", "/hello"));
+        assert!(route_matches("/hello", "/hello/world"));
+        assert!(!route_matches("/hello", "/helloworld"));
+        assert!(route_matches("/api/", "/api"));
+        assert!(route_matches("/", "/anything"));
+    }
+
+    #[test]
+    fn header_check_names_the_problem() {
+        let err = |b: &[u8]| check_component_header(b).unwrap_err().to_string();
+        assert!(err(b"").contains("empty"));
+        assert!(err(b"garbage!").contains("magic"));
+        assert!(err(b"\0asm\x01\0\0\0").contains("core wasm module"));
+        assert!(check_component_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

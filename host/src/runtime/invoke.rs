@@ -1,0 +1,185 @@
+//! Running one request through an app: a fresh instance (or, when the app opts in, a
+//! reused one), a deadline enforced inside wasm, and the response handed back as soon
+//! as the guest sets it while the guest keeps streaming the body.
+
+use super::app::App;
+use super::state::HostState;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body of every response wharf sends.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Idle instances kept per app with `reuse_instances`; past it, finished ones are dropped.
+const MAX_IDLE_INSTANCES: usize = 64;
+
+/// Why an app did not produce a response.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("the app did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the app failed: {0}")]
+    Trap(String),
+    #[error("the app returned without setting a response")]
+    NoResponse,
+    #[error("the app answered with an error: {0}")]
+    ErrorCode(String),
+    #[error("too many requests in progress")]
+    Overloaded,
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// A live instance with its store, ready for a request.
+pub struct Instance {
+    store: Store<HostState>,
+    proxy: Proxy,
+}
+
+impl App {
+    /// Serves `req` on this app. `request_id` tags the guest's log output.
+    pub async fn invoke<B>(
+        self: &Arc<Self>,
+        req: http::Request<B>,
+        request_id: Arc<str>,
+    ) -> Result<http::Response<Body>, InvokeError>
+    where
+        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let (tx, rx) = oneshot::channel();
+        let app = self.clone();
+        let task = tokio::spawn(async move {
+            // Dropping this future (deadline passed) drops the store and aborts the guest
+            // even while it waits on host I/O, where epoch interruption cannot reach it.
+            let run = app.run(req, tx, request_id.clone(), deadline);
+            let result = match tokio::time::timeout_at(deadline, run).await {
+                Ok(result) => result,
+                Err(_) => Err(InvokeError::Timeout(app.timeout)),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(app = %app.name, %request_id, "{e}");
+            }
+            result
+        });
+        match rx.await {
+            Ok(Ok(response)) => {
+                Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+            }
+            Ok(Err(code)) => Err(InvokeError::ErrorCode(format!("{code:?}"))),
+            // The guest dropped the response outparam without setting it: the task says why.
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(InvokeError::NoResponse),
+                Ok(Err(e)) => Err(e),
+                Err(join) => Err(InvokeError::Trap(format!("host task failed: {join}"))),
+            },
+        }
+    }
+
+    async fn run<B>(
+        self: &Arc<Self>,
+        req: http::Request<B>,
+        tx: oneshot::Sender<
+            Result<
+                http::Response<super::state::GuestBody>,
+                wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+            >,
+        >,
+        request_id: Arc<str>,
+        deadline: Instant,
+    ) -> Result<(), InvokeError>
+    where
+        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+    {
+        let mut instance = match self.take_idle() {
+            Some(instance) => instance,
+            None => self.instantiate(&request_id).await?,
+        };
+        let store = &mut instance.store;
+        store
+            .data_mut()
+            .begin_request(request_id, deadline.into_std());
+        let mut http = store.data_mut().http();
+        let req = http
+            .new_incoming_request(Scheme::Http, req)
+            .map_err(|e| InvokeError::BadRequest(e.to_string()))?;
+        let out = http
+            .new_response_outparam(tx)
+            .map_err(|e| InvokeError::Trap(e.to_string()))?;
+        instance
+            .proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut instance.store, req, out)
+            .await
+            .map_err(|e| classify(e, self.timeout))?;
+        if self.reuse_instances {
+            self.put_idle(instance);
+        }
+        Ok(())
+    }
+
+    async fn instantiate(&self, request_id: &Arc<str>) -> Result<Instance, InvokeError> {
+        let mut store = Store::new(self.pre.engine(), HostState::new(self, request_id));
+        store.limiter(|state| &mut state.limits);
+        // Check the deadline on every epoch tick, and yield to the executor in between so
+        // a guest spinning in a loop shares its worker thread with other requests.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if std::time::Instant::now() >= ctx.data().deadline() {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let proxy = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| classify(e, self.timeout))?;
+        Ok(Instance { store, proxy })
+    }
+
+    fn take_idle(&self) -> Option<Instance> {
+        if !self.reuse_instances {
+            return None;
+        }
+        self.idle.lock().unwrap().pop()
+    }
+
+    fn put_idle(&self, mut instance: Instance) {
+        // A reused instance starts its next request with an empty resource table: the
+        // guest has dropped everything of the last request once `handle` returned.
+        let table: &mut ResourceTable = instance.store.data_mut().table();
+        if !table.is_empty() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < MAX_IDLE_INSTANCES {
+            idle.push(instance);
+        }
+    }
+}
+
+fn classify(e: wasmtime::Error, timeout: Duration) -> InvokeError {
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::Interrupt => InvokeError::Timeout(timeout),
+            trap => InvokeError::Trap(trap.to_string()),
+        };
+    }
+    if e.is::<wasmtime::PoolConcurrencyLimitError>() {
+        return InvokeError::Overloaded;
+    }
+    InvokeError::Trap(format!("{e:#}"))
+}

@@ -1,0 +1,176 @@
+//! `NAME.toml`, the optional manifest that sits beside `NAME.wasm`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Wall-clock budget of one request when the manifest sets none.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Memory an instance may hold, over all its linear memories, when the manifest sets none.
+pub const DEFAULT_MAX_MEMORY_MB: u64 = 128;
+/// Largest memory a manifest may grant: a wasm32 memory cannot address more.
+pub const MAX_MEMORY_MB: u64 = 4096;
+
+/// What an app's manifest may say. Every field is optional; unknown keys are errors.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Path prefixes the app serves. Default: `/NAME` (or `/` for `index`).
+    pub routes: Option<Vec<String>>,
+    /// Per-request wall-clock limit in milliseconds, enforced inside wasm.
+    pub timeout_ms: Option<u64>,
+    /// Memory limit of one instance in MiB.
+    pub max_memory_mb: Option<u64>,
+    /// Hosts the app may call with outbound HTTP: `host`, `host:port`, `*.domain`,
+    /// optionally with a scheme (`https://api.example.com`). Empty = no outbound HTTP.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Serve requests from a pool of reused instances instead of a fresh one per request.
+    /// Faster, but state leaks between requests; some toolchains' components cannot
+    /// handle a second request, so this is opt-in.
+    #[serde(default)]
+    pub reuse_instances: bool,
+    /// Variables the app reads from its environment (`wharf_sdk::var`).
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// Parses and validates a manifest's text; every error names the key.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines (with a source excerpt); logs want one.
+            let msg = e.message();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start].matches('\n').count() + 1;
+                    anyhow::anyhow!("line {line}: {msg}")
+                }
+                None => anyhow::anyhow!("{msg}"),
+            }
+        })?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for route in self.routes.iter().flatten() {
+            anyhow::ensure!(
+                route.starts_with('/') && !route.contains(['?', '#', ' ']),
+                "routes: {route:?} must be a path starting with '/'"
+            );
+        }
+        if let Some(ms) = self.timeout_ms {
+            anyhow::ensure!(ms > 0, "timeout_ms: must be at least 1");
+        }
+        if let Some(mb) = self.max_memory_mb {
+            anyhow::ensure!(
+                (1..=MAX_MEMORY_MB).contains(&mb),
+                "max_memory_mb: {mb} is outside 1..={MAX_MEMORY_MB}"
+            );
+        }
+        for host in &self.allowed_outbound_hosts {
+            OutboundRule::parse(host)
+                .map_err(|e| anyhow::anyhow!("allowed_outbound_hosts: {host:?}: {e}"))?;
+        }
+        for name in self.variables.keys() {
+            anyhow::ensure!(
+                !name.is_empty() && !name.contains(['=', '\0']),
+                "variables: {name:?} is not a valid variable name"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS))
+    }
+
+    pub fn max_memory_bytes(&self) -> usize {
+        (self.max_memory_mb.unwrap_or(DEFAULT_MAX_MEMORY_MB) << 20) as usize
+    }
+
+    pub fn outbound_rules(&self) -> Vec<OutboundRule> {
+        // Already validated in `parse`.
+        self.allowed_outbound_hosts
+            .iter()
+            .filter_map(|h| OutboundRule::parse(h).ok())
+            .collect()
+    }
+}
+
+/// One entry of `allowed_outbound_hosts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundRule {
+    scheme: Option<String>,
+    /// Lower-case host; `*` matches any host, `*.x` any subdomain of `x`.
+    host: String,
+    port: Option<u16>,
+}
+
+impl OutboundRule {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (scheme, rest) = match s.split_once("://") {
+            Some((scheme @ ("http" | "https"), rest)) => (Some(scheme.to_string()), rest),
+            Some((other, _)) => return Err(format!("unsupported scheme {other:?}")),
+            None => (None, s),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') {
+            return Err("expected a host, not a URL with a path".into());
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                let port = p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?;
+                (h, Some(port))
+            }
+            _ => (rest, None),
+        };
+        if host.is_empty() {
+            return Err("empty host".into());
+        }
+        Ok(Self {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        let host_ok = match self.host.strip_prefix("*") {
+            Some("") => true,
+            Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
+            None => host == self.host,
+        };
+        host_ok
+            && self.scheme.as_deref().is_none_or(|s| s == scheme)
+            && self.port.is_none_or(|p| p == port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = toml::from_str::<Manifest>("rutes = ['/x']").unwrap_err();
+        assert!(err.to_string().contains("rutes"), "{err}");
+    }
+
+    #[test]
+    fn outbound_rules_match() {
+        let r = OutboundRule::parse("*.example.com").unwrap();
+        assert!(r.allows("https", "api.example.com", 443));
+        assert!(!r.allows("https", "example.com", 443));
+        assert!(!r.allows("https", "evil-example.com", 443));
+        let r = OutboundRule::parse("https://api.example.com:8443").unwrap();
+        assert!(r.allows("https", "API.example.com", 8443));
+        assert!(!r.allows("http", "api.example.com", 8443));
+        assert!(!r.allows("https", "api.example.com", 443));
+        assert!(OutboundRule::parse("ftp://x").is_err());
+        assert!(OutboundRule::parse("http://x/path").is_err());
+        assert!(OutboundRule::parse("x:99999").is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! The application server: compiles apps, keeps the registry of loaded apps, reloads
+//! them when their files change, and runs requests in sandboxed instances.
+
+mod app;
+mod cache;
+mod engine;
+mod guest_log;
+mod invoke;
+mod limits;
+pub mod manifest;
+mod registry;
+mod state;
+mod watch;
+pub use watch::report;
+
+pub use app::App;
+pub use cache::Origin;
+pub use invoke::{Body, BoxError, InvokeError};
+pub use registry::Registry;
+
+use app::AppSource;
+use arc_swap::ArcSwap;
+use cache::CompileCache;
+use state::HostState;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+/// Where the compile cache lives when the command line names none.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("wharf"))
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: CompileCache,
+    apps_dir: PathBuf,
+    registry: ArcSwap<Registry>,
+    /// Fingerprint of the last version of each app that failed to load, so one bad file
+    /// is reported once, not on every change event.
+    failed: Mutex<HashMap<String, [u8; 32]>>,
+    /// Serializes reloads: each one reads the registry, compiles, and stores a new
+    /// registry, and two interleaved would lose one's change.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// The outcome of loading one app, for the startup table and the log.
+pub enum LoadEvent {
+    Loaded(Arc<App>),
+    Unchanged,
+    Removed(String),
+    Failed(String, anyhow::Error),
+}
+
+impl Runtime {
+    pub fn new(apps_dir: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<Self>> {
+        let engine = engine::build()?;
+        engine::start_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        // All of WASI 0.2 is linked, not just the proxy world, because real toolchains
+        // import wasi:cli, wasi:filesystem and wasi:sockets; the WasiCtx grants none of them.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        let cache = CompileCache::new(&engine, cache_dir);
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            cache,
+            apps_dir: apps_dir.to_path_buf(),
+            registry: Default::default(),
+            failed: Default::default(),
+            reloading: Default::default(),
+        }))
+    }
+
+    pub fn apps_dir(&self) -> &Path {
+        &self.apps_dir
+    }
+
+    /// The current set of apps; a request keeps the snapshot it started with.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+
+    /// Loads every `*.wasm` in the apps directory. Bad apps are reported and skipped.
+    pub async fn load_all(self: &Arc<Self>) -> anyhow::Result<Vec<LoadEvent>> {
+        let mut names = app_names(&self.apps_dir)?;
+        names.sort();
+        let mut events = Vec::new();
+        for name in names {
+            events.push(self.reload(&name).await);
+        }
+        Ok(events)
+    }
+
+    /// Brings app `name` in line with its files: loads, replaces or removes it.
+    /// Compilation runs on a blocking thread; the swap is a single atomic store, and on
+    /// failure the previous version keeps serving.
+    pub async fn reload(self: &Arc<Self>, name: &str) -> LoadEvent {
+        let _writer = self.reloading.lock().await;
+        let source = match AppSource::read(&self.apps_dir, name) {
+            Ok(source) => source,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.failed.lock().unwrap().remove(name);
+                let current = self.registry();
+                if current.get(name).is_none() {
+                    return LoadEvent::Unchanged;
+                }
+                self.registry.store(Arc::new(current.without(name)));
+                return LoadEvent::Removed(name.to_string());
+            }
+            Err(e) => {
+                let file = self.apps_dir.join(format!("{name}.wasm"));
+                return LoadEvent::Failed(name.into(), anyhow::anyhow!("{}: {e}", file.display()));
+            }
+        };
+        let unchanged = |fp: &[u8; 32]| *fp == source.fingerprint;
+        if self
+            .registry()
+            .get(name)
+            .is_some_and(|app| unchanged(&app.fingerprint))
+            || self.failed.lock().unwrap().get(name).is_some_and(unchanged)
+        {
+            return LoadEvent::Unchanged;
+        }
+        let fingerprint = source.fingerprint;
+        let this = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            source.load(&this.engine, &this.linker, &this.cache)
+        })
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("compiler thread failed: {e}")));
+        let result = loaded.and_then(|app| {
+            let app = Arc::new(app);
+            // `reloading` is held, so no other writer can slip in between load and store.
+            let next = self.registry().with(app.clone())?;
+            self.registry.store(Arc::new(next));
+            Ok(app)
+        });
+        match result {
+            Ok(app) => {
+                self.failed.lock().unwrap().remove(name);
+                LoadEvent::Loaded(app)
+            }
+            Err(e) => {
+                self.failed
+                    .lock()
+                    .unwrap()
+                    .insert(name.to_string(), fingerprint);
+                LoadEvent::Failed(name.to_string(), e)
+            }
+        }
+    }
+
+    /// Watches the apps directory and reloads apps whose files change, until the
+    /// returned handle is dropped.
+    pub fn watch(self: &Arc<Self>) -> anyhow::Result<watch::WatchHandle> {
+        watch::start(self.clone())
+    }
+}
+
+/// Names of the apps in `dir`: the stems of its `*.wasm` files.
+fn app_names(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("apps directory {}: {e}", dir.display()))?;
+    Ok(entries
+        .filter_map(|entry| app_name(&entry.ok()?.path()))
+        .collect())
+}
+
+/// The app a path in the apps directory belongs to, if any: `x.wasm` and `x.toml`
+/// belong to app `x`. Hidden files (editors' and copy tools' temporaries) belong to none.
+fn app_name(path: &Path) -> Option<String> {
+    let stem = path.file_stem()?.to_str()?;
+    let ext = path.extension()?.to_str()?;
+    if stem.is_empty() || stem.starts_with('.') || !matches!(ext, "wasm" | "toml") {
+        return None;
+    }
+    Some(stem.to_string())
+}

@@ -1,0 +1,144 @@
+//! What a guest's `Store` holds for one request: WASI contexts, its resource table,
+//! the outbound HTTP policy and the resource limiter.
+
+use super::app::App;
+use super::guest_log::GuestLog;
+use super::limits::InstanceLimits;
+use super::manifest::OutboundRule;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
+};
+
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    outbound: OutboundPolicy,
+    pub(super) limits: InstanceLimits,
+    stdout: GuestLog,
+    stderr: GuestLog,
+    /// When the current request's time is up; read by the epoch callback.
+    deadline: Instant,
+}
+
+impl HostState {
+    /// A sandbox with nothing in it but the app's variables: no preopened directories,
+    /// no sockets, no inherited environment, stdio going to wharf's log.
+    pub fn new(app: &App, request_id: &Arc<str>) -> Self {
+        let stdout = GuestLog::new(app.name.clone(), request_id.clone(), "stdout");
+        let stderr = GuestLog::new(app.name.clone(), request_id.clone(), "stderr");
+        let wasi = WasiCtx::builder()
+            .envs(&app.env)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outbound: OutboundPolicy {
+                app: app.name.clone(),
+                rules: app.outbound.clone(),
+            },
+            limits: InstanceLimits::new(app.max_memory),
+            stdout,
+            stderr,
+            deadline: Instant::now() + app.timeout,
+        }
+    }
+
+    /// Tags log output and sets the deadline for the request about to run; a reused
+    /// instance goes through this once per request.
+    pub fn begin_request(&mut self, request_id: Arc<str>, deadline: Instant) {
+        self.stdout.set_request_id(request_id.clone());
+        self.stderr.set_request_id(request_id);
+        self.deadline = deadline;
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// Outbound HTTP is refused unless the target matches the app's `allowed_outbound_hosts`.
+struct OutboundPolicy {
+    app: Arc<str>,
+    rules: Arc<[OutboundRule]>,
+}
+
+impl OutboundPolicy {
+    fn allows(&self, uri: &http::Uri) -> bool {
+        let scheme = uri.scheme_str().unwrap_or("https");
+        let Some(host) = uri.host() else {
+            return false;
+        };
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
+        self.rules.iter().any(|r| r.allows(scheme, host, port))
+    }
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        if !self.allows(request.uri()) {
+            tracing::warn!(app = %self.app, uri = %request.uri(), "outbound request refused: host not in allowed_outbound_hosts");
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let io: Box<dyn Future<Output = _> + Send> = Box::new(io);
+            Ok((response.map(BodyExt::boxed_unsync), io))
+        })
+    }
+}
+
+/// Response body type the guest produces.
+pub type GuestBody = HyperOutgoingBody;

@@ -1,0 +1,220 @@
+use serde::de::DeserializeOwned;
+
+/// An HTTP method.
+///
+/// ```
+/// use wharf_sdk::Method;
+/// assert_eq!(Method::Get.as_str(), "GET");
+/// assert_eq!(Method::from("PURGE"), Method::Other("PURGE".into()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+    Connect,
+    Trace,
+    /// Any other method, as sent.
+    Other(String),
+}
+
+impl Method {
+    /// The method as it appears on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Connect => "CONNECT",
+            Method::Trace => "TRACE",
+            Method::Other(m) => m,
+        }
+    }
+}
+
+impl From<&str> for Method {
+    fn from(s: &str) -> Self {
+        match s {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "CONNECT" => Method::Connect,
+            "TRACE" => Method::Trace,
+            other => Method::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An incoming request, with its whole body read.
+///
+/// ```
+/// use wharf_sdk::{Method, Request};
+/// let req = Request::new(Method::Post, "/api/echo?x=1")
+///     .with_header("content-type", "application/json")
+///     .with_body(r#"{"a":1}"#);
+/// assert_eq!(req.path(), "/api/echo");
+/// assert_eq!(req.query(), Some("x=1"));
+/// assert_eq!(req.header("Content-Type"), Some("application/json"));
+/// let v: serde_json::Value = req.json().unwrap();
+/// assert_eq!(v["a"], 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Request {
+    method: Method,
+    path_with_query: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    params: Vec<(String, String)>,
+}
+
+impl Request {
+    /// A request with no headers and an empty body, handy in tests.
+    pub fn new(method: Method, path_with_query: impl Into<String>) -> Self {
+        Self {
+            method,
+            path_with_query: path_with_query.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Adds a header (names are case-insensitive).
+    pub fn with_header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// Replaces the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The full path as the client sent it, without the query: the app sees its
+    /// route prefix too (`/hello/world` for an app mounted at `/hello`).
+    pub fn path(&self) -> &str {
+        match self.path_with_query.split_once('?') {
+            Some((path, _)) => path,
+            None => &self.path_with_query,
+        }
+    }
+
+    /// The query string, without the `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.path_with_query.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The first value of query parameter `name`, percent-decoded.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request};
+    /// let req = Request::new(Method::Get, "/s?q=a%20b&n=2");
+    /// assert_eq!(req.query_param("q").as_deref(), Some("a b"));
+    /// assert_eq!(req.query_param("missing"), None);
+    /// ```
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query()?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k, true) == name).then(|| percent_decode(v, true))
+        })
+    }
+
+    /// The first value of header `name` as text, if present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// All headers, in the order received, names in lower case.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// The body bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as UTF-8 text; invalid UTF-8 is a 400 error.
+    pub fn text(&self) -> Result<&str, Response> {
+        std::str::from_utf8(&self.body)
+            .map_err(|_| Response::text("request body is not valid UTF-8\n").with_status(400))
+    }
+
+    /// The body parsed as JSON. The error is a ready 400 response naming the problem,
+    /// so handlers can use `?`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Response> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            Response::json(&serde_json::json!({ "error": format!("invalid JSON body: {e}") }))
+                .with_status(400)
+        })
+    }
+
+    /// A path parameter captured by the [`Router`](crate::Router) (`:id` in `/items/:id`).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn set_params(&mut self, params: Vec<(String, String)>) {
+        self.params = params;
+    }
+}
+
+use crate::Response;
+
+/// Decodes `%XX` escapes (and `+` as space in query strings); malformed escapes are
+/// kept as they are, invalid UTF-8 becomes U+FFFD.
+pub(crate) fn percent_decode(s: &str, plus_as_space: bool) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', h, l]) => hex(*h).zip(hex(*l)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') if plus_as_space => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,99 @@
+//! The bridge between `wasi:http` resources and [`Request`]/[`Response`].
+
+use crate::{Method, Request, Response};
+use wasi::http::types::{
+    Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use wasi::io::streams::StreamError;
+
+/// Largest write `blocking-write-and-flush` accepts.
+const WRITE_CHUNK: usize = 4096;
+/// Largest read asked for at once.
+const READ_CHUNK: u64 = 64 * 1024;
+
+/// Reads the request, runs `handler`, writes its response.
+pub fn serve(
+    request: IncomingRequest,
+    out: ResponseOutparam,
+    handler: impl FnOnce(Request) -> Response,
+) {
+    let response = match read_request(request) {
+        Ok(req) => handler(req),
+        Err(e) => Response::text(format!("could not read request: {e}\n")).with_status(400),
+    };
+    write_response(out, response);
+}
+
+fn read_request(request: IncomingRequest) -> Result<Request, String> {
+    use wasi::http::types::Method as M;
+    let method = match request.method() {
+        M::Get => Method::Get,
+        M::Head => Method::Head,
+        M::Post => Method::Post,
+        M::Put => Method::Put,
+        M::Patch => Method::Patch,
+        M::Delete => Method::Delete,
+        M::Options => Method::Options,
+        M::Connect => Method::Connect,
+        M::Trace => Method::Trace,
+        M::Other(m) => Method::Other(m),
+    };
+    let mut req = Request::new(
+        method,
+        request.path_with_query().unwrap_or_else(|| "/".into()),
+    );
+    for (name, value) in request.headers().entries() {
+        req = req.with_header(&name, value);
+    }
+    let body = request
+        .consume()
+        .map_err(|()| "body already consumed".to_string())?;
+    let mut bytes = Vec::new();
+    {
+        let stream = body
+            .stream()
+            .map_err(|()| "body stream unavailable".to_string())?;
+        loop {
+            match stream.blocking_read(READ_CHUNK) {
+                Ok(chunk) => bytes.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+            }
+        }
+    }
+    IncomingBody::finish(body);
+    Ok(req.with_body(bytes))
+}
+
+fn write_response(out: ResponseOutparam, response: Response) {
+    let (status, headers, body) = response.into_parts();
+    let fields = Fields::new();
+    for (name, value) in &headers {
+        // A header the host forbids (or an invalid one) is dropped rather than failing
+        // the whole response.
+        let _ = fields.append(name, value);
+    }
+    if !headers.iter().any(|(k, _)| k == "content-length") {
+        let _ = fields.append("content-length", body.len().to_string().as_bytes());
+    }
+    let outgoing = OutgoingResponse::new(fields);
+    if outgoing.set_status_code(status).is_err() {
+        let _ = outgoing.set_status_code(500);
+    }
+    let Ok(outgoing_body) = outgoing.body() else {
+        return;
+    };
+    ResponseOutparam::set(out, Ok(outgoing));
+    {
+        let Ok(stream) = outgoing_body.write() else {
+            return;
+        };
+        for chunk in body.chunks(WRITE_CHUNK) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                // The client went away; nothing more to do.
+                return;
+            }
+        }
+    }
+    let _ = OutgoingBody::finish(outgoing_body, None);
+}

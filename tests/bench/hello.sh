@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Benchmark: hello world through wharf vs a minimal raw hyper server, in one run.
+#
+# Server pinned to CPU 0 with one runtime worker, wrk pinned to CPU 1, 64 connections.
+# Reports requests/s and p99 for each, and wharf's ratio to raw hyper, for a fresh
+# instance per request and for opt-in instance reuse. Then restart time with 10 apps,
+# with and without the compile cache.
+#
+# Usage: tests/bench/hello.sh [DURATION_SECONDS]   (default 10)
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$repo"
+duration="${1:-10}"
+conns=64
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+cargo build --quiet --release -p wharf -p wharf-tests --bin wharf --bin raw-hyper
+(cd guest-apps && cargo build --quiet --release --target wasm32-wasip2)
+(cd tests/guests && cargo build --quiet --release --target wasm32-wasip2)
+bin="$repo/target/release"
+guests="$repo/guest-apps/target/wasm32-wasip2/release"
+test_guests="$repo/tests/guests/target/wasm32-wasip2/release"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# start NAME CMD...: runs CMD pinned to CPU 0, waits for its listening line, sets $addr.
+start() {
+    local name="$1"; shift
+    taskset -c 0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    pids+=($!)
+    for _ in $(seq 1 600); do
+        addr="$(sed -n 's|^listening on http://||p' "$work/$name.out" | head -1)"
+        [ -n "$addr" ] && return 0
+        sleep 0.1
+    done
+    echo "$name did not start" >&2; cat "$work/$name.err" >&2; exit 1
+}
+
+# load URL: prints "RPS P99_MS" from one wrk run on CPU 1 (after a short warm-up).
+load() {
+    taskset -c 1 wrk -t1 -c"$conns" -d2s "$1" >/dev/null
+    taskset -c 1 wrk -t1 -c"$conns" -d"${duration}s" --latency "$1" >"$work/wrk.txt"
+    if grep -q "Non-2xx" "$work/wrk.txt"; then echo "errors in run of $1:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
+    local rps p99
+    rps="$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.txt")"
+    p99="$(awk '$1 == "99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/wrk.txt")"
+    echo "$rps $p99"
+}
+
+mkdir -p "$work/apps"
+cp "$guests/hello.wasm" "$work/apps/hello.wasm"
+cp "$guests/hello.wasm" "$work/apps/reuse.wasm"
+printf 'reuse_instances = true\n' >"$work/apps/reuse.toml"
+
+start raw "$bin/raw-hyper" 127.0.0.1:0 1
+raw_addr="$addr"
+start wharf "$bin/wharf" serve "$work/apps" --listen 127.0.0.1:0 --workers 1 --cache-dir "$work/cache"
+wharf_addr="$addr"
+
+read -r raw_rps raw_p99 < <(load "http://$raw_addr/hello")
+read -r fresh_rps fresh_p99 < <(load "http://$wharf_addr/hello")
+read -r reuse_rps reuse_p99 < <(load "http://$wharf_addr/reuse")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+echo
+echo "hello world, $conns connections, ${duration}s, server on 1 core with 1 worker"
+printf '%-34s %12s %10s %8s\n' "server" "requests/s" "p99 ms" "ratio"
+printf '%-34s %12.0f %10.2f %8s\n' "raw hyper (baseline)" "$raw_rps" "$raw_p99" "1.00"
+printf '%-34s %12.0f %10.2f %8s\n' "wharf, fresh instance per request" "$fresh_rps" "$fresh_p99" "$(ratio "$fresh_rps" "$raw_rps")"
+printf '%-34s %12.0f %10.2f %8s\n' "wharf, reuse_instances = true" "$reuse_rps" "$reuse_p99" "$(ratio "$reuse_rps" "$raw_rps")"
+
+# Restart time with 10 apps: spawn to listening line (every app loaded by then).
+mkdir -p "$work/ten"
+i=0
+for wasm in "$guests"/*.wasm "$test_guests"/*.wasm; do
+    for copy in 1 2 3; do
+        [ "$i" -ge 10 ] && break
+        cp "$wasm" "$work/ten/app$i.wasm"; i=$((i + 1))
+    done
+done
+startup_ms() {
+    local t0 t1
+    t0=$(date +%s%N)
+    "$bin/wharf" serve "$work/ten" --listen 127.0.0.1:0 "$@" >"$work/ten.out" 2>"$work/ten.err" &
+    local pid=$!
+    until grep -q '^listening on' "$work/ten.out" 2>/dev/null; do sleep 0.005; done
+    t1=$(date +%s%N)
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    echo $(( (t1 - t0) / 1000000 ))
+}
+startup_ms --cache-dir "$work/ten-cache" >/dev/null   # fills the cache
+uncached=(); cached=()
+for _ in 1 2 3; do
+    uncached+=("$(startup_ms --no-cache)")
+    cached+=("$(startup_ms --cache-dir "$work/ten-cache")")
+done
+median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+echo
+echo "start with 10 apps (median of 3)"
+printf '%-34s %8s ms\n' "no cache (compile all)" "$(median "${uncached[@]}")"
+printf '%-34s %8s ms\n' "compile cache warm" "$(median "${cached[@]}")"
+echo "ratio cached/uncached: $(ratio "$(median "${cached[@]}")" "$(median "${uncached[@]}")")"

@@ -1,0 +1,65 @@
+//! A guest written straight against the `wasi` crate's bindings, without wharf-sdk.
+//! Through Rust's std it also imports wasi:cli, wasi:filesystem and wasi:sockets, and it
+//! exports wasi:cli/run besides the HTTP handler, as components from other toolchains do.
+
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+
+struct Raw;
+
+impl wasi::exports::http::incoming_handler::Guest for Raw {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        let body = match path.as_str() {
+            "/raw/fs" => match std::fs::read_to_string("/etc/passwd") {
+                Ok(_) => "fs: read a host file".to_string(),
+                Err(e) => format!("fs: denied ({e})"),
+            },
+            p if p.starts_with("/raw/net?addr=") => {
+                let addr = &p["/raw/net?addr=".len()..];
+                match std::net::TcpStream::connect(addr) {
+                    Ok(_) => "net: connected".to_string(),
+                    Err(e) => format!("net: denied ({e})"),
+                }
+            }
+            "/raw/env" => format!("env: {}", std::env::vars().count()),
+            _ => format!("raw guest saw {} {path}", request.method_name()),
+        };
+        println!("raw guest handled {path}");
+        let response = OutgoingResponse::new(Fields::new());
+        response.set_status_code(200).unwrap();
+        let outgoing = response.body().unwrap();
+        ResponseOutparam::set(out, Ok(response));
+        let stream = outgoing.write().unwrap();
+        stream.blocking_write_and_flush(body.as_bytes()).unwrap();
+        drop(stream);
+        OutgoingBody::finish(outgoing, None).unwrap();
+    }
+}
+
+trait MethodName {
+    fn method_name(&self) -> String;
+}
+
+impl MethodName for IncomingRequest {
+    fn method_name(&self) -> String {
+        use wasi::http::types::Method;
+        match self.method() {
+            Method::Get => "GET".into(),
+            Method::Post => "POST".into(),
+            Method::Other(m) => m,
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+impl wasi::exports::cli::run::Guest for Raw {
+    fn run() -> Result<(), ()> {
+        println!("the raw guest also runs as a command");
+        Ok(())
+    }
+}
+
+wasi::http::proxy::export!(Raw);
+wasi::cli::command::export!(Raw);

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what the tests need, then
+# builds wharf and the guest components from source and runs every test.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+# Guests first, so a toolchain problem shows as a build error, not a test failure.
+(cd guest-apps && cargo build --release --target wasm32-wasip2)
+(cd tests/guests && cargo build --release --target wasm32-wasip2)
+
+cargo test --workspace "$@"

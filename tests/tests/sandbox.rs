@@ -1,0 +1,236 @@
+//! The sandbox: traps, timeouts, memory limits, outbound HTTP policy, isolation.
+
+use std::time::{Duration, Instant};
+use wharf_tests::{HttpClient, Wharf, apps_dir};
+
+/// How late a 504 may come after the deadline. The design target is 100 ms; a loaded
+/// 2-core CI machine running tests in parallel gets some slack on top of that.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(400);
+
+fn misbehave(extra_manifest: &str) -> (tempfile::TempDir, Wharf) {
+    let dir = apps_dir(&["misbehave", "hello"]);
+    std::fs::write(
+        dir.path().join("misbehave.toml"),
+        format!("timeout_ms = 1000\nmax_memory_mb = 32\n{extra_manifest}"),
+    )
+    .unwrap();
+    let wharf = Wharf::start(dir.path());
+    (dir, wharf)
+}
+
+#[tokio::test]
+async fn trap_panic_and_stack_overflow_are_500_and_the_next_request_is_fine() {
+    let (_dir, wharf) = misbehave("");
+    let client = HttpClient::http1();
+    for path in ["/misbehave/trap", "/misbehave/panic", "/misbehave/stack"] {
+        let reply = client.get(&wharf.url(path)).await.unwrap();
+        assert_eq!(reply.status, 500, "{path}: {}", reply.body);
+        // Guest internals stay in the log.
+        assert!(!reply.body.contains("wasm"), "{}", reply.body);
+        let ok = client.get(&wharf.url("/misbehave/ok")).await.unwrap();
+        assert_eq!((ok.status, ok.body.as_str()), (200, "ok"));
+    }
+    wharf
+        .wait_for_log(&["guest panicked on purpose"], Duration::from_secs(5))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn infinite_loop_gets_504_in_time_while_others_are_served() {
+    let (_dir, wharf) = misbehave("");
+    let client = HttpClient::http1();
+    let started = Instant::now();
+    let looping = tokio::spawn({
+        let client = client.clone();
+        let url = wharf.url("/misbehave/loop");
+        async move { client.get(&url).await.unwrap() }
+    });
+    // While the guest spins, other requests (to the same app and another) are answered.
+    let mut served = 0;
+    while !looping.is_finished() && served < 200 {
+        assert_eq!(client.get(&wharf.url("/hello")).await.unwrap().status, 200);
+        assert_eq!(
+            client
+                .get(&wharf.url("/misbehave/ok"))
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+        served += 1;
+    }
+    let reply = looping.await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert!(served > 0, "nothing was served while the guest looped");
+    assert!(elapsed >= Duration::from_millis(1000), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(1000) + TIMEOUT_SLACK,
+        "{elapsed:?}"
+    );
+    eprintln!("504 after {elapsed:?} for a 1000 ms deadline; {served} requests served meanwhile");
+}
+
+#[tokio::test]
+async fn guest_blocked_in_host_call_still_times_out() {
+    let (_dir, wharf) = misbehave("");
+    let started = Instant::now();
+    let reply = HttpClient::http1()
+        .get(&wharf.url("/misbehave/sleep?ms=60000"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 504);
+    assert!(started.elapsed() < Duration::from_millis(1000) + TIMEOUT_SLACK);
+}
+
+#[tokio::test]
+async fn memory_bomb_is_500_and_the_host_lives() {
+    let (_dir, wharf) = misbehave("");
+    let client = HttpClient::http1();
+    for _ in 0..3 {
+        let reply = client.get(&wharf.url("/misbehave/oom")).await.unwrap();
+        assert_eq!(reply.status, 500, "{}", reply.body);
+        assert_eq!(
+            client
+                .get(&wharf.url("/misbehave/ok"))
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn outbound_http_only_to_allowed_hosts() {
+    // A local upstream the manifest allows, and one it does not.
+    let allowed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let allowed_addr = allowed.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = allowed.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream",
+                )
+                .await;
+        }
+    });
+    let denied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let denied_addr = denied.local_addr().unwrap();
+
+    let (_dir, wharf) = misbehave(&format!(
+        "allowed_outbound_hosts = [\"http://{allowed_addr}\"]\n"
+    ));
+    let client = HttpClient::http1();
+    let ok = client
+        .get(&wharf.url(&format!("/misbehave/outbound?url=http://{allowed_addr}/x")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ok.status, ok.body.as_str()),
+        (200, "upstream 200: upstream")
+    );
+
+    let refused = client
+        .get(&wharf.url(&format!("/misbehave/outbound?url=http://{denied_addr}/x")))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert!(
+        refused.body.contains("HttpRequestDenied"),
+        "{}",
+        refused.body
+    );
+    let elsewhere = client
+        .get(&wharf.url("/misbehave/outbound?url=http://localhost:1/"))
+        .await
+        .unwrap();
+    assert!(
+        elsewhere.body.contains("HttpRequestDenied"),
+        "{}",
+        elsewhere.body
+    );
+    wharf
+        .wait_for_log(
+            &["outbound request refused", &denied_addr.to_string()],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+}
+
+#[tokio::test]
+async fn environment_holds_only_the_app_variables() {
+    let (_dir, wharf) = misbehave("[variables]\ncolour = \"teal\"\n");
+    let reply = HttpClient::http1()
+        .get(&wharf.url("/misbehave/env"))
+        .await
+        .unwrap();
+    let vars: Vec<(String, String)> = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(vars, vec![("colour".to_string(), "teal".to_string())]);
+}
+
+#[tokio::test]
+async fn guest_output_goes_to_the_log_tagged_with_app_and_request() {
+    let (_dir, wharf) = misbehave("");
+    let reply = HttpClient::http1()
+        .get(&wharf.url("/misbehave/print?marker=zebra42"))
+        .await
+        .unwrap();
+    let id = reply.headers["x-request-id"].to_str().unwrap().to_string();
+    for stream in ["stdout", "stderr"] {
+        let line = format!("{stream} says zebra42");
+        wharf
+            .wait_for_log(&[&line, "app=misbehave", &id], Duration::from_secs(5))
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn fresh_instance_per_request_unless_reuse_is_opted_in() {
+    let (_dir, wharf) = misbehave("");
+    let client = HttpClient::http1();
+    for _ in 0..5 {
+        assert_eq!(
+            client
+                .get(&wharf.url("/misbehave/count"))
+                .await
+                .unwrap()
+                .body,
+            "1"
+        );
+    }
+    drop(wharf);
+
+    let (_dir, wharf) = misbehave("reuse_instances = true\n");
+    let mut last = 0;
+    for _ in 0..5 {
+        last = client
+            .get(&wharf.url("/misbehave/count"))
+            .await
+            .unwrap()
+            .body
+            .parse()
+            .unwrap();
+    }
+    assert!(last > 1, "instances were not reused");
+    // A trap throws the instance away instead of returning it to the pool.
+    assert_eq!(
+        client
+            .get(&wharf.url("/misbehave/trap"))
+            .await
+            .unwrap()
+            .status,
+        500
+    );
+    assert_eq!(
+        client
+            .get(&wharf.url("/misbehave/ok"))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
