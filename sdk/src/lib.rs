@@ -1,4 +1,5 @@
 //! Write [wharf](https://crates.io/crates/wharf) apps in Rust.
+#![warn(missing_docs)]
 //!
 //! An app is a function from [`Request`] to [`Response`], exported with [`export!`].
 //! Build it for `wasm32-wasip2`; the result is a standard `wasi:http` component that
@@ -17,6 +18,7 @@
 //! Larger apps route by method and path with a [`Router`], read JSON with
 //! [`Request::json`] and answer it with [`Response::json`].
 
+mod headers;
 mod request;
 mod response;
 mod router;
@@ -32,7 +34,26 @@ pub use router::Router;
 /// let greeting = wharf_sdk::var("greeting").unwrap_or_else(|| "Hello".into());
 /// ```
 pub fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+    bindings::wharf::platform::config::get(name)
+}
+
+/// Every variable of the app, as name and value.
+///
+/// ```no_run
+/// for (name, value) in wharf_sdk::vars() {
+///     println!("{name} = {value}");
+/// }
+/// ```
+pub fn vars() -> Vec<(String, String)> {
+    bindings::wharf::platform::config::get_all()
+}
+
+/// Raw bindings to the `wharf:platform` WIT package (`sdk/wit/`).
+mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "wharf:platform/imports",
+    });
 }
 
 /// Exports a handler as the app's `wasi:http/incoming-handler`.

@@ -1,3 +1,4 @@
+use crate::headers::Headers;
 use serde::de::DeserializeOwned;
 
 /// An HTTP method.
@@ -9,14 +10,23 @@ use serde::de::DeserializeOwned;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
+    /// `GET`
     Get,
+    /// `HEAD`
     Head,
+    /// `POST`
     Post,
+    /// `PUT`
     Put,
+    /// `PATCH`
     Patch,
+    /// `DELETE`
     Delete,
+    /// `OPTIONS`
     Options,
+    /// `CONNECT`
     Connect,
+    /// `TRACE`
     Trace,
     /// Any other method, as sent.
     Other(String),
@@ -24,6 +34,11 @@ pub enum Method {
 
 impl Method {
     /// The method as it appears on the wire.
+    ///
+    /// ```
+    /// # use wharf_sdk::Method;
+    /// assert_eq!(Method::Other("PURGE".into()).as_str(), "PURGE");
+    /// ```
     pub fn as_str(&self) -> &str {
         match self {
             Method::Get => "GET",
@@ -80,42 +95,70 @@ impl std::fmt::Display for Method {
 pub struct Request {
     method: Method,
     path_with_query: String,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: Headers,
     body: Vec<u8>,
     params: Vec<(String, String)>,
 }
 
 impl Request {
     /// A request with no headers and an empty body, handy in tests.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request};
+    /// let req = Request::new(Method::Get, "/hello");
+    /// assert_eq!(req.body(), b"");
+    /// ```
     pub fn new(method: Method, path_with_query: impl Into<String>) -> Self {
         Self {
             method,
             path_with_query: path_with_query.into(),
-            headers: Vec::new(),
+            headers: Headers::default(),
             body: Vec::new(),
             params: Vec::new(),
         }
     }
 
     /// Adds a header (names are case-insensitive).
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request};
+    /// let req = Request::new(Method::Get, "/").with_header("Accept", "text/html");
+    /// assert_eq!(req.header("accept"), Some("text/html"));
+    /// ```
     pub fn with_header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self.headers.push(name, value.into());
         self
     }
 
     /// Replaces the body.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request};
+    /// let req = Request::new(Method::Post, "/").with_body("hi");
+    /// assert_eq!(req.text().unwrap(), "hi");
+    /// ```
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
     }
 
     /// The request method.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request};
+    /// assert_eq!(Request::new(Method::Put, "/").method(), &Method::Put);
+    /// ```
     pub fn method(&self) -> &Method {
         &self.method
     }
 
     /// The full path as the client sent it, without the query: the app sees its
     /// route prefix too (`/hello/world` for an app mounted at `/hello`).
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request};
+    /// assert_eq!(Request::new(Method::Get, "/hello/world?x=1").path(), "/hello/world");
+    /// ```
     pub fn path(&self) -> &str {
         match self.path_with_query.split_once('?') {
             Some((path, _)) => path,
@@ -124,6 +167,11 @@ impl Request {
     }
 
     /// The query string, without the `?`.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request};
+    /// assert_eq!(Request::new(Method::Get, "/?a=1&b=2").query(), Some("a=1&b=2"));
+    /// ```
     pub fn query(&self) -> Option<&str> {
         self.path_with_query.split_once('?').map(|(_, q)| q)
     }
@@ -144,24 +192,46 @@ impl Request {
     }
 
     /// The first value of header `name` as text, if present and valid UTF-8.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request};
+    /// let req = Request::new(Method::Get, "/").with_header("x-token", "abc");
+    /// assert_eq!(req.header("X-Token"), Some("abc"));
+    /// assert_eq!(req.header("missing"), None);
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.headers.get(name)
     }
 
     /// All headers, in the order received, names in lower case.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request};
+    /// let req = Request::new(Method::Get, "/").with_header("A", "1").with_header("b", "2");
+    /// let names: Vec<&str> = req.headers().map(|(k, _)| k).collect();
+    /// assert_eq!(names, ["a", "b"]);
+    /// ```
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+        self.headers.iter()
     }
 
     /// The body bytes.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request};
+    /// assert_eq!(Request::new(Method::Post, "/").with_body(vec![1, 2]).body(), &[1, 2]);
+    /// ```
     pub fn body(&self) -> &[u8] {
         &self.body
     }
 
     /// The body as UTF-8 text; invalid UTF-8 is a 400 error.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request};
+    /// let bad = Request::new(Method::Post, "/").with_body(vec![0xff]);
+    /// assert_eq!(bad.text().unwrap_err().status(), 400);
+    /// ```
     pub fn text(&self) -> Result<&str, Response> {
         std::str::from_utf8(&self.body)
             .map_err(|_| Response::text("request body is not valid UTF-8\n").with_status(400))
@@ -169,6 +239,22 @@ impl Request {
 
     /// The body parsed as JSON. The error is a ready 400 response naming the problem,
     /// so handlers can use `?`.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request, Response};
+    /// #[derive(serde::Deserialize)]
+    /// struct Login { user: String }
+    ///
+    /// fn login(req: Request) -> Result<Response, Response> {
+    ///     let login: Login = req.json()?;
+    ///     Ok(Response::text(format!("hi {}", login.user)))
+    /// }
+    ///
+    /// let ok = login(Request::new(Method::Post, "/").with_body(r#"{"user":"ada"}"#));
+    /// assert_eq!(ok.unwrap().body(), b"hi ada");
+    /// let bad = login(Request::new(Method::Post, "/").with_body("{"));
+    /// assert_eq!(bad.unwrap_err().status(), 400);
+    /// ```
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Response> {
         serde_json::from_slice(&self.body).map_err(|e| {
             Response::json(&serde_json::json!({ "error": format!("invalid JSON body: {e}") }))
@@ -177,6 +263,15 @@ impl Request {
     }
 
     /// A path parameter captured by the [`Router`](crate::Router) (`:id` in `/items/:id`).
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request, Response, Router};
+    /// let router = Router::new().get("/users/:name", |req| {
+    ///     Response::text(format!("user {}", req.param("name").unwrap_or("?")))
+    /// });
+    /// let res = router.handle(Request::new(Method::Get, "/users/ada%20l"));
+    /// assert_eq!(res.body(), b"user ada l");
+    /// ```
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()

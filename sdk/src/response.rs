@@ -1,3 +1,4 @@
+use crate::headers::Headers;
 use serde::Serialize;
 
 /// An outgoing response: status, headers and a body.
@@ -12,21 +13,33 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     status: u16,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: Headers,
     body: Vec<u8>,
 }
 
 impl Response {
     /// An empty response with `status`.
+    ///
+    /// ```
+    /// # use wharf_sdk::Response;
+    /// let res = Response::new(204);
+    /// assert_eq!((res.status(), res.body()), (204, &b""[..]));
+    /// ```
     pub fn new(status: u16) -> Self {
         Self {
             status,
-            headers: Vec::new(),
+            headers: Headers::default(),
             body: Vec::new(),
         }
     }
 
     /// `200 OK` with a `text/plain` body.
+    ///
+    /// ```
+    /// # use wharf_sdk::Response;
+    /// let res = Response::text("hi");
+    /// assert_eq!(res.header("content-type"), Some("text/plain; charset=utf-8"));
+    /// ```
     pub fn text(body: impl Into<String>) -> Self {
         Self::new(200)
             .with_header("content-type", "text/plain; charset=utf-8")
@@ -34,6 +47,12 @@ impl Response {
     }
 
     /// `200 OK` with an HTML body.
+    ///
+    /// ```
+    /// # use wharf_sdk::Response;
+    /// let res = Response::html("<h1>hi</h1>");
+    /// assert_eq!(res.header("content-type"), Some("text/html; charset=utf-8"));
+    /// ```
     pub fn html(body: impl Into<String>) -> Self {
         Self::new(200)
             .with_header("content-type", "text/html; charset=utf-8")
@@ -58,52 +77,90 @@ impl Response {
     }
 
     /// `404 Not Found` with a short text body.
+    ///
+    /// ```
+    /// # use wharf_sdk::Response;
+    /// assert_eq!(Response::not_found().status(), 404);
+    /// ```
     pub fn not_found() -> Self {
         Self::text("404 Not Found\n").with_status(404)
     }
 
     /// Sets the status code.
+    ///
+    /// ```
+    /// # use wharf_sdk::Response;
+    /// assert_eq!(Response::text("gone").with_status(410).status(), 410);
+    /// ```
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = status;
         self
     }
 
     /// Adds a header.
+    ///
+    /// ```
+    /// # use wharf_sdk::Response;
+    /// let res = Response::new(302).with_header("Location", "/login");
+    /// assert_eq!(res.header("location"), Some("/login"));
+    /// ```
     pub fn with_header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self.headers.push(name, value.into());
         self
     }
 
     /// Replaces the body.
+    ///
+    /// ```
+    /// # use wharf_sdk::Response;
+    /// assert_eq!(Response::new(200).with_body("x").body(), b"x");
+    /// ```
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
     }
 
     /// The status code.
+    ///
+    /// ```
+    /// # use wharf_sdk::Response;
+    /// assert_eq!(Response::text("ok").status(), 200);
+    /// ```
     pub fn status(&self) -> u16 {
         self.status
     }
 
     /// The first value of header `name` as text.
+    ///
+    /// ```
+    /// # use wharf_sdk::Response;
+    /// assert_eq!(Response::json(&1).header("Content-Type"), Some("application/json"));
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.headers.get(name)
     }
 
     /// All headers, names in lower case.
+    ///
+    /// ```
+    /// # use wharf_sdk::Response;
+    /// assert_eq!(Response::text("x").headers().count(), 1);
+    /// ```
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+        self.headers.iter()
     }
 
     /// The body bytes.
+    ///
+    /// ```
+    /// # use wharf_sdk::Response;
+    /// assert_eq!(Response::text("abc").body(), b"abc");
+    /// ```
     pub fn body(&self) -> &[u8] {
         &self.body
     }
 
-    pub(crate) fn into_parts(self) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
+    pub(crate) fn into_parts(self) -> (u16, Headers, Vec<u8>) {
         (self.status, self.headers, self.body)
     }
 }
@@ -119,6 +176,11 @@ impl Response {
 /// ```
 pub trait IntoResponse {
     /// Converts into a response.
+    ///
+    /// ```
+    /// # use wharf_sdk::IntoResponse;
+    /// assert_eq!(String::from("hi").into_response().status(), 200);
+    /// ```
     fn into_response(self) -> Response;
 }
 

@@ -36,12 +36,23 @@ enum Segment {
 }
 
 impl Router {
-    /// An empty router.
+    /// An empty router: every request gets 404.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request, Router};
+    /// assert_eq!(Router::new().handle(Request::new(Method::Get, "/")).status(), 404);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds a route for `method` and `pattern`.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request, Response, Router};
+    /// let router = Router::new().route(Method::Options, "/*any", |_| Response::new(204));
+    /// assert_eq!(router.handle(Request::new(Method::Options, "/a/b")).status(), 204);
+    /// ```
     pub fn route<R: IntoResponse>(
         mut self,
         method: Method,
@@ -68,6 +79,13 @@ impl Router {
     }
 
     /// Adds a `GET` route (which also answers `HEAD`).
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request, Router};
+    /// let router = Router::new().get("/files/*path", |req| req.param("path").unwrap().to_string());
+    /// assert_eq!(router.handle(Request::new(Method::Get, "/files/a/b.txt")).body(), b"a/b.txt");
+    /// assert_eq!(router.handle(Request::new(Method::Head, "/files/x")).status(), 200);
+    /// ```
     pub fn get<R: IntoResponse>(
         self,
         pattern: &str,
@@ -77,6 +95,12 @@ impl Router {
     }
 
     /// Adds a `POST` route.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request, Response, Router};
+    /// let router = Router::new().post("/items", |_| Response::new(201));
+    /// assert_eq!(router.handle(Request::new(Method::Post, "/items")).status(), 201);
+    /// ```
     pub fn post<R: IntoResponse>(
         self,
         pattern: &str,
@@ -86,6 +110,12 @@ impl Router {
     }
 
     /// Adds a `PUT` route.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request, Response, Router};
+    /// let router = Router::new().put("/items/:id", |_| Response::new(204));
+    /// assert_eq!(router.handle(Request::new(Method::Put, "/items/1")).status(), 204);
+    /// ```
     pub fn put<R: IntoResponse>(
         self,
         pattern: &str,
@@ -95,6 +125,12 @@ impl Router {
     }
 
     /// Adds a `PATCH` route.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request, Response, Router};
+    /// let router = Router::new().patch("/items/:id", |_| Response::new(204));
+    /// assert_eq!(router.handle(Request::new(Method::Patch, "/items/1")).status(), 204);
+    /// ```
     pub fn patch<R: IntoResponse>(
         self,
         pattern: &str,
@@ -104,6 +140,12 @@ impl Router {
     }
 
     /// Adds a `DELETE` route.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request, Response, Router};
+    /// let router = Router::new().delete("/items/:id", |_| Response::new(204));
+    /// assert_eq!(router.handle(Request::new(Method::Delete, "/items/1")).status(), 204);
+    /// ```
     pub fn delete<R: IntoResponse>(
         self,
         pattern: &str,
@@ -113,6 +155,13 @@ impl Router {
     }
 
     /// Dispatches `req` to the first matching route.
+    ///
+    /// ```
+    /// # use wharf_sdk::{Method, Request, Router};
+    /// let router = Router::new().get("/a", |_| "first").get("/:any", |_| "second");
+    /// assert_eq!(router.handle(Request::new(Method::Get, "/a")).body(), b"first");
+    /// assert_eq!(router.handle(Request::new(Method::Get, "/b")).body(), b"second");
+    /// ```
     pub fn handle(&self, mut req: Request) -> Response {
         let path: Vec<&str> = split(req.path()).collect();
         let mut allowed: Vec<&str> = Vec::new();

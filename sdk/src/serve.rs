@@ -68,12 +68,12 @@ fn read_request(request: IncomingRequest) -> Result<Request, String> {
 fn write_response(out: ResponseOutparam, response: Response) {
     let (status, headers, body) = response.into_parts();
     let fields = Fields::new();
-    for (name, value) in &headers {
+    for (name, value) in headers.iter() {
         // A header the host forbids (or an invalid one) is dropped rather than failing
         // the whole response.
         let _ = fields.append(name, value);
     }
-    if !headers.iter().any(|(k, _)| k == "content-length") {
+    if !headers.contains("content-length") {
         let _ = fields.append("content-length", body.len().to_string().as_bytes());
     }
     let outgoing = OutgoingResponse::new(fields);

@@ -252,6 +252,14 @@ impl HttpClient {
         self.send("GET", url, None, "").await
     }
 
+    /// The status of a GET, panicking if the request itself fails.
+    pub async fn status(&self, url: &str) -> u16 {
+        self.get(url)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e:#}"))
+            .status
+    }
+
     pub async fn post_json(&self, url: &str, body: &str) -> anyhow::Result<Reply> {
         self.send("POST", url, Some("application/json"), body).await
     }

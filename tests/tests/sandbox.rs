@@ -48,15 +48,8 @@ async fn infinite_loop_gets_504_in_time_while_others_are_served() {
     // While the guest spins, other requests (to the same app and another) are answered.
     let mut served = 0;
     while !looping.is_finished() && served < 200 {
-        assert_eq!(client.get(&wharf.url("/hello")).await.unwrap().status, 200);
-        assert_eq!(
-            client
-                .get(&wharf.url("/misbehave/ok"))
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+        assert_eq!(client.status(&wharf.url("/hello")).await, 200);
+        assert_eq!(client.status(&wharf.url("/misbehave/ok")).await, 200);
         served += 1;
     }
     let reply = looping.await.unwrap();
@@ -90,14 +83,7 @@ async fn memory_bomb_is_500_and_the_host_lives() {
     for _ in 0..3 {
         let reply = client.get(&wharf.url("/misbehave/oom")).await.unwrap();
         assert_eq!(reply.status, 500, "{}", reply.body);
-        assert_eq!(
-            client
-                .get(&wharf.url("/misbehave/ok"))
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+        assert_eq!(client.status(&wharf.url("/misbehave/ok")).await, 200);
     }
 }
 
@@ -217,20 +203,6 @@ async fn fresh_instance_per_request_unless_reuse_is_opted_in() {
     }
     assert!(last > 1, "instances were not reused");
     // A trap throws the instance away instead of returning it to the pool.
-    assert_eq!(
-        client
-            .get(&wharf.url("/misbehave/trap"))
-            .await
-            .unwrap()
-            .status,
-        500
-    );
-    assert_eq!(
-        client
-            .get(&wharf.url("/misbehave/ok"))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(client.status(&wharf.url("/misbehave/trap")).await, 500);
+    assert_eq!(client.status(&wharf.url("/misbehave/ok")).await, 200);
 }

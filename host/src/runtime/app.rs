@@ -21,7 +21,7 @@ pub struct App {
     pub timeout: Duration,
     pub max_memory: usize,
     pub reuse_instances: bool,
-    pub(super) env: Vec<(String, String)>,
+    pub(super) env: Arc<[(String, String)]>,
     pub(super) outbound: Arc<[OutboundRule]>,
     pub(super) pre: ProxyPre<HostState>,
     /// Finished instances waiting for the next request (only with `reuse_instances`).

@@ -3,11 +3,15 @@
 //! as the guest sets it while the guest keeps streaming the body.
 
 use super::app::App;
+use super::state::GuestBody;
 use super::state::HostState;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Frame;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -15,7 +19,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::Proxy;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body of every response wharf sends.
@@ -58,9 +62,9 @@ impl App {
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
         let deadline = Instant::now() + self.timeout;
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         let app = self.clone();
-        let task = tokio::spawn(async move {
+        let mut guest: GuestRun = Box::pin(async move {
             // Dropping this future (deadline passed) drops the store and aborts the guest
             // even while it waits on host I/O, where epoch interruption cannot reach it.
             let run = app.run(req, tx, request_id.clone(), deadline);
@@ -73,16 +77,23 @@ impl App {
             }
             result
         });
-        match rx.await {
-            Ok(Ok(response)) => {
-                Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
-            }
+        // The guest runs inside this request's task (no spawn, no cross-task wake-up)
+        // until it sets the response; after that the response body drives it.
+        let (response, guest) = tokio::select! {
+            biased;
+            response = &mut rx => (response, Some(guest)),
+            result = &mut guest => match rx.try_recv() {
+                Ok(response) => (Ok(response), None),
+                Err(_) => return Err(result.err().unwrap_or(InvokeError::NoResponse)),
+            },
+        };
+        match response {
+            Ok(Ok(response)) => Ok(ResponseBody::attach(response, guest).await),
             Ok(Err(code)) => Err(InvokeError::ErrorCode(format!("{code:?}"))),
-            // The guest dropped the response outparam without setting it: the task says why.
-            Err(_) => match task.await {
-                Ok(Ok(())) => Err(InvokeError::NoResponse),
-                Ok(Err(e)) => Err(e),
-                Err(join) => Err(InvokeError::Trap(format!("host task failed: {join}"))),
+            // Dropped without being set: the guest's own result says why.
+            Err(_) => match guest {
+                Some(guest) => Err(guest.await.err().unwrap_or(InvokeError::NoResponse)),
+                None => Err(InvokeError::NoResponse),
             },
         }
     }
@@ -90,12 +101,7 @@ impl App {
     async fn run<B>(
         self: &Arc<Self>,
         req: http::Request<B>,
-        tx: oneshot::Sender<
-            Result<
-                http::Response<super::state::GuestBody>,
-                wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
-            >,
-        >,
+        tx: oneshot::Sender<Result<http::Response<GuestBody>, ErrorCode>>,
         request_id: Arc<str>,
         deadline: Instant,
     ) -> Result<(), InvokeError>
@@ -182,4 +188,68 @@ fn classify(e: wasmtime::Error, timeout: Duration) -> InvokeError {
         return InvokeError::Overloaded;
     }
     InvokeError::Trap(format!("{e:#}"))
+}
+
+/// The guest's run of one request, driven by whoever holds it.
+type GuestRun = Pin<Box<dyn Future<Output = Result<(), InvokeError>> + Send>>;
+
+/// The response body handed to hyper. It carries the guest's run, which writes the
+/// body, and polls it whenever hyper asks for data. Dropped early (client gone, HEAD),
+/// it lets the run finish on its own task.
+struct ResponseBody {
+    first: Option<Result<Frame<Bytes>, BoxError>>,
+    body: GuestBody,
+    guest: Option<GuestRun>,
+}
+
+impl ResponseBody {
+    /// When the guest declared a Content-Length, reads the body's first frame before
+    /// handing the response to hyper, so head and body leave in one write instead of
+    /// two (guests set the response before writing its body). A response without a
+    /// length is a stream, passed on at once so its head is not held back.
+    async fn attach(
+        response: http::Response<GuestBody>,
+        guest: Option<GuestRun>,
+    ) -> http::Response<Body> {
+        let (parts, body) = response.into_parts();
+        let mut body = ResponseBody {
+            first: None,
+            body,
+            guest,
+        };
+        if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+            body.first = body.frame().await;
+        }
+        http::Response::from_parts(parts, body.boxed_unsync())
+    }
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(first));
+        }
+        if let Some(guest) = self.guest.as_mut()
+            && guest.as_mut().poll(cx).is_ready()
+        {
+            self.guest = None;
+        }
+        Pin::new(&mut self.body)
+            .poll_frame(cx)
+            .map(|f| f.map(|f| f.map_err(BoxError::from)))
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(guest) = self.guest.take() {
+            tokio::spawn(guest);
+        }
+    }
 }

@@ -8,6 +8,7 @@ mod guest_log;
 mod invoke;
 mod limits;
 pub mod manifest;
+mod platform;
 mod registry;
 mod state;
 mod watch;
@@ -67,6 +68,7 @@ impl Runtime {
         // import wasi:cli, wasi:filesystem and wasi:sockets; the WasiCtx grants none of them.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        platform::add_to_linker(&mut linker)?;
         let cache = CompileCache::new(&engine, cache_dir);
         Ok(Arc::new(Self {
             engine,

@@ -5,6 +5,7 @@ use super::app::App;
 use super::guest_log::GuestLog;
 use super::limits::InstanceLimits;
 use super::manifest::OutboundRule;
+use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
@@ -25,16 +26,18 @@ pub struct HostState {
     stderr: GuestLog,
     /// When the current request's time is up; read by the epoch callback.
     deadline: Instant,
+    variables: Arc<[(String, String)]>,
 }
 
 impl HostState {
-    /// A sandbox with nothing in it but the app's variables: no preopened directories,
+    /// A sandbox with nothing in it but the app's variables (in `wharf:platform/config`
+    /// and, for components from any toolchain, the environment): no preopened directories,
     /// no sockets, no inherited environment, stdio going to wharf's log.
     pub fn new(app: &App, request_id: &Arc<str>) -> Self {
         let stdout = GuestLog::new(app.name.clone(), request_id.clone(), "stdout");
         let stderr = GuestLog::new(app.name.clone(), request_id.clone(), "stderr");
         let wasi = WasiCtx::builder()
-            .envs(&app.env)
+            .envs(&app.env[..])
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
@@ -53,6 +56,7 @@ impl HostState {
             stdout,
             stderr,
             deadline: Instant::now() + app.timeout,
+            variables: app.env.clone(),
         }
     }
 
@@ -66,6 +70,11 @@ impl HostState {
 
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// The app's variables, for `wharf:platform/config`.
+    pub fn variables(&self) -> &[(String, String)] {
+        &self.variables
     }
 
     pub fn table(&mut self) -> &mut ResourceTable {
@@ -132,13 +141,20 @@ impl WasiHttpHooks for OutboundPolicy {
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         Box::new(async move {
-            use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             let io: Box<dyn Future<Output = _> + Send> = Box::new(io);
             Ok((response.map(BodyExt::boxed_unsync), io))
         })
     }
+
+    /// Lets a guest queue several body chunks before it waits for the client, instead
+    /// of one, so a response of a few chunks does not ping-pong between guest and hyper.
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        OUTGOING_BODY_BUFFER_CHUNKS
+    }
 }
+
+const OUTGOING_BODY_BUFFER_CHUNKS: usize = 8;
 
 /// Response body type the guest produces.
 pub type GuestBody = HyperOutgoingBody;
