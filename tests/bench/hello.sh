@@ -4,7 +4,7 @@
 # Server pinned to CPU 0 with one runtime worker, wrk pinned to CPU 1, 64 connections.
 # Reports requests/s and p99 for each, and wharf's ratio to raw hyper, for a fresh
 # instance per request and for opt-in instance reuse. Then restart time with 10 apps,
-# with and without the compile cache.
+# with and without the compile cache, and the in-process cost of App::invoke.
 #
 # Usage: tests/bench/hello.sh [DURATION_SECONDS]   (default 10)
 set -euo pipefail
@@ -104,3 +104,8 @@ echo "start with 10 apps (median of 3)"
 printf '%-34s %8s ms\n' "no cache (compile all)" "$(median "${uncached[@]}")"
 printf '%-34s %8s ms\n' "compile cache warm" "$(median "${cached[@]}")"
 echo "ratio cached/uncached: $(ratio "$(median "${cached[@]}")" "$(median "${uncached[@]}")")"
+
+# Where the time goes: one request through App::invoke in-process, no sockets or HTTP.
+echo
+echo "in-process App::invoke (no network, one request at a time)"
+taskset -c 0 cargo bench --quiet -p wharf --bench invoke 2>/dev/null

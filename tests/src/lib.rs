@@ -35,12 +35,19 @@ fn run(cmd: &mut Command) {
 }
 
 /// The wharf binary, built (once per test process) with the profile the tests run in.
+///
+/// It is built for the whole workspace with every target, as `cargo test --workspace`
+/// does: building `-p wharf` alone resolves dependency features differently and
+/// would compile wasmtime a second time.
 pub fn wharf_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        run(Command::new(cargo())
-            .current_dir(repo_root())
-            .args(["build", "--quiet", "-p", "wharf", "--bin", "wharf"]));
+        run(Command::new(cargo()).current_dir(repo_root()).args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--all-targets",
+        ]));
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root().join("target"));

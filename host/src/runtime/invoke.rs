@@ -219,6 +219,18 @@ impl ResponseBody {
         };
         if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
             body.first = body.frame().await;
+            // A small response is usually complete by now and the guest only has to
+            // return: let it, so its instance is released before the response is
+            // written rather than after.
+            std::future::poll_fn(|cx| {
+                if let Some(guest) = body.guest.as_mut()
+                    && guest.as_mut().poll(cx).is_ready()
+                {
+                    body.guest = None;
+                }
+                Poll::Ready(())
+            })
+            .await;
         }
         http::Response::from_parts(parts, body.boxed_unsync())
     }

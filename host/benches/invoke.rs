@@ -1,0 +1,78 @@
+//! In-process cost of one request through an app, without sockets or HTTP parsing:
+//! `App::invoke` on a fresh instance and on a reused one. Complements
+//! tests/bench/hello.sh, which measures the whole server against raw hyper.
+//!
+//! Run: cargo bench -p wharf --bench invoke   (needs guest-apps built for wasm32-wasip2)
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use std::time::{Duration, Instant};
+use wharf::runtime::Runtime;
+
+// Same allocator as the wharf binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const WARMUP: usize = 2_000;
+const ITERATIONS: usize = 20_000;
+
+fn main() -> anyhow::Result<()> {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let hello = repo.join("guest-apps/target/wasm32-wasip2/release/hello.wasm");
+    anyhow::ensure!(
+        hello.exists(),
+        "build the guest apps first: {}",
+        hello.display()
+    );
+    let apps = tempfile::tempdir()?;
+    std::fs::copy(&hello, apps.path().join("fresh.wasm"))?;
+    std::fs::copy(&hello, apps.path().join("reuse.wasm"))?;
+    std::fs::write(apps.path().join("reuse.toml"), "reuse_instances = true\n")?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let runtime = Runtime::new(apps.path(), None)?;
+        runtime.load_all().await?;
+        println!("{:<28} {:>12} {:>14}", "app", "µs/request", "requests/s");
+        for name in ["fresh", "reuse"] {
+            let per_request = measure(&runtime, name).await?;
+            println!(
+                "{:<28} {:>12.2} {:>14.0}",
+                format!("hello, {name} instance"),
+                per_request.as_secs_f64() * 1e6,
+                1.0 / per_request.as_secs_f64()
+            );
+        }
+        anyhow::Ok(())
+    })
+}
+
+async fn measure(runtime: &Runtime, name: &str) -> anyhow::Result<Duration> {
+    let app = runtime.registry().get(name).unwrap().clone();
+    let one = || async {
+        let body = Empty::<Bytes>::new().map_err(|never| match never {});
+        let req = http::Request::get(format!("http://bench/{name}"))
+            .header("host", "bench")
+            .body(body)?;
+        let response = app.invoke::<_>(req, "bench".into()).await?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        anyhow::ensure!(body.to_bytes().as_ref() == b"Hello from wharf!\n");
+        anyhow::Ok(())
+    };
+    for _ in 0..WARMUP {
+        one().await?;
+    }
+    let start = Instant::now();
+    for _ in 0..ITERATIONS {
+        one().await?;
+    }
+    Ok(start.elapsed() / ITERATIONS as u32)
+}
