@@ -14,6 +14,8 @@ use wharf::runtime::Runtime;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const WARMUP: usize = 2_000;
+/// Requests measured per app; `INVOKE_ITERATIONS` overrides (e.g. a small number
+/// under callgrind, which counts instructions instead of timing).
 const ITERATIONS: usize = 20_000;
 
 fn main() -> anyhow::Result<()> {
@@ -38,7 +40,11 @@ fn main() -> anyhow::Result<()> {
         let runtime = Runtime::new(apps.path(), None)?;
         runtime.load_all().await?;
         println!("{:<28} {:>12} {:>14}", "app", "µs/request", "requests/s");
-        for name in ["fresh", "reuse"] {
+        let only = std::env::var("INVOKE_APP").ok();
+        for name in ["fresh", "reuse"]
+            .into_iter()
+            .filter(|n| only.as_deref().is_none_or(|o| o == *n))
+        {
             let per_request = measure(&runtime, name).await?;
             println!(
                 "{:<28} {:>12.2} {:>14.0}",
@@ -67,12 +73,16 @@ async fn measure(runtime: &Runtime, name: &str) -> anyhow::Result<Duration> {
         anyhow::ensure!(body.to_bytes().as_ref() == b"Hello from wharf!\n");
         anyhow::Ok(())
     };
-    for _ in 0..WARMUP {
+    let iterations = std::env::var("INVOKE_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ITERATIONS);
+    for _ in 0..WARMUP.min(iterations) {
         one().await?;
     }
     let start = Instant::now();
-    for _ in 0..ITERATIONS {
+    for _ in 0..iterations {
         one().await?;
     }
-    Ok(start.elapsed() / ITERATIONS as u32)
+    Ok(start.elapsed() / iterations as u32)
 }

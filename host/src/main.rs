@@ -74,6 +74,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         args.cache_dir.or_else(wharf::runtime::default_cache_dir)
     };
+    anyhow::ensure!(
+        args.apps_dir.is_dir(),
+        "apps directory {} does not exist: create it or name another one",
+        args.apps_dir.display()
+    );
     let runtime = Runtime::new(&args.apps_dir, cache_dir)?;
     // Watch before the first load so a file written meanwhile is not missed.
     let _watch = runtime
