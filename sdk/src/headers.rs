@@ -5,6 +5,10 @@
 pub(crate) struct Headers(Vec<(String, Vec<u8>)>);
 
 impl Headers {
+    pub(crate) fn as_list(&self) -> &[(String, Vec<u8>)] {
+        &self.0
+    }
+
     pub(crate) fn push(&mut self, name: &str, value: Vec<u8>) {
         self.0.push((name.to_ascii_lowercase(), value));
     }

@@ -1,5 +1,7 @@
 use crate::headers::Headers;
 use serde::de::DeserializeOwned;
+use std::cell::OnceCell;
+use std::rc::Rc;
 
 /// An HTTP method.
 ///
@@ -78,7 +80,7 @@ impl std::fmt::Display for Method {
     }
 }
 
-/// An incoming request, with its whole body read.
+/// An incoming request. Its headers and body are read from the host when first used.
 ///
 /// ```
 /// use wharf_sdk::{Method, Request};
@@ -91,13 +93,32 @@ impl std::fmt::Display for Method {
 /// let v: serde_json::Value = req.json().unwrap();
 /// assert_eq!(v["a"], 1);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Request {
     method: Method,
     path_with_query: String,
-    headers: Headers,
-    body: Vec<u8>,
+    /// Headers and body are fetched from the host on first use: a handler that never
+    /// looks at them costs no host calls for them.
+    headers: OnceCell<Headers>,
+    body: OnceCell<Result<Vec<u8>, String>>,
     params: Vec<(String, String)>,
+    source: Option<Rc<dyn Source>>,
+}
+
+/// Where a request's headers and body come from when they are first needed.
+pub(crate) trait Source {
+    fn headers(&self) -> Headers;
+    fn body(&self) -> Result<Vec<u8>, String>;
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path_with_query", &self.path_with_query)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Request {
@@ -112,10 +133,47 @@ impl Request {
         Self {
             method,
             path_with_query: path_with_query.into(),
-            headers: Headers::default(),
-            body: Vec::new(),
+            headers: OnceCell::from(Headers::default()),
+            body: OnceCell::from(Ok(Vec::new())),
             params: Vec::new(),
+            source: None,
         }
+    }
+
+    pub(crate) fn from_source(
+        method: Method,
+        path_with_query: String,
+        source: Rc<dyn Source>,
+    ) -> Self {
+        Self {
+            method,
+            path_with_query,
+            headers: OnceCell::new(),
+            body: OnceCell::new(),
+            params: Vec::new(),
+            source: Some(source),
+        }
+    }
+
+    fn loaded_headers(&self) -> &Headers {
+        self.headers.get_or_init(|| {
+            self.source
+                .as_ref()
+                .map(|s| s.headers())
+                .unwrap_or_default()
+        })
+    }
+
+    fn loaded_body(&self) -> &Result<Vec<u8>, String> {
+        self.body
+            .get_or_init(|| self.source.as_ref().map_or(Ok(Vec::new()), |s| s.body()))
+    }
+
+    /// The body, or a 400 response saying why it could not be read.
+    fn read_body(&self) -> Result<&[u8], Response> {
+        self.loaded_body().as_deref().map_err(|e| {
+            Response::text(format!("could not read request body: {e}\n")).with_status(400)
+        })
     }
 
     /// Adds a header (names are case-insensitive).
@@ -126,7 +184,10 @@ impl Request {
     /// assert_eq!(req.header("accept"), Some("text/html"));
     /// ```
     pub fn with_header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push(name, value.into());
+        self.loaded_headers();
+        if let Some(headers) = self.headers.get_mut() {
+            headers.push(name, value.into());
+        }
         self
     }
 
@@ -138,7 +199,7 @@ impl Request {
     /// assert_eq!(req.text().unwrap(), "hi");
     /// ```
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
+        self.body = OnceCell::from(Ok(body.into()));
         self
     }
 
@@ -200,7 +261,7 @@ impl Request {
     /// assert_eq!(req.header("missing"), None);
     /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name)
+        self.loaded_headers().get(name)
     }
 
     /// All headers, in the order received, names in lower case.
@@ -212,17 +273,18 @@ impl Request {
     /// assert_eq!(names, ["a", "b"]);
     /// ```
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter()
+        self.loaded_headers().iter()
     }
 
-    /// The body bytes.
+    /// The body bytes (empty if it could not be read; [`Request::text`] and
+    /// [`Request::json`] report that as a 400).
     ///
     /// ```
     /// # use wharf_sdk::{Method, Request};
     /// assert_eq!(Request::new(Method::Post, "/").with_body(vec![1, 2]).body(), &[1, 2]);
     /// ```
     pub fn body(&self) -> &[u8] {
-        &self.body
+        self.loaded_body().as_deref().unwrap_or(&[])
     }
 
     /// The body as UTF-8 text; invalid UTF-8 is a 400 error.
@@ -233,7 +295,7 @@ impl Request {
     /// assert_eq!(bad.text().unwrap_err().status(), 400);
     /// ```
     pub fn text(&self) -> Result<&str, Response> {
-        std::str::from_utf8(&self.body)
+        std::str::from_utf8(self.read_body()?)
             .map_err(|_| Response::text("request body is not valid UTF-8\n").with_status(400))
     }
 
@@ -256,7 +318,7 @@ impl Request {
     /// assert_eq!(bad.unwrap_err().status(), 400);
     /// ```
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Response> {
-        serde_json::from_slice(&self.body).map_err(|e| {
+        serde_json::from_slice(self.read_body()?).map_err(|e| {
             Response::json(&serde_json::json!({ "error": format!("invalid JSON body: {e}") }))
                 .with_status(400)
         })

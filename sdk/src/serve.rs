@@ -1,6 +1,9 @@
 //! The bridge between `wasi:http` resources and [`Request`]/[`Response`].
 
+use crate::headers::Headers;
+use crate::request::Source;
 use crate::{Method, Request, Response};
+use std::rc::Rc;
 use wasi::http::types::{
     Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
@@ -11,20 +14,12 @@ const WRITE_CHUNK: usize = 4096;
 /// Largest read asked for at once.
 const READ_CHUNK: u64 = 64 * 1024;
 
-/// Reads the request, runs `handler`, writes its response.
+/// Runs `handler` on the request and writes its response.
 pub fn serve(
     request: IncomingRequest,
     out: ResponseOutparam,
     handler: impl FnOnce(Request) -> Response,
 ) {
-    let response = match read_request(request) {
-        Ok(req) => handler(req),
-        Err(e) => Response::text(format!("could not read request: {e}\n")).with_status(400),
-    };
-    write_response(out, response);
-}
-
-fn read_request(request: IncomingRequest) -> Result<Request, String> {
     use wasi::http::types::Method as M;
     let method = match request.method() {
         M::Get => Method::Get,
@@ -38,58 +33,56 @@ fn read_request(request: IncomingRequest) -> Result<Request, String> {
         M::Trace => Method::Trace,
         M::Other(m) => Method::Other(m),
     };
-    let mut req = Request::new(
-        method,
-        request.path_with_query().unwrap_or_else(|| "/".into()),
-    );
-    for (name, value) in request.headers().entries() {
-        req = req.with_header(&name, value);
+    let path = request.path_with_query().unwrap_or_else(|| "/".into());
+    let req = Request::from_source(method, path, Rc::new(Incoming(request)));
+    write_response(out, handler(req));
+}
+
+/// The host's request, read on demand.
+struct Incoming(IncomingRequest);
+
+impl Source for Incoming {
+    fn headers(&self) -> Headers {
+        let mut headers = Headers::default();
+        for (name, value) in self.0.headers().entries() {
+            headers.push(&name, value);
+        }
+        headers
     }
-    // A request that announces no body has none; skipping the body resources saves
-    // several host calls on every GET.
-    let framed = req.header("content-length").is_some_and(|len| len != "0")
-        || req.header("transfer-encoding").is_some();
-    let bodiless = matches!(
-        req.method(),
-        Method::Get | Method::Head | Method::Delete | Method::Options
-    );
-    if bodiless && !framed {
-        return Ok(req);
-    }
-    let body = request
-        .consume()
-        .map_err(|()| "body already consumed".to_string())?;
-    let mut bytes = Vec::new();
-    {
-        let stream = body
-            .stream()
-            .map_err(|()| "body stream unavailable".to_string())?;
-        loop {
-            match stream.blocking_read(READ_CHUNK) {
-                Ok(chunk) => bytes.extend_from_slice(&chunk),
-                Err(StreamError::Closed) => break,
-                Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+
+    fn body(&self) -> Result<Vec<u8>, String> {
+        let body = self
+            .0
+            .consume()
+            .map_err(|()| "body already consumed".to_string())?;
+        let mut bytes = Vec::new();
+        {
+            let stream = body
+                .stream()
+                .map_err(|()| "body stream unavailable".to_string())?;
+            loop {
+                match stream.blocking_read(READ_CHUNK) {
+                    Ok(chunk) => bytes.extend_from_slice(&chunk),
+                    Err(StreamError::Closed) => break,
+                    Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+                }
             }
         }
+        IncomingBody::finish(body);
+        Ok(bytes)
     }
-    IncomingBody::finish(body);
-    Ok(req.with_body(bytes))
 }
 
 fn write_response(out: ResponseOutparam, response: Response) {
-    let (status, headers, body) = response.into_parts();
-    let mut list: Vec<(String, Vec<u8>)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_vec()))
-        .collect();
+    let (status, mut headers, body) = response.into_parts();
     if !headers.contains("content-length") {
-        list.push(("content-length".into(), body.len().to_string().into_bytes()));
+        headers.push("content-length", body.len().to_string().into_bytes());
     }
     // One host call for all headers; if the host refuses one (forbidden or invalid),
     // fall back to adding them one by one and dropping only the bad ones.
-    let fields = Fields::from_list(&list).unwrap_or_else(|_| {
+    let fields = Fields::from_list(headers.as_list()).unwrap_or_else(|_| {
         let fields = Fields::new();
-        for (name, value) in &list {
+        for (name, value) in headers.iter() {
             let _ = fields.append(name, value);
         }
         fields
