@@ -9,10 +9,6 @@ use http_body_util::{BodyExt, Empty};
 use std::time::{Duration, Instant};
 use wharf::runtime::Runtime;
 
-// Same allocator as the wharf binary.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const WARMUP: usize = 2_000;
 /// Requests measured per app; `INVOKE_ITERATIONS` overrides (e.g. a small number
 /// under callgrind, which counts instructions instead of timing).

@@ -10,11 +10,6 @@ use std::time::Instant;
 use wharf::gateway::Gateway;
 use wharf::runtime::{LoadEvent, Origin, Runtime};
 
-// Every request allocates and frees many small objects (hyper, wasmtime stores and
-// resources); mimalloc serves them markedly faster than glibc's malloc.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "wharf",

@@ -95,10 +95,10 @@ impl std::fmt::Display for Method {
 /// ```
 #[derive(Clone)]
 pub struct Request {
-    method: Method,
-    path_with_query: String,
-    /// Headers and body are fetched from the host on first use: a handler that never
-    /// looks at them costs no host calls for them.
+    /// Every part is fetched from the host on first use: a handler that never looks
+    /// at one costs no host call for it.
+    method: OnceCell<Method>,
+    path_with_query: OnceCell<String>,
     headers: OnceCell<Headers>,
     body: OnceCell<Result<Vec<u8>, String>>,
     params: Vec<(String, String)>,
@@ -107,6 +107,8 @@ pub struct Request {
 
 /// Where a request's headers and body come from when they are first needed.
 pub(crate) trait Source {
+    fn method(&self) -> Method;
+    fn path_with_query(&self) -> String;
     fn headers(&self) -> Headers;
     fn body(&self) -> Result<Vec<u8>, String>;
 }
@@ -114,8 +116,8 @@ pub(crate) trait Source {
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Request")
-            .field("method", &self.method)
-            .field("path_with_query", &self.path_with_query)
+            .field("method", &self.method.get())
+            .field("path_with_query", &self.path_with_query.get())
             .field("params", &self.params)
             .finish_non_exhaustive()
     }
@@ -131,8 +133,8 @@ impl Request {
     /// ```
     pub fn new(method: Method, path_with_query: impl Into<String>) -> Self {
         Self {
-            method,
-            path_with_query: path_with_query.into(),
+            method: OnceCell::from(method),
+            path_with_query: OnceCell::from(path_with_query.into()),
             headers: OnceCell::from(Headers::default()),
             body: OnceCell::from(Ok(Vec::new())),
             params: Vec::new(),
@@ -140,19 +142,23 @@ impl Request {
         }
     }
 
-    pub(crate) fn from_source(
-        method: Method,
-        path_with_query: String,
-        source: Rc<dyn Source>,
-    ) -> Self {
+    pub(crate) fn from_source(source: Rc<dyn Source>) -> Self {
         Self {
-            method,
-            path_with_query,
+            method: OnceCell::new(),
+            path_with_query: OnceCell::new(),
             headers: OnceCell::new(),
             body: OnceCell::new(),
             params: Vec::new(),
             source: Some(source),
         }
+    }
+
+    fn loaded_path_with_query(&self) -> &str {
+        self.path_with_query.get_or_init(|| {
+            self.source
+                .as_ref()
+                .map_or_else(|| "/".to_string(), |s| s.path_with_query())
+        })
     }
 
     fn loaded_headers(&self) -> &Headers {
@@ -210,7 +216,8 @@ impl Request {
     /// assert_eq!(Request::new(Method::Put, "/").method(), &Method::Put);
     /// ```
     pub fn method(&self) -> &Method {
-        &self.method
+        self.method
+            .get_or_init(|| self.source.as_ref().map_or(Method::Get, |s| s.method()))
     }
 
     /// The full path as the client sent it, without the query: the app sees its
@@ -221,10 +228,8 @@ impl Request {
     /// assert_eq!(Request::new(Method::Get, "/hello/world?x=1").path(), "/hello/world");
     /// ```
     pub fn path(&self) -> &str {
-        match self.path_with_query.split_once('?') {
-            Some((path, _)) => path,
-            None => &self.path_with_query,
-        }
+        let full = self.loaded_path_with_query();
+        full.split_once('?').map_or(full, |(path, _)| path)
     }
 
     /// The query string, without the `?`.
@@ -234,7 +239,9 @@ impl Request {
     /// assert_eq!(Request::new(Method::Get, "/?a=1&b=2").query(), Some("a=1&b=2"));
     /// ```
     pub fn query(&self) -> Option<&str> {
-        self.path_with_query.split_once('?').map(|(_, q)| q)
+        self.loaded_path_with_query()
+            .split_once('?')
+            .map(|(_, q)| q)
     }
 
     /// The first value of query parameter `name`, percent-decoded.

@@ -20,21 +20,7 @@ pub fn serve(
     out: ResponseOutparam,
     handler: impl FnOnce(Request) -> Response,
 ) {
-    use wasi::http::types::Method as M;
-    let method = match request.method() {
-        M::Get => Method::Get,
-        M::Head => Method::Head,
-        M::Post => Method::Post,
-        M::Put => Method::Put,
-        M::Patch => Method::Patch,
-        M::Delete => Method::Delete,
-        M::Options => Method::Options,
-        M::Connect => Method::Connect,
-        M::Trace => Method::Trace,
-        M::Other(m) => Method::Other(m),
-    };
-    let path = request.path_with_query().unwrap_or_else(|| "/".into());
-    let req = Request::from_source(method, path, Rc::new(Incoming(request)));
+    let req = Request::from_source(Rc::new(Incoming(request)));
     write_response(out, handler(req));
 }
 
@@ -42,6 +28,26 @@ pub fn serve(
 struct Incoming(IncomingRequest);
 
 impl Source for Incoming {
+    fn method(&self) -> Method {
+        use wasi::http::types::Method as M;
+        match self.0.method() {
+            M::Get => Method::Get,
+            M::Head => Method::Head,
+            M::Post => Method::Post,
+            M::Put => Method::Put,
+            M::Patch => Method::Patch,
+            M::Delete => Method::Delete,
+            M::Options => Method::Options,
+            M::Connect => Method::Connect,
+            M::Trace => Method::Trace,
+            M::Other(m) => Method::Other(m),
+        }
+    }
+
+    fn path_with_query(&self) -> String {
+        self.0.path_with_query().unwrap_or_else(|| "/".into())
+    }
+
     fn headers(&self) -> Headers {
         let mut headers = Headers::default();
         for (name, value) in self.0.headers().entries() {
@@ -88,7 +94,8 @@ fn write_response(out: ResponseOutparam, response: Response) {
         fields
     });
     let outgoing = OutgoingResponse::new(fields);
-    if outgoing.set_status_code(status).is_err() {
+    // 200 is the default; setting it would be one more host call on most responses.
+    if status != 200 && outgoing.set_status_code(status).is_err() {
         let _ = outgoing.set_status_code(500);
     }
     let Ok(outgoing_body) = outgoing.body() else {

@@ -67,7 +67,9 @@ impl App {
         let mut guest: GuestRun = Box::pin(async move {
             // Dropping this future (deadline passed) drops the store and aborts the guest
             // even while it waits on host I/O, where epoch interruption cannot reach it.
-            let run = app.run(req, tx, request_id.clone(), deadline);
+            // Boxed: wasmtime's futures are large, and an unboxed future is copied whole
+            // each time it moves.
+            let run = Box::pin(app.run(req, tx, request_id.clone(), deadline));
             let result = match tokio::time::timeout_at(deadline, run).await {
                 Ok(result) => result,
                 Err(_) => Err(InvokeError::Timeout(app.timeout)),
@@ -110,7 +112,7 @@ impl App {
     {
         let mut instance = match self.take_idle() {
             Some(instance) => instance,
-            None => self.instantiate(&request_id).await?,
+            None => Box::pin(self.instantiate(&request_id)).await?,
         };
         let store = &mut instance.store;
         store
