@@ -11,6 +11,4 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 (cd guest-apps && cargo build --release --target wasm32-wasip2)
 (cd tests/guests && cargo build --release --target wasm32-wasip2)
 
-# The binary the integration tests start, with the same features `cargo test` uses.
-cargo build --workspace --all-targets
 cargo test --workspace "$@"

@@ -153,26 +153,28 @@ impl Request {
         }
     }
 
-    fn loaded_path_with_query(&self) -> &str {
-        self.path_with_query.get_or_init(|| {
-            self.source
-                .as_ref()
-                .map_or_else(|| "/".to_string(), |s| s.path_with_query())
+    /// The value of a lazily read part, fetched from the source the first time.
+    fn part<'a, T>(&'a self, cell: &'a OnceCell<T>, fetch: fn(&dyn Source) -> T) -> &'a T {
+        cell.get_or_init(|| {
+            // `Request::new` fills every part, so an empty cell always has a source.
+            fetch(
+                self.source
+                    .as_deref()
+                    .expect("request part without a source"),
+            )
         })
+    }
+
+    fn loaded_path_with_query(&self) -> &str {
+        self.part::<String>(&self.path_with_query, |s| s.path_with_query())
     }
 
     fn loaded_headers(&self) -> &Headers {
-        self.headers.get_or_init(|| {
-            self.source
-                .as_ref()
-                .map(|s| s.headers())
-                .unwrap_or_default()
-        })
+        self.part(&self.headers, |s| s.headers())
     }
 
     fn loaded_body(&self) -> &Result<Vec<u8>, String> {
-        self.body
-            .get_or_init(|| self.source.as_ref().map_or(Ok(Vec::new()), |s| s.body()))
+        self.part(&self.body, |s| s.body())
     }
 
     /// The body, or a 400 response saying why it could not be read.
@@ -216,8 +218,7 @@ impl Request {
     /// assert_eq!(Request::new(Method::Put, "/").method(), &Method::Put);
     /// ```
     pub fn method(&self) -> &Method {
-        self.method
-            .get_or_init(|| self.source.as_ref().map_or(Method::Get, |s| s.method()))
+        self.part(&self.method, |s| s.method())
     }
 
     /// The full path as the client sent it, without the query: the app sees its

@@ -67,9 +67,7 @@ impl App {
         let mut guest: GuestRun = Box::pin(async move {
             // Dropping this future (deadline passed) drops the store and aborts the guest
             // even while it waits on host I/O, where epoch interruption cannot reach it.
-            // Boxed: wasmtime's futures are large, and an unboxed future is copied whole
-            // each time it moves.
-            let run = Box::pin(app.run(req, tx, request_id.clone(), deadline));
+            let run = app.run(req, tx, request_id.clone(), deadline);
             let result = match tokio::time::timeout_at(deadline, run).await {
                 Ok(result) => result,
                 Err(_) => Err(InvokeError::Timeout(app.timeout)),
@@ -110,15 +108,18 @@ impl App {
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
+        let deadline = deadline.into_std();
         let mut instance = match self.take_idle() {
-            Some(instance) => instance,
-            None => Box::pin(self.instantiate(&request_id)).await?,
+            Some(mut instance) => {
+                instance
+                    .store
+                    .data_mut()
+                    .begin_request(request_id, deadline);
+                instance
+            }
+            None => self.instantiate(request_id, deadline).await?,
         };
-        let store = &mut instance.store;
-        store
-            .data_mut()
-            .begin_request(request_id, deadline.into_std());
-        let mut http = store.data_mut().http();
+        let mut http = instance.store.data_mut().http();
         let req = http
             .new_incoming_request(Scheme::Http, req)
             .map_err(|e| InvokeError::BadRequest(e.to_string()))?;
@@ -137,8 +138,13 @@ impl App {
         Ok(())
     }
 
-    async fn instantiate(&self, request_id: &Arc<str>) -> Result<Instance, InvokeError> {
-        let mut store = Store::new(self.pre.engine(), HostState::new(self, request_id));
+    async fn instantiate(
+        &self,
+        request_id: Arc<str>,
+        deadline: std::time::Instant,
+    ) -> Result<Instance, InvokeError> {
+        let state = HostState::new(self, request_id, deadline);
+        let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
         // Check the deadline on every epoch tick, and yield to the executor in between so
         // a guest spinning in a loop shares its worker thread with other requests.
@@ -225,16 +231,21 @@ impl ResponseBody {
             // return: let it, so its instance is released before the response is
             // written rather than after.
             std::future::poll_fn(|cx| {
-                if let Some(guest) = body.guest.as_mut()
-                    && guest.as_mut().poll(cx).is_ready()
-                {
-                    body.guest = None;
-                }
+                body.poll_guest(cx);
                 Poll::Ready(())
             })
             .await;
         }
         http::Response::from_parts(parts, body.boxed_unsync())
+    }
+
+    /// Lets the guest make progress; forgets it once its run is over.
+    fn poll_guest(&mut self, cx: &mut Context<'_>) {
+        if let Some(guest) = self.guest.as_mut()
+            && guest.as_mut().poll(cx).is_ready()
+        {
+            self.guest = None;
+        }
     }
 }
 
@@ -249,11 +260,7 @@ impl hyper::body::Body for ResponseBody {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(first));
         }
-        if let Some(guest) = self.guest.as_mut()
-            && guest.as_mut().poll(cx).is_ready()
-        {
-            self.guest = None;
-        }
+        self.poll_guest(cx);
         Pin::new(&mut self.body)
             .poll_frame(cx)
             .map(|f| f.map(|f| f.map_err(BoxError::from)))

@@ -33,9 +33,9 @@ impl HostState {
     /// A sandbox with nothing in it but the app's variables (in `wharf:platform/config`
     /// and, for components from any toolchain, the environment): no preopened directories,
     /// no sockets, no inherited environment, stdio going to wharf's log.
-    pub fn new(app: &App, request_id: &Arc<str>) -> Self {
+    pub fn new(app: &App, request_id: Arc<str>, deadline: Instant) -> Self {
         let stdout = GuestLog::new(app.name.clone(), request_id.clone(), "stdout");
-        let stderr = GuestLog::new(app.name.clone(), request_id.clone(), "stderr");
+        let stderr = GuestLog::new(app.name.clone(), request_id, "stderr");
         let wasi = WasiCtx::builder()
             .envs(&app.env[..])
             .stdout(stdout.clone())
@@ -55,13 +55,13 @@ impl HostState {
             limits: InstanceLimits::new(app.max_memory),
             stdout,
             stderr,
-            deadline: Instant::now() + app.timeout,
+            deadline,
             variables: app.env.clone(),
         }
     }
 
-    /// Tags log output and sets the deadline for the request about to run; a reused
-    /// instance goes through this once per request.
+    /// Tags log output and sets the deadline for the next request on a reused instance
+    /// (a fresh one gets both in `new`).
     pub fn begin_request(&mut self, request_id: Arc<str>, deadline: Instant) {
         self.stdout.set_request_id(request_id.clone());
         self.stderr.set_request_id(request_id);
