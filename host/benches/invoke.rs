@@ -33,7 +33,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let runtime = Runtime::new(apps.path(), None)?;
+        let databases =
+            wharf::db::Provider::Sqlite(wharf::db::SqliteDir::new(apps.path().join("data")));
+        let runtime = Runtime::new(apps.path(), None, databases)?;
         runtime.load_all().await?;
         println!("{:<28} {:>12} {:>14}", "app", "µs/request", "requests/s");
         let only = std::env::var("INVOKE_APP").ok();

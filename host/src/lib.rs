@@ -2,8 +2,11 @@
 //!
 //! The request path runs top to bottom through these modules: [`net`] accepts
 //! connections and speaks HTTP, [`gateway`] checks and routes each request and maps
-//! errors to statuses, [`runtime`] runs the app's component.
+//! errors to statuses, [`runtime`] runs the app's component, which reaches [`db`] for
+//! SQL. [`config`] is wharf.toml.
 
+pub mod config;
+pub mod db;
 pub mod gateway;
 pub mod monitor;
 pub mod net;

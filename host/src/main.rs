@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use wharf::config::Config;
+use wharf::db::Provider;
 use wharf::gateway::Gateway;
 use wharf::runtime::{LoadEvent, Origin, Runtime};
 
@@ -44,6 +46,12 @@ struct ServeArgs {
     /// Runtime worker threads [default: one per CPU].
     #[arg(long)]
     workers: Option<usize>,
+    /// Node configuration (wharf.toml): `[database]` and more. Optional.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where apps' SQLite databases live when no `[database]` is configured.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -74,7 +82,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "apps directory {} does not exist: create it or name another one",
         args.apps_dir.display()
     );
-    let runtime = Runtime::new(&args.apps_dir, cache_dir)?;
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let databases = Provider::new(config.database.as_ref(), args.data_dir.clone()).await?;
+    let database = databases.describe();
+    let runtime = Runtime::new(&args.apps_dir, cache_dir, databases)?;
     // Watch before the first load so a file written meanwhile is not missed.
     let _watch = runtime
         .watch()
@@ -84,7 +98,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    print_startup(addr, &events);
+    print_startup(addr, &events, &database);
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
     for event in events {
         if let LoadEvent::Failed(..) = event {
@@ -96,7 +110,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The listening line (tests and scripts read the port from it) and a table of apps.
-fn print_startup(addr: SocketAddr, events: &[LoadEvent]) {
+fn print_startup(addr: SocketAddr, events: &[LoadEvent], database: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on http://{addr}");
     let mut rows = vec![["APP".to_string(), "URL".into(), "STATUS".into()]];
@@ -133,5 +147,6 @@ fn print_startup(addr: SocketAddr, events: &[LoadEvent]) {
             let _ = writeln!(out, "  {a:w0$}  {b:w1$}  {c}");
         }
     }
+    let _ = writeln!(out, "database: {database}");
     let _ = out.flush();
 }

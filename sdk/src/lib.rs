@@ -17,7 +17,32 @@
 //!
 //! Larger apps route by method and path with a [`Router`], read JSON with
 //! [`Request::json`] and answer it with [`Response::json`].
+//!
+//! An app whose manifest says `database = true` runs SQL on the database wharf
+//! manages for it (MySQL/MariaDB, or SQLite) with [`db`]: parameters are bound, rows
+//! read by column name or straight into your own types, and a database error is
+//! itself a response (503 with `Retry-After` while the database is unavailable), so
+//! `?` works in handlers.
+//!
+//! ```no_run
+//! use wharf_sdk::{db, Request, Response};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Todo {
+//!     id: u64,
+//!     title: String,
+//!     done: bool,
+//! }
+//!
+//! fn todos(_req: Request) -> Result<Response, Response> {
+//!     let rows = db::query("SELECT id, title, done FROM todos WHERE done = ?", &[false.into()])?;
+//!     Ok(Response::json(&rows.to_structs::<Todo>()?))
+//! }
+//!
+//! wharf_sdk::export!(todos);
+//! ```
 
+pub mod db;
 mod headers;
 mod request;
 mod response;
@@ -53,6 +78,12 @@ mod bindings {
     wit_bindgen::generate!({
         path: "wit",
         world: "wharf:platform/imports",
+        // `db::Value` has exactly the shape of the WIT `value` variant, so parameters
+        // are lowered and column values lifted in place, with no copy into a twin type.
+        with: {
+            "wharf:platform/sql@0.1.0/value": crate::db::Value,
+        },
+        generate_all,
     });
 }
 

@@ -2,6 +2,8 @@
 //! wharf on port 0 and reads the real address from its output, and offers small
 //! HTTP/1.1 and HTTP/2 clients.
 
+pub mod mariadb;
+
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -95,6 +97,8 @@ pub struct Wharf {
     pub banner: String,
     log: Arc<Mutex<Vec<String>>>,
     pub apps: PathBuf,
+    /// Where apps' SQLite files go (`--data-dir`), unless the test names its own.
+    pub data: tempfile::TempDir,
 }
 
 /// Compile cache shared by every wharf a test starts, so each component is compiled once
@@ -114,11 +118,17 @@ impl Wharf {
     }
 
     pub fn start_with(apps: &Path, envs: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Self {
-        let mut child = Command::new(wharf_bin())
+        let data = tempfile::tempdir().unwrap();
+        let mut command = Command::new(wharf_bin());
+        command
             .arg("serve")
             .arg(apps)
             .args(["--listen", "127.0.0.1:0"])
-            .args(args)
+            .args(args);
+        if !args.contains(&"--data-dir") {
+            command.arg("--data-dir").arg(data.path());
+        }
+        let mut child = command
             .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -164,6 +174,7 @@ impl Wharf {
             banner,
             log,
             apps: apps.to_path_buf(),
+            data,
         }
     }
 
@@ -178,11 +189,27 @@ impl Wharf {
 
     /// Waits (bounded) for a log line containing every one of `needles`.
     pub fn wait_for_log(&self, needles: &[&str], timeout: Duration) -> anyhow::Result<String> {
+        self.wait_for_log_since(0, needles, timeout)
+    }
+
+    /// How many lines wharf has logged so far; a mark for `wait_for_log_since`.
+    pub fn log_len(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// Like `wait_for_log`, looking only at lines logged after mark `since`.
+    pub fn wait_for_log_since(
+        &self,
+        since: usize,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
         let start = Instant::now();
         loop {
             if let Some(line) = self
                 .log()
                 .into_iter()
+                .skip(since)
                 .find(|l| needles.iter().all(|n| l.contains(n)))
             {
                 return Ok(line);
@@ -198,10 +225,12 @@ impl Wharf {
         self.child.id()
     }
 
-    /// Stops the process and waits for it.
-    pub fn stop(mut self) {
+    /// Stops the process and waits for it. Returns its data directory, for a test
+    /// that restarts wharf on the same data.
+    pub fn stop(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        std::mem::replace(&mut self.data, tempfile::tempdir().unwrap())
     }
 }
 

@@ -3,6 +3,7 @@
 use super::cache::{CompileCache, Origin};
 use super::manifest::{Manifest, OutboundRule};
 use super::state::HostState;
+use crate::db::{Database, Provider};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ pub struct App {
     pub reuse_instances: bool,
     pub(super) env: Arc<[(String, String)]>,
     pub(super) outbound: Arc<[OutboundRule]>,
+    /// The database, when the manifest grants it.
+    pub(super) db: Option<Arc<dyn Database>>,
     pub(super) pre: ProxyPre<HostState>,
     /// Finished instances waiting for the next request (only with `reuse_instances`).
     pub(super) idle: std::sync::Mutex<Vec<super::invoke::Instance>>,
@@ -72,6 +75,7 @@ impl AppSource {
         engine: &Engine,
         linker: &Linker<HostState>,
         cache: &CompileCache,
+        databases: &Provider,
     ) -> anyhow::Result<App> {
         let manifest = match &self.manifest_text {
             Some(text) => Manifest::parse(text)
@@ -98,6 +102,14 @@ impl AppSource {
                 format!("/{}", self.name)
             }]
         });
+        let db = match manifest.database {
+            true => Some(
+                databases
+                    .for_app(&self.name)
+                    .with_context(|| format!("{}: database", self.manifest_path.display()))?,
+            ),
+            false => None,
+        };
         Ok(App {
             name: self.name.into(),
             file: self.wasm_path,
@@ -107,6 +119,7 @@ impl AppSource {
             reuse_instances: manifest.reuse_instances,
             env: manifest.variables.clone().into_iter().collect(),
             outbound: manifest.outbound_rules().into(),
+            db,
             pre,
             idle: Default::default(),
             fingerprint: self.fingerprint,

@@ -30,6 +30,10 @@ pub struct Manifest {
     /// handle a second request, so this is opt-in.
     #[serde(default)]
     pub reuse_instances: bool,
+    /// Grants the app the node's database (`wharf:platform/sql`): the MySQL cluster
+    /// of `[database]` in wharf.toml, or else its own SQLite file.
+    #[serde(default)]
+    pub database: bool,
     /// Variables the app reads from its environment (`wharf_sdk::var`).
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
@@ -38,17 +42,8 @@ pub struct Manifest {
 impl Manifest {
     /// Parses and validates a manifest's text; every error names the key.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let manifest: Manifest = toml::from_str(text).map_err(|e| {
-            // toml's message spans several lines (with a source excerpt); logs want one.
-            let msg = e.message();
-            match e.span() {
-                Some(span) => {
-                    let line = text[..span.start].matches('\n').count() + 1;
-                    anyhow::anyhow!("line {line}: {msg}")
-                }
-                None => anyhow::anyhow!("{msg}"),
-            }
-        })?;
+        let manifest: Manifest =
+            toml::from_str(text).map_err(|e| crate::config::toml_error(text, &e))?;
         manifest.validate()?;
         Ok(manifest)
     }

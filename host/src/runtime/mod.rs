@@ -19,6 +19,7 @@ pub use cache::Origin;
 pub use invoke::{Body, BoxError, InvokeError};
 pub use registry::Registry;
 
+use crate::db::Provider;
 use app::AppSource;
 use arc_swap::ArcSwap;
 use cache::CompileCache;
@@ -42,6 +43,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache: CompileCache,
     apps_dir: PathBuf,
+    databases: Provider,
     registry: ArcSwap<Registry>,
     /// Fingerprint of the last version of each app that failed to load, so one bad file
     /// is reported once, not on every change event.
@@ -60,7 +62,13 @@ pub enum LoadEvent {
 }
 
 impl Runtime {
-    pub fn new(apps_dir: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<Self>> {
+    /// A runtime serving the apps in `apps_dir`; apps whose manifest grants a database
+    /// get theirs from `databases`.
+    pub fn new(
+        apps_dir: &Path,
+        cache_dir: Option<PathBuf>,
+        databases: Provider,
+    ) -> anyhow::Result<Arc<Self>> {
         let engine = engine::build()?;
         engine::start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
@@ -75,10 +83,16 @@ impl Runtime {
             linker,
             cache,
             apps_dir: apps_dir.to_path_buf(),
+            databases,
             registry: Default::default(),
             failed: Default::default(),
             reloading: Default::default(),
         }))
+    }
+
+    /// Where apps granted a database get it from.
+    pub fn databases(&self) -> &Provider {
+        &self.databases
     }
 
     pub fn apps_dir(&self) -> &Path {
@@ -134,7 +148,7 @@ impl Runtime {
         let fingerprint = source.fingerprint;
         let this = self.clone();
         let loaded = tokio::task::spawn_blocking(move || {
-            source.load(&this.engine, &this.linker, &this.cache)
+            source.load(&this.engine, &this.linker, &this.cache, &this.databases)
         })
         .await
         .unwrap_or_else(|e| Err(anyhow::anyhow!("compiler thread failed: {e}")));

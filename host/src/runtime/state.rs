@@ -5,6 +5,7 @@ use super::app::App;
 use super::guest_log::GuestLog;
 use super::limits::InstanceLimits;
 use super::manifest::OutboundRule;
+use crate::db::{Database, Session};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +28,9 @@ pub struct HostState {
     /// When the current request's time is up; read by the epoch callback.
     deadline: Instant,
     variables: Arc<[(String, String)]>,
+    /// The app's database, if its manifest grants one, and what this request did with it.
+    db: Option<Arc<dyn Database>>,
+    session: Session,
 }
 
 impl HostState {
@@ -57,6 +61,8 @@ impl HostState {
             stderr,
             deadline,
             variables: app.env.clone(),
+            db: app.db.clone(),
+            session: Session::default(),
         }
     }
 
@@ -66,6 +72,7 @@ impl HostState {
         self.stdout.set_request_id(request_id.clone());
         self.stderr.set_request_id(request_id);
         self.deadline = deadline;
+        self.session = Session::default();
     }
 
     pub fn deadline(&self) -> Instant {
@@ -75,6 +82,11 @@ impl HostState {
     /// The app's variables, for `wharf:platform/config`.
     pub fn variables(&self) -> &[(String, String)] {
         &self.variables
+    }
+
+    /// The app's database and this request's session with it, if the app has one.
+    pub fn database(&mut self) -> Option<(&Arc<dyn Database>, &mut Session)> {
+        Some((self.db.as_ref()?, &mut self.session))
     }
 
     pub fn table(&mut self) -> &mut ResourceTable {

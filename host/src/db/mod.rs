@@ -1,0 +1,139 @@
+//! The database role: what guests reach through `wharf:platform/sql`.
+//!
+//! Two backends behind one trait: a MySQL/MariaDB cluster (writes and transactions to
+//! the primary, reads round robin over healthy replicas, read-your-writes per request)
+//! and an embedded SQLite file per app when no `[database]` is configured. This module
+//! knows nothing of wasmtime; `runtime` adapts it to the WIT interface.
+
+mod mysql;
+mod sqlite;
+mod statement;
+
+pub use mysql::MysqlCluster;
+pub use sqlite::SqliteDir;
+
+use crate::config::DatabaseConfig;
+use async_trait::async_trait;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A parameter or column value, as the WIT `value` variant (dates and times as ISO text).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Decimal(String),
+    Text(String),
+    Binary(Vec<u8>),
+    Date(String),
+    Time(String),
+    Datetime(String),
+    Json(String),
+}
+
+/// The result of a read.
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// The result of a write.
+#[derive(Debug)]
+pub struct ExecResult {
+    pub rows_affected: u64,
+    pub last_insert_id: Option<u64>,
+}
+
+/// What went wrong, in the terms the guest sees. Messages never carry a database
+/// address or credentials; the host logs those details itself.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DbError {
+    #[error("bad statement: {0}")]
+    BadStatement(String),
+    #[error("constraint violation: {0}")]
+    ConstraintViolation(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("timeout: {0}")]
+    Timeout(String),
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Mysql,
+    Sqlite,
+}
+
+/// What one request has done so far: once it has written, its reads go to the primary.
+#[derive(Debug, Default)]
+pub struct Session {
+    pub wrote: bool,
+}
+
+/// One app's view of its database.
+#[async_trait]
+pub trait Database: Send + Sync {
+    fn dialect(&self) -> Dialect;
+    /// A read; may be served by a replica unless the session has written.
+    async fn query(
+        &self,
+        session: &mut Session,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Rows, DbError>;
+    /// A write on the primary; never retried.
+    async fn execute(
+        &self,
+        session: &mut Session,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<ExecResult, DbError>;
+    /// A transaction on the primary.
+    async fn begin(&self, session: &mut Session) -> Result<Box<dyn Transaction>, DbError>;
+}
+
+/// An open transaction. Dropped without `commit`, it rolls back.
+#[async_trait]
+pub trait Transaction: Send {
+    async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<Rows, DbError>;
+    async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<ExecResult, DbError>;
+    async fn commit(self: Box<Self>) -> Result<(), DbError>;
+    async fn rollback(self: Box<Self>) -> Result<(), DbError>;
+}
+
+/// Where apps that are granted a database get it from.
+pub enum Provider {
+    Mysql(Arc<MysqlCluster>),
+    Sqlite(SqliteDir),
+}
+
+impl Provider {
+    /// The MySQL cluster of `config`, or SQLite files under `data_dir` without one.
+    pub async fn new(config: Option<&DatabaseConfig>, data_dir: PathBuf) -> anyhow::Result<Self> {
+        Ok(match config {
+            Some(config) => Provider::Mysql(MysqlCluster::start(config).await?),
+            None => Provider::Sqlite(SqliteDir::new(data_dir)),
+        })
+    }
+
+    /// The database of app `name`: the shared cluster, or the app's own SQLite file.
+    pub fn for_app(&self, name: &str) -> anyhow::Result<Arc<dyn Database>> {
+        Ok(match self {
+            Provider::Mysql(cluster) => cluster.clone(),
+            Provider::Sqlite(dir) => dir.open(name)?,
+        })
+    }
+
+    /// One line for the startup output.
+    pub fn describe(&self) -> String {
+        match self {
+            Provider::Mysql(cluster) => cluster.describe(),
+            Provider::Sqlite(dir) => dir.describe(),
+        }
+    }
+}

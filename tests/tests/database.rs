@@ -1,0 +1,676 @@
+//! The database role through real HTTP requests to guest apps: SQLite by default, and
+//! a real MariaDB primary with two replicas (GTID replication) started by the harness.
+//!
+//! `todo` is the example CRUD app; `sqlprobe` runs the statements a test sends it and
+//! reports each result or error kind, and which server answered (`@@server_id`).
+
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use wharf_tests::mariadb::{Cluster, NodeId, PASSWORD};
+use wharf_tests::{HttpClient, Reply, Wharf, apps_dir, shared_cache_dir};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// wharf serving `todo` and `sqlprobe` with the database granted; on `cluster` when
+/// given, else on SQLite.
+fn start(cluster: Option<&Cluster>) -> (Wharf, tempfile::TempDir) {
+    let apps = apps_dir(&["todo", "sqlprobe", "hello"]);
+    for app in ["todo", "sqlprobe"] {
+        std::fs::write(apps.path().join(format!("{app}.toml")), "database = true\n").unwrap();
+    }
+    let envs = [
+        ("WHARF_CACHE_DIR", shared_cache_dir().into_os_string()),
+        ("WHARF_TEST_DB_PASSWORD", PASSWORD.into()),
+    ];
+    let envs: Vec<_> = envs.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    let wharf = match cluster {
+        None => Wharf::start_with(apps.path(), &envs, &[]),
+        Some(cluster) => {
+            let replicas: Vec<String> = (0..2)
+                .map(|i| format!("{:?}", cluster.url(NodeId::Replica(i))))
+                .collect();
+            let config = format!(
+                "[database]\nprimary = {:?}\nreplicas = [{}]\n\
+                 password_env = \"WHARF_TEST_DB_PASSWORD\"\n\
+                 check_interval_ms = 100\nconnect_timeout_ms = 500\nmax_replica_lag_s = 1\n",
+                cluster.url(NodeId::Primary),
+                replicas.join(", ")
+            );
+            let path = apps.path().join("wharf.conf");
+            std::fs::write(&path, config).unwrap();
+            Wharf::start_with(apps.path(), &envs, &["--config", path.to_str().unwrap()])
+        }
+    };
+    (wharf, apps)
+}
+
+/// Runs `steps` through sqlprobe (`tx`: none, commit, rollback or drop) and returns
+/// its report.
+async fn probe(wharf: &Wharf, tx: &str, steps: Value) -> Value {
+    let body = json!({ "tx": tx, "steps": steps }).to_string();
+    let reply = HttpClient::http1()
+        .post_json(&wharf.url("/sqlprobe"), &body)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    serde_json::from_str(&reply.body).unwrap()
+}
+
+fn step(op: &str, sql: &str, params: Value) -> Value {
+    json!({ "op": op, "sql": sql, "params": params })
+}
+
+/// The kind of error a probe step reported, if any.
+fn error_kind(result: &Value) -> Option<&str> {
+    result["error"]["kind"].as_str()
+}
+
+async fn server_id(client: &HttpClient, wharf: &Wharf, path: &str) -> u32 {
+    let reply = client.get(&wharf.url(path)).await.unwrap();
+    assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+    reply.body.trim().parse().unwrap()
+}
+
+async fn send(client: &HttpClient, wharf: &Wharf, method: &str, path: &str, body: &str) -> Reply {
+    client
+        .send(method, &wharf.url(path), Some("application/json"), body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"))
+}
+
+/// Polls until `path` answers `status`: after a write, a replica may take a moment.
+async fn eventually(client: &HttpClient, wharf: &Wharf, path: &str, status: u16) -> Reply {
+    let deadline = Instant::now() + 10 * SECOND;
+    loop {
+        let reply = send(client, wharf, "GET", path, "").await;
+        if reply.status == status || Instant::now() > deadline {
+            assert_eq!(reply.status, status, "GET {path}: {}", reply.body);
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The todo app's whole API, the same on SQLite and MySQL.
+async fn todo_suite(wharf: &Wharf) {
+    let c = HttpClient::http1();
+    let list = send(&c, wharf, "GET", "/todo", "").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+
+    let created = send(&c, wharf, "POST", "/todo", r#"{"title":"buy milk"}"#).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let todo: Value = serde_json::from_str(&created.body).unwrap();
+    let id = todo["id"].as_u64().unwrap();
+    assert_eq!(todo, json!({"id": id, "title": "buy milk", "done": false}));
+    assert_eq!(created.headers["location"], format!("/todo/{id}").as_str());
+
+    let got = eventually(&c, wharf, &format!("/todo/{id}"), 200).await;
+    assert_eq!(serde_json::from_str::<Value>(&got.body).unwrap(), todo);
+
+    let updated = send(&c, wharf, "PUT", &format!("/todo/{id}"), r#"{"done":true}"#).await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    assert_eq!(
+        serde_json::from_str::<Value>(&updated.body).unwrap(),
+        json!({"id": id, "title": "buy milk", "done": true})
+    );
+
+    // Injection payloads are stored as data.
+    let payload = "x'); DROP TABLE todos; --";
+    let evil = send(
+        &c,
+        wharf,
+        "POST",
+        "/todo",
+        &json!({ "title": payload }).to_string(),
+    )
+    .await;
+    assert_eq!(evil.status, 201, "{}", evil.body);
+    let evil_id = serde_json::from_str::<Value>(&evil.body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let got = eventually(&c, wharf, &format!("/todo/{evil_id}"), 200).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&got.body).unwrap()["title"],
+        payload
+    );
+
+    // Validation: bad JSON is 400, a bad field is 422 naming it, an unknown id 404.
+    for (body, status, needle) in [
+        ("{not json", 400, ""),
+        (r#"{"title":""}"#, 422, "title"),
+        (r#"{"title":"   "}"#, 422, "title"),
+        (r#"{"title":5}"#, 422, "title"),
+        (r#"{"done":true}"#, 422, "title"),
+        (r#"{"title":"x","done":"yes"}"#, 422, "done"),
+        (r#"{"title":"x","colour":"red"}"#, 422, "colour"),
+    ] {
+        let reply = send(&c, wharf, "POST", "/todo", body).await;
+        assert_eq!(reply.status, status, "POST {body}: {}", reply.body);
+        assert!(reply.body.contains(needle), "POST {body}: {}", reply.body);
+    }
+    let long = json!({ "title": "x".repeat(201) }).to_string();
+    assert_eq!(send(&c, wharf, "POST", "/todo", &long).await.status, 422);
+    assert_eq!(send(&c, wharf, "GET", "/todo/abc", "").await.status, 404);
+    assert_eq!(send(&c, wharf, "GET", "/todo/999999", "").await.status, 404);
+    let missing = send(&c, wharf, "PUT", "/todo/999999", r#"{"done":true}"#).await;
+    assert_eq!(missing.status, 404);
+
+    let deleted = send(&c, wharf, "DELETE", &format!("/todo/{id}"), "").await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(
+        send(&c, wharf, "DELETE", &format!("/todo/{id}"), "")
+            .await
+            .status,
+        404
+    );
+    eventually(&c, wharf, &format!("/todo/{id}"), 404).await;
+    let list = eventually(&c, wharf, "/todo", 200).await;
+    let list: Vec<Value> = serde_json::from_str(&list.body).unwrap();
+    assert!(list.iter().any(|t| t["id"] == evil_id));
+    assert!(!list.iter().any(|t| t["id"] == id));
+}
+
+/// Types, errors, transactions and the statement rules, through sqlprobe.
+async fn sql_suite(wharf: &Wharf, mysql: bool) {
+    let ddl = if mysql {
+        "CREATE TABLE kinds (id INT PRIMARY KEY, i BIGINT, u BIGINT UNSIGNED, f DOUBLE, \
+         d DECIMAL(10,2), t VARCHAR(50) UNIQUE, b VARBINARY(10), dt DATE, tm TIME, \
+         ts DATETIME(3), j JSON, n INT)"
+    } else {
+        "CREATE TABLE kinds (id INTEGER PRIMARY KEY, i INTEGER, u INTEGER, f REAL, d TEXT, \
+         t TEXT UNIQUE, b BLOB, dt TEXT, tm TEXT, ts TEXT, j TEXT, n INTEGER)"
+    };
+    let insert = "INSERT INTO kinds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let row = json!([1, -5, {"uint": 7}, 1.5, {"decimal": "12.50"}, "héllo", {"binary": "00ff"},
+        {"date": "2026-11-27"}, {"time": "13:45:00"}, {"datetime": "2026-11-27 13:45:00.250"},
+        {"json": "{\"a\":1}"}, null]);
+    // Write and read back in one request: the read goes to the primary.
+    let report = probe(
+        wharf,
+        "none",
+        json!([
+            step("execute", ddl, json!([])),
+            step("execute", insert, row),
+            step("query", "SELECT * FROM kinds WHERE id = ?", json!([1])),
+        ]),
+    )
+    .await;
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results[1]["rows_affected"], 1, "{report}");
+    let got = &results[2]["rows"][0];
+    assert_eq!(got[1], json!({"int": -5}), "{report}");
+    assert_eq!(got[3], json!({"float": 1.5}));
+    assert_eq!(got[5], json!({"text": "héllo"}));
+    assert_eq!(got[6], json!({"binary": "00ff"}));
+    assert_eq!(got[11], json!({"null": null}));
+    if mysql {
+        assert_eq!(got[2], json!({"uint": 7}));
+        assert_eq!(got[4], json!({"decimal": "12.50"}));
+        assert_eq!(got[7], json!({"date": "2026-11-27"}));
+        assert_eq!(got[8], json!({"time": "13:45:00"}));
+        assert_eq!(got[9], json!({"datetime": "2026-11-27 13:45:00.250000"}));
+    } else {
+        assert_eq!(got[2], json!({"int": 7}));
+        assert_eq!(got[7], json!({"text": "2026-11-27"}));
+    }
+
+    // Errors say whose fault it was.
+    let report = probe(
+        wharf,
+        "none",
+        json!([
+            step(
+                "execute",
+                insert,
+                json!([2, 0, 0, 0, "0", "héllo", null, null, null, null, null, null])
+            ),
+            step("query", "SELEC 1", json!([])),
+            step("query", "DELETE FROM kinds", json!([])),
+            step("query", "SELECT 1; DROP TABLE kinds", json!([])),
+            step("execute", "SET @x = 1", json!([])),
+            step(
+                "execute",
+                "LOAD DATA LOCAL INFILE '/etc/passwd' INTO TABLE kinds",
+                json!([])
+            ),
+            step("query", "SELECT * FROM kinds WHERE id = ?", json!([])),
+            step(
+                "query",
+                "SELECT t FROM kinds WHERE t = ?",
+                json!(["héllo' OR '1'='1"])
+            ),
+            step("query", "SELECT COUNT(*) AS n FROM kinds", json!([])),
+        ]),
+    )
+    .await;
+    let r = report["results"].as_array().unwrap();
+    assert_eq!(error_kind(&r[0]), Some("constraint_violation"), "{report}");
+    assert_eq!(error_kind(&r[1]), Some("bad_statement"), "{report}");
+    assert_eq!(error_kind(&r[2]), Some("bad_statement"), "{report}");
+    assert!(
+        r[2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("execute")
+    );
+    assert_eq!(error_kind(&r[3]), Some("bad_statement"), "{report}");
+    assert_eq!(error_kind(&r[4]), Some("not_allowed"), "{report}");
+    assert_eq!(error_kind(&r[5]), Some("not_allowed"), "{report}");
+    assert_eq!(error_kind(&r[6]), Some("bad_statement"), "{report}");
+    assert_eq!(r[7]["rows"], json!([]), "injection matched rows: {report}");
+    assert_eq!(r[8]["rows"][0][0], json!({"int": 1}), "{report}");
+
+    // Transactions: commit keeps, rollback and drop undo.
+    let add = |id: i64| {
+        step(
+            "execute",
+            "INSERT INTO kinds (id, t) VALUES (?, ?)",
+            json!([id, format!("t{id}")]),
+        )
+    };
+    for (tx, id) in [("commit", 10), ("rollback", 11), ("drop", 12)] {
+        let report = probe(wharf, tx, json!([add(id)])).await;
+        assert_eq!(report["results"][0]["rows_affected"], 1, "{tx}: {report}");
+        assert_eq!(report["end"], Value::Null, "{tx}: {report}");
+    }
+    let report = probe(
+        wharf,
+        "commit",
+        json!([step(
+            "query",
+            "SELECT id FROM kinds WHERE id >= 10 ORDER BY id",
+            json!([])
+        )]),
+    )
+    .await;
+    assert_eq!(
+        report["results"][0]["rows"],
+        json!([[{"int": 10}]]),
+        "{report}"
+    );
+    // The connection a dropped transaction used is clean again.
+    let report = probe(wharf, "commit", json!([add(13)])).await;
+    assert_eq!(report["end"], Value::Null, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn todo_and_sql_on_sqlite() {
+    let (wharf, apps) = start(None);
+    assert!(
+        wharf.banner.contains("database: SQLite"),
+        "{}",
+        wharf.banner
+    );
+    todo_suite(&wharf).await;
+    sql_suite(&wharf, false).await;
+
+    // The data is in the app's own file, and survives a restart.
+    let data = wharf.data.path().to_path_buf();
+    assert!(data.join("todo.db").exists() && data.join("sqlprobe.db").exists());
+    let c = HttpClient::http1();
+    let before = send(&c, &wharf, "GET", "/todo", "").await.body;
+    let data_dir = wharf.stop();
+    let envs = [("WHARF_CACHE_DIR", shared_cache_dir().into_os_string())];
+    let envs: Vec<_> = envs.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    let args = ["--data-dir", data_dir.path().to_str().unwrap()];
+    let wharf = Wharf::start_with(apps.path(), &envs, &args);
+    assert_eq!(send(&c, &wharf, "GET", "/todo", "").await.body, before);
+
+    // An app without the grant gets a precise refusal, not a database.
+    std::fs::remove_file(apps.path().join("sqlprobe.toml")).unwrap();
+    let url = wharf.url("/sqlprobe");
+    let start = Instant::now();
+    loop {
+        let body = json!({"steps": [step("query", "SELECT 1", json!([]))]}).to_string();
+        let reply = c.post_json(&url, &body).await.unwrap();
+        if reply.body.contains("not_allowed") {
+            assert!(reply.body.contains("database = true"), "{}", reply.body);
+            break;
+        }
+        assert!(
+            start.elapsed() < 10 * SECOND,
+            "grant not withdrawn: {}",
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_routes_reads_to_replicas_and_writes_to_primary() {
+    let cluster = Cluster::start(2).await.unwrap();
+    let (wharf, _apps) = start(Some(&cluster));
+    assert!(wharf.banner.contains("database: MySQL"), "{}", wharf.banner);
+    let c = HttpClient::http1();
+    let primary = cluster.server_id(NodeId::Primary);
+    let replicas = [
+        cluster.server_id(NodeId::Replica(0)),
+        cluster.server_id(NodeId::Replica(1)),
+    ];
+    for i in 0..2 {
+        let port = cluster.port(NodeId::Replica(i)).to_string();
+        wharf
+            .wait_for_log(&["replica in rotation", &port], 10 * SECOND)
+            .unwrap();
+    }
+
+    // Reads go round robin over both replicas, never to the primary.
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..40 {
+        *seen
+            .entry(server_id(&c, &wharf, "/sqlprobe/server-id").await)
+            .or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for id in replicas {
+        assert!(seen[&id] >= 15, "uneven round robin: {seen:?}");
+    }
+
+    // Writes land on the primary: the row records the server that ran the INSERT.
+    let report = probe(
+        &wharf,
+        "none",
+        json!([
+            step("execute", "CREATE TABLE probe_ryw (n INT)", json!([])),
+            step(
+                "execute",
+                "INSERT INTO probe_ryw VALUES (@@server_id)",
+                json!([])
+            ),
+        ]),
+    )
+    .await;
+    assert_eq!(report["results"][1]["rows_affected"], 1, "{report}");
+    cluster.wait_replicated(10 * SECOND).await.unwrap();
+    for node in [NodeId::Primary, NodeId::Replica(0), NodeId::Replica(1)] {
+        let rows = cluster.sql(node, "SELECT n FROM probe_ryw").await.unwrap();
+        let n: u32 = rows[0].get(0).unwrap();
+        assert_eq!(n, primary, "the write ran on server {n}");
+    }
+    // Read-your-writes: after a write, the same request reads from the primary.
+    for _ in 0..6 {
+        assert_eq!(
+            server_id(&c, &wharf, "/sqlprobe/write-then-read").await,
+            primary
+        );
+    }
+    // A transaction runs on the primary, reads included.
+    let report = probe(
+        &wharf,
+        "commit",
+        json!([step("query", "SELECT @@server_id", json!([]))]),
+    )
+    .await;
+    assert_eq!(
+        report["results"][0]["rows"][0][0],
+        json!({"uint": primary}),
+        "{report}"
+    );
+
+    sql_suite(&wharf, true).await;
+    todo_suite(&wharf).await;
+
+    // A connection killed mid-statement: a clear error, and the pool recovers.
+    let slow = {
+        let url = wharf.url("/sqlprobe");
+        tokio::spawn(async move {
+            let body = json!({"steps": [step("execute", "SELECT SLEEP(20)", json!([]))]});
+            let reply = HttpClient::http1()
+                .post_json(&url, &body.to_string())
+                .await
+                .unwrap();
+            serde_json::from_str::<Value>(&reply.body).unwrap()
+        })
+    };
+    let started = Instant::now();
+    let id: u64 = loop {
+        let rows = cluster
+            .sql(
+                NodeId::Primary,
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(20)%'",
+            )
+            .await
+            .unwrap();
+        if let Some(row) = rows.first() {
+            break row.get(0).unwrap();
+        }
+        assert!(
+            started.elapsed() < 10 * SECOND,
+            "the slow statement never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    cluster
+        .sql(NodeId::Primary, &format!("KILL {id}"))
+        .await
+        .unwrap();
+    let report = slow.await.unwrap();
+    assert!(started.elapsed() < 10 * SECOND);
+    assert_eq!(
+        error_kind(&report["results"][0]),
+        Some("unavailable"),
+        "{report}"
+    );
+    for _ in 0..5 {
+        let report = probe(
+            &wharf,
+            "none",
+            json!([step("execute", "SELECT 1", json!([]))]),
+        )
+        .await;
+        assert_eq!(report["results"][0]["rows_affected"], 0, "{report}");
+    }
+}
+
+/// Reads in a bounded loop from several clients until stopped; counts failures.
+struct ReadLoop {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ReadLoop {
+    fn start(url: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..2)
+            .map(|_| {
+                let (stop, ok, failed, url) =
+                    (stop.clone(), ok.clone(), failed.clone(), url.clone());
+                tokio::spawn(async move {
+                    let client = HttpClient::http1();
+                    let deadline = Instant::now() + Duration::from_secs(90);
+                    for _ in 0..200_000 {
+                        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                            break;
+                        }
+                        match client.get(&url).await {
+                            Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                            Ok(r) => {
+                                eprintln!("read failed: {} {}", r.status, r.body);
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Err(e) => {
+                                eprintln!("read failed: {e:#}");
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_survives_replica_loss_lag_and_primary_loss() {
+    let mut cluster = Cluster::start(2).await.unwrap();
+    let (wharf, _apps) = start(Some(&cluster));
+    let c = HttpClient::http1();
+    let created = send(&c, &wharf, "POST", "/todo", r#"{"title":"first"}"#).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let first = serde_json::from_str::<Value>(&created.body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    cluster.wait_replicated(10 * SECOND).await.unwrap();
+    let replica0 = cluster.port(NodeId::Replica(0)).to_string();
+    let replica1 = cluster.port(NodeId::Replica(1)).to_string();
+    let replica_ids = [
+        cluster.server_id(NodeId::Replica(0)),
+        cluster.server_id(NodeId::Replica(1)),
+    ];
+
+    // 1. A replica killed under a read loop: no read fails; it comes back when restarted.
+    let reads = ReadLoop::start(wharf.url(&format!("/todo/{first}")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mark = wharf.log_len();
+    cluster.kill(NodeId::Replica(0)).await;
+    wharf
+        .wait_for_log_since(mark, &["out of rotation", &replica0], 10 * SECOND)
+        .or_else(|_| wharf.wait_for_log_since(mark, &["left rotation", &replica0], SECOND))
+        .unwrap();
+    let mark = wharf.log_len();
+    cluster.restart(NodeId::Replica(0)).await.unwrap();
+    wharf
+        .wait_for_log_since(mark, &["replica in rotation", &replica0], 20 * SECOND)
+        .unwrap();
+    let (ok, failed) = reads.finish().await;
+    assert_eq!(
+        failed, 0,
+        "{failed} reads failed ({ok} ok) while a replica died"
+    );
+    assert!(ok > 20, "too few reads: {ok}");
+    let mut back = false;
+    for _ in 0..20 {
+        back |= server_id(&c, &wharf, "/sqlprobe/server-id").await == replica_ids[0];
+    }
+    assert!(back, "the restarted replica serves no reads");
+
+    // 2. Lag: a replica whose SQL thread stops leaves rotation; no stale read is served.
+    let mark = wharf.log_len();
+    cluster.stop_sql_thread(1).await.unwrap();
+    wharf
+        .wait_for_log_since(mark, &["out of rotation", &replica1], 10 * SECOND)
+        .unwrap();
+    let created = send(&c, &wharf, "POST", "/todo", r#"{"title":"fresh"}"#).await;
+    let fresh = serde_json::from_str::<Value>(&created.body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    eventually(&c, &wharf, &format!("/todo/{fresh}"), 200).await;
+    for _ in 0..30 {
+        let reply = send(&c, &wharf, "GET", &format!("/todo/{fresh}"), "").await;
+        assert_eq!(reply.status, 200, "stale read: {}", reply.body);
+        assert_ne!(
+            server_id(&c, &wharf, "/sqlprobe/server-id").await,
+            replica_ids[1]
+        );
+    }
+    let mark = wharf.log_len();
+    cluster.start_sql_thread(1).await.unwrap();
+    wharf
+        .wait_for_log_since(mark, &["replica in rotation", &replica1], 20 * SECOND)
+        .unwrap();
+    cluster.wait_replicated(10 * SECOND).await.unwrap();
+
+    // 3. Primary killed: reads go on; writes answer 503 + Retry-After within 2 s; after
+    //    a restart writes work again and every acknowledged write is there.
+    let mut acknowledged = vec![first, fresh];
+    for i in 0..5 {
+        let reply = send(
+            &c,
+            &wharf,
+            "POST",
+            "/todo",
+            &json!({"title": format!("t{i}")}).to_string(),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        acknowledged.push(
+            serde_json::from_str::<Value>(&reply.body).unwrap()["id"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    cluster.wait_replicated(10 * SECOND).await.unwrap();
+    let reads = ReadLoop::start(wharf.url(&format!("/todo/{first}")));
+    cluster.kill(NodeId::Primary).await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let reply = send(&c, &wharf, "POST", "/todo", r#"{"title":"lost"}"#).await;
+        assert!(
+            started.elapsed() <= 2 * SECOND,
+            "write took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert!(reply.headers.contains_key("retry-after"));
+    }
+    // Reads go on once the check has seen the primary go, through several rounds.
+    let primary = cluster.port(NodeId::Primary).to_string();
+    wharf
+        .wait_for_log(&["primary unreachable", &primary], 10 * SECOND)
+        .unwrap();
+    for _ in 0..20 {
+        let list = send(&c, &wharf, "GET", "/todo", "").await;
+        assert_eq!(
+            list.status, 200,
+            "reads stopped with the primary: {}",
+            list.body
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (ok, failed) = reads.finish().await;
+    assert_eq!(
+        failed, 0,
+        "{failed} reads failed ({ok} ok) with the primary down"
+    );
+
+    cluster.restart(NodeId::Primary).await.unwrap();
+    let started = Instant::now();
+    let id = loop {
+        let reply = send(&c, &wharf, "POST", "/todo", r#"{"title":"after"}"#).await;
+        if reply.status == 201 {
+            break serde_json::from_str::<Value>(&reply.body).unwrap()["id"]
+                .as_u64()
+                .unwrap();
+        }
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert!(started.elapsed() < 20 * SECOND, "writes never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    acknowledged.push(id);
+    cluster.wait_replicated(20 * SECOND).await.unwrap();
+    let rows = cluster
+        .sql(NodeId::Primary, "SELECT id FROM todos")
+        .await
+        .unwrap();
+    let present: Vec<u64> = rows.iter().map(|r| r.get(0).unwrap()).collect();
+    for id in &acknowledged {
+        assert!(
+            present.contains(id),
+            "acknowledged todo {id} is gone: {present:?}"
+        );
+        eventually(&c, &wharf, &format!("/todo/{id}"), 200).await;
+    }
+}
