@@ -27,29 +27,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# start NAME CMD...: runs CMD pinned to CPU 0, waits for its listening line, sets $addr.
-start() {
-    local name="$1"; shift
-    taskset -c 0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    pids+=($!)
-    for _ in $(seq 1 600); do
-        addr="$(sed -n 's|^listening on http://||p' "$work/$name.out" | head -1)"
-        [ -n "$addr" ] && return 0
-        sleep 0.1
-    done
-    echo "$name did not start" >&2; cat "$work/$name.err" >&2; exit 1
-}
-
-# load URL: prints "RPS P99_MS" from one wrk run on CPU 1 (after a short warm-up).
-load() {
-    taskset -c 1 wrk -t1 -c"$conns" -d2s "$1" >/dev/null
-    taskset -c 1 wrk -t1 -c"$conns" -d"${duration}s" --latency "$1" >"$work/wrk.txt"
-    if grep -q "Non-2xx" "$work/wrk.txt"; then echo "errors in run of $1:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
-    local rps p99
-    rps="$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.txt")"
-    p99="$(awk '$1 == "99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/wrk.txt")"
-    echo "$rps $p99"
-}
+source "$repo/tests/bench/common.sh"
 
 mkdir -p "$work/apps"
 cp "$guests/hello.wasm" "$work/apps/hello.wasm"
@@ -65,7 +43,6 @@ read -r raw_rps raw_p99 < <(load "http://$raw_addr/hello")
 read -r fresh_rps fresh_p99 < <(load "http://$wharf_addr/hello")
 read -r reuse_rps reuse_p99 < <(load "http://$wharf_addr/reuse")
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo
 echo "hello world, $conns connections, ${duration}s, server on 1 core with 1 worker"
 printf '%-34s %12s %10s %8s\n' "server" "requests/s" "p99 ms" "ratio"

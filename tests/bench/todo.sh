@@ -48,34 +48,14 @@ done
 [ -n "$replica" ] || { echo "MariaDB did not start" >&2; cat "$work/cluster.err" >&2; exit 1; }
 export DB_PASSWORD="wharf-test-pw"
 
-# start NAME CMD...: runs CMD pinned to CPU 0, waits for its listening line, sets $addr.
-start() {
-    local name="$1"; shift
-    taskset -c 0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    pids+=($!)
-    for _ in $(seq 1 600); do
-        addr="$(sed -n 's|^listening on http://||p' "$work/$name.out" | head -1)"
-        [ -n "$addr" ] && return 0
-        sleep 0.1
-    done
-    echo "$name did not start" >&2; cat "$work/$name.err" >&2; exit 1
-}
+source "$repo/tests/bench/common.sh"
 
+# wrk asks for a random one of the seeded todos on every request.
 cat >"$work/random-id.lua" <<LUA
 request = function()
     return wrk.format("GET", wrk.path .. math.random($rows))
 end
 LUA
-# load URL_PREFIX: prints "RPS P99_MS" from one wrk run on CPU 1 (after a warm-up).
-load() {
-    taskset -c 1 wrk -t1 -c"$conns" -d2s -s "$work/random-id.lua" "$1" >/dev/null
-    taskset -c 1 wrk -t1 -c"$conns" -d"${duration}s" --latency -s "$work/random-id.lua" "$1" >"$work/wrk.txt"
-    if grep -q "Non-2xx" "$work/wrk.txt"; then echo "errors in run of $1:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
-    local rps p99
-    rps="$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.txt")"
-    p99="$(awk '$1 == "99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/wrk.txt")"
-    echo "$rps $p99"
-}
 
 # The same app twice, in two wharf processes: a fresh instance per request, and reuse.
 for mode in fresh reuse; do
@@ -100,11 +80,10 @@ for mode in fresh reuse; do
     declare "${mode}_addr=$addr"
 done
 
-read -r native_rps native_p99 < <(load "http://$native_addr/todo/")
-read -r fresh_rps fresh_p99 < <(load "http://$fresh_addr/todo/")
-read -r reuse_rps reuse_p99 < <(load "http://$reuse_addr/todo/")
+read -r native_rps native_p99 < <(load "http://$native_addr/todo/" -s "$work/random-id.lua")
+read -r fresh_rps fresh_p99 < <(load "http://$fresh_addr/todo/" -s "$work/random-id.lua")
+read -r reuse_rps reuse_p99 < <(load "http://$reuse_addr/todo/" -s "$work/random-id.lua")
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo
 echo "GET /todo/:id on MariaDB (1 replica, pool $pool), $conns connections, ${duration}s, server on 1 core with 1 worker"
 printf '%-38s %12s %10s %8s\n' "server" "requests/s" "p99 ms" "ratio"

@@ -2,6 +2,7 @@
 //! wharf on port 0 and reads the real address from its output, and offers small
 //! HTTP/1.1 and HTTP/2 clients.
 
+pub mod baseline;
 pub mod mariadb;
 
 use anyhow::{Context, bail};

@@ -4,11 +4,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use mysql_async::prelude::Queryable;
-use std::sync::Arc;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,36 +19,13 @@ fn main() -> anyhow::Result<()> {
                 .with_reset_connection(false),
         );
     let pool = mysql_async::Pool::new(opts);
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.parse()?)
-        .enable_all()
-        .build()?
-        .block_on(async move {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
-            println!("listening on http://{}", listener.local_addr()?);
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).keep_alive(true);
-            let builder = Arc::new(builder);
-            loop {
-                let (stream, _) = listener.accept().await?;
-                let _ = stream.set_nodelay(true);
-                let (builder, pool) = (builder.clone(), pool.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let pool = pool.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(show(&pool, req.uri().path()).await)
-                        }
-                    });
-                    let _ = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        })
+    wharf_tests::baseline::serve(addr, workers.parse()?, move |req| {
+        let pool = pool.clone();
+        async move { show(&pool, req.uri().path()).await }
+    })
 }
 
-async fn show(pool: &mysql_async::Pool, path: &str) -> hyper::Response<Full<Bytes>> {
+async fn show(pool: &mysql_async::Pool, path: &str) -> wharf_tests::baseline::Response {
     let reply = |status: u16, body: String| {
         hyper::Response::builder()
             .status(status)

@@ -1,0 +1,30 @@
+# Shared by the benchmark scripts (sourced): starting pinned servers and loading them
+# with wrk. Expects $work (a scratch directory), $conns, $duration and the array $pids.
+
+# start NAME CMD...: runs CMD pinned to CPU 0, waits for its listening line, sets $addr.
+start() {
+    local name="$1"; shift
+    taskset -c 0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    pids+=($!)
+    for _ in $(seq 1 600); do
+        addr="$(sed -n 's|^listening on http://||p' "$work/$name.out" | head -1)"
+        [ -n "$addr" ] && return 0
+        sleep 0.1
+    done
+    echo "$name did not start" >&2; cat "$work/$name.err" >&2; exit 1
+}
+
+# load URL [WRK ARGS...]: prints "RPS P99_MS" from one wrk run on CPU 1, after a short
+# warm-up. Any non-2xx answer fails the script.
+load() {
+    local url="$1"; shift
+    taskset -c 1 wrk -t1 -c"$conns" -d2s "$@" "$url" >/dev/null
+    taskset -c 1 wrk -t1 -c"$conns" -d"${duration}s" --latency "$@" "$url" >"$work/wrk.txt"
+    if grep -q "Non-2xx" "$work/wrk.txt"; then echo "errors in run of $url:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
+    local rps p99
+    rps="$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.txt")"
+    p99="$(awk '$1 == "99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/wrk.txt")"
+    echo "$rps $p99"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
