@@ -1,15 +1,152 @@
 //! `wharf.toml`: the node's configuration. Every key is optional and unknown keys are
 //! errors that name the key; `wharf serve apps/` runs without a file at all.
+//!
+//! Parsing stops at the first syntax error or unknown key (that is what the TOML
+//! reader gives); the checks after it report every problem at once, each with its key
+//! path (`site[1].tls.cert`). Relative paths are relative to the file's directory.
 
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Where to accept connections. Default: one plain listener from `--listen`.
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Virtual hosts. Without any, every host gets the apps directory's routes.
+    #[serde(default, rename = "site")]
+    pub sites: Vec<SiteConfig>,
+    /// What a request for a host no site names gets.
+    #[serde(default)]
+    pub unknown_host: UnknownHost,
+    #[serde(default)]
+    pub apps: AppsConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The MySQL/MariaDB cluster apps query. Without it, apps get SQLite files.
     pub database: Option<DatabaseConfig>,
+}
+
+/// `[[listener]]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    /// HTTPS, with each site's certificate chosen by SNI.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// `[[site]]`: one virtual host.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Host names (`www.foobar.com`, or `*.foobar.com` for any one-label subdomain).
+    pub hosts: Vec<String>,
+    /// Serves requests for hosts no site names (with `unknown_host = "default"`).
+    #[serde(default)]
+    pub default: bool,
+    /// The site's own name among `hosts`: requests for the others are redirected
+    /// (308) to it, e.g. `foobar.com` → `www.foobar.com`.
+    pub canonical_host: Option<String>,
+    /// Requests over plain HTTP are redirected (308) to HTTPS.
+    #[serde(default)]
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security: max-age=N` on HTTPS responses.
+    pub hsts_max_age: Option<u64>,
+    pub tls: Option<TlsConfig>,
+    /// Static files served at `/` (below every route).
+    pub root: Option<PathBuf>,
+    /// Cache-Control for static files.
+    pub cache_control: Option<String>,
+    /// Serve the apps directory's routes on this site.
+    #[serde(default = "yes")]
+    pub apps: bool,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// One `routes` entry: a path prefix and exactly one target.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub path: String,
+    /// An app of the apps directory, by name.
+    pub app: Option<String>,
+    /// A directory of static files.
+    pub root: Option<PathBuf>,
+    /// A URL to redirect to; the rest of the path is appended.
+    pub redirect: Option<String>,
+    /// Status of the redirect (301, 302, 303, 307 or 308).
+    #[serde(default = "permanent")]
+    pub status: u16,
+}
+
+fn permanent() -> u16 {
+    308
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum UnknownHost {
+    /// The site marked `default = true` answers (404 if there is none).
+    #[default]
+    #[serde(rename = "default")]
+    DefaultSite,
+    #[serde(rename = "404")]
+    NotFound,
+    /// 421 Misdirected Request.
+    #[serde(rename = "421")]
+    Misdirected,
+}
+
+/// `[apps]`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AppsConfig {
+    /// The apps directory (the command line's APPS_DIR wins).
+    pub dir: Option<PathBuf>,
+    /// Where apps' SQLite files live without `[database]`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Time a client has to send a request head.
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to finish the TLS handshake.
+    #[serde(default = "defaults::tls_handshake_timeout_ms")]
+    pub tls_handshake_timeout_ms: u64,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    #[serde(default = "defaults::drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: defaults::header_read_timeout_ms(),
+            tls_handshake_timeout_ms: defaults::tls_handshake_timeout_ms(),
+            drain_timeout_ms: defaults::drain_timeout_ms(),
+        }
+    }
 }
 
 /// `[database]`: a primary and its replicas.
@@ -44,6 +181,15 @@ pub struct DatabaseConfig {
 }
 
 mod defaults {
+    pub fn header_read_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn tls_handshake_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn drain_timeout_ms() -> u64 {
+        30_000
+    }
     pub fn pool_min() -> usize {
         1
     }
@@ -65,19 +211,193 @@ mod defaults {
 }
 
 impl Config {
-    /// Reads and validates `path`; errors name the file, the key and the reason.
+    /// Reads and checks `path`; errors name the file, each key and the reason.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse_in(&text, base).map_err(|e| {
+            let lines: Vec<String> = format!("{e:#}")
+                .lines()
+                .map(|line| format!("{}: {line}", path.display()))
+                .collect();
+            anyhow::anyhow!("{}", lines.join("\n"))
+        })
     }
 
+    /// Parses and checks `text`, with relative paths taken from the current directory.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
-        if let Some(db) = &config.database {
-            db.validate()?;
+        Self::parse_in(text, Path::new(""))
+    }
+
+    fn parse_in(text: &str, base: &Path) -> anyhow::Result<Self> {
+        let mut config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        config.resolve_paths(base);
+        let problems = config.problems();
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.join("\n"));
         }
         Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for site in &mut self.sites {
+            site.root.as_mut().map(resolve);
+            if let Some(tls) = &mut site.tls {
+                resolve(&mut tls.cert);
+                resolve(&mut tls.key);
+            }
+            for route in &mut site.routes {
+                route.root.as_mut().map(resolve);
+            }
+        }
+        self.apps.dir.as_mut().map(resolve);
+        self.apps.data_dir.as_mut().map(resolve);
+        if let Some(db) = &mut self.database {
+            db.password_file.as_mut().map(resolve);
+        }
+    }
+
+    /// Every problem, one line each, starting with its key path.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut addresses = HashMap::new();
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if let Some(first) = addresses.insert(listener.address, i) {
+                problems.push(format!(
+                    "listener[{i}].address: {} is already listener[{first}]",
+                    listener.address
+                ));
+            }
+        }
+        let tls_listener = self.listeners.iter().any(|l| l.tls);
+        if tls_listener && !self.sites.iter().any(|s| s.tls.is_some()) {
+            problems.push("listener: a tls listener needs a site with [site.tls]".into());
+        }
+        let mut hosts: HashMap<String, usize> = HashMap::new();
+        let mut default = None;
+        for (i, site) in self.sites.iter().enumerate() {
+            let key = format!("site[{i}]");
+            if site.hosts.is_empty() {
+                problems.push(format!("{key}.hosts: a site needs at least one host"));
+            }
+            for host in &site.hosts {
+                let host = host.to_ascii_lowercase();
+                if let Err(why) = check_host_name(&host) {
+                    problems.push(format!("{key}.hosts: {host:?} {why}"));
+                } else if let Some(other) = hosts.insert(host.clone(), i) {
+                    problems.push(format!(
+                        "{key}.hosts: {host:?} is already a host of site[{other}]"
+                    ));
+                }
+            }
+            if site.default
+                && let Some(other) = default.replace(i)
+            {
+                problems.push(format!(
+                    "{key}.default: site[{other}] is already the default site"
+                ));
+            }
+            if let Some(canonical) = &site.canonical_host
+                && !site.hosts.iter().any(|h| h.eq_ignore_ascii_case(canonical))
+            {
+                problems.push(format!(
+                    "{key}.canonical_host: {canonical:?} is not one of the site's hosts"
+                ));
+            }
+            if let Some(tls) = &site.tls {
+                for (name, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+                    if let Err(e) = std::fs::File::open(path) {
+                        problems.push(format!("{key}.tls.{name}: {}: {e}", path.display()));
+                    }
+                }
+            }
+            if site.https_redirect && (site.tls.is_none() || !tls_listener) {
+                problems.push(format!(
+                    "{key}.https_redirect: needs [site.tls] and a tls listener"
+                ));
+            }
+            if site.hsts_max_age.is_some() && site.tls.is_none() {
+                problems.push(format!("{key}.hsts_max_age: needs [site.tls]"));
+            }
+            if let Some(root) = &site.root {
+                check_dir(&mut problems, &format!("{key}.root"), root);
+            }
+            let mut paths: HashMap<String, usize> = HashMap::new();
+            for (j, route) in site.routes.iter().enumerate() {
+                let key = format!("{key}.routes[{j}]");
+                if !route.path.starts_with('/') || route.path.contains(['?', '#', ' ']) {
+                    problems.push(format!(
+                        "{key}.path: {:?} must be a path starting with '/'",
+                        route.path
+                    ));
+                }
+                let norm = route.path.trim_end_matches('/').to_string();
+                if let Some(other) = paths.insert(norm, j) {
+                    problems.push(format!(
+                        "{key}.path: {:?} overlaps routes[{other}], which has the same path",
+                        route.path
+                    ));
+                }
+                let targets = [
+                    route.app.is_some(),
+                    route.root.is_some(),
+                    route.redirect.is_some(),
+                ];
+                match targets.iter().filter(|t| **t).count() {
+                    1 => {}
+                    0 => problems.push(format!("{key}: set one of app, root or redirect")),
+                    _ => problems.push(format!("{key}: set only one of app, root or redirect")),
+                }
+                if let Some(root) = &route.root {
+                    check_dir(&mut problems, &format!("{key}.root"), root);
+                }
+                if let Some(to) = &route.redirect
+                    && to.parse::<http::Uri>().is_err()
+                {
+                    problems.push(format!("{key}.redirect: {to:?} is not a URL"));
+                }
+                if ![301, 302, 303, 307, 308].contains(&route.status) {
+                    problems.push(format!(
+                        "{key}.status: {} is not a redirect status (301, 302, 303, 307, 308)",
+                        route.status
+                    ));
+                }
+            }
+        }
+        if let Some(db) = &self.database
+            && let Err(e) = db.validate()
+        {
+            problems.push(e.to_string());
+        }
+        problems
+    }
+}
+
+/// A host name as a site names it: DNS labels, optionally `*.` in front.
+fn check_host_name(host: &str) -> Result<(), &'static str> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err("is not a valid host name");
+    }
+    Ok(())
+}
+
+fn check_dir(problems: &mut Vec<String>, key: &str, dir: &Path) {
+    if !dir.is_dir() {
+        problems.push(format!("{key}: {} is not a directory", dir.display()));
     }
 }
 

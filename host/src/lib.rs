@@ -5,9 +5,11 @@
 //! errors to statuses, [`runtime`] runs the app's component, which reaches [`db`] for
 //! SQL. [`config`] is wharf.toml.
 
+pub mod cert;
 pub mod config;
 pub mod db;
 pub mod gateway;
 pub mod monitor;
 pub mod net;
 pub mod runtime;
+pub mod server;

@@ -4,12 +4,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wharf::config::Config;
 use wharf::db::Provider;
-use wharf::gateway::Gateway;
+use wharf::gateway::{Gateway, Sites};
 use wharf::runtime::{LoadEvent, Origin, Runtime};
 
 #[derive(Parser)]
@@ -27,16 +28,38 @@ struct Cli {
 enum Command {
     /// Serve every wasi:http component in APPS_DIR, reloading files as they change.
     Serve(ServeArgs),
+    /// Check a configuration file without serving: prints every problem with its key.
+    Check {
+        #[arg(long, default_value = "wharf.toml")]
+        config: PathBuf,
+    },
+    /// Certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Write a local development CA (once) and a certificate it signs for the hosts.
+    Dev {
+        /// A host name the certificate is for (repeat for more).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// Where to write the files.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Directory of apps: NAME.wasm serves /NAME, index.wasm serves /.
-    #[arg(default_value = "apps")]
-    apps_dir: PathBuf,
-    /// Address to listen on; port 0 picks a free port (printed on start).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    /// Directory of apps: NAME.wasm serves /NAME, index.wasm serves / [default: [apps]
+    /// dir in the config, else apps].
+    apps_dir: Option<PathBuf>,
+    /// A plain HTTP address to listen on, besides the config's listeners; port 0 picks a
+    /// free port (printed on start) [default without listeners: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Where compiled apps are cached [default: $XDG_CACHE_HOME/wharf or ~/.cache/wharf].
     #[arg(long, env = "WHARF_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -49,23 +72,64 @@ struct ServeArgs {
     /// Node configuration (wharf.toml): `[database]` and more. Optional.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Where apps' SQLite databases live when no `[database]` is configured.
-    #[arg(long, default_value = "data")]
-    data_dir: PathBuf,
+    /// Where apps' SQLite databases live when no `[database]` is configured
+    /// [default: [apps] data_dir in the config, else data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
+        Command::Check { config } => Ok(check(&config)),
+        Command::Cert(CertCommand::Dev { hosts, out }) => {
+            let files = wharf::cert::dev(&hosts, &out)?;
+            println!("certificate: {}", files.cert.display());
+            println!("key:         {}", files.key.display());
+            println!("signed by:   {}", files.ca_cert.display());
+            if files.ca_created {
+                println!("\n{}", wharf::cert::trust_instructions(&files.ca_cert));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(args) => {
             wharf::monitor::init_logging(args.log_json);
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.workers {
                 rt.worker_threads(n.max(1));
             }
-            rt.enable_all().build()?.block_on(serve(args))
+            rt.enable_all().build()?.block_on(serve(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `wharf check`: every problem on its own line, prefixed with the file; exit 1 if any.
+fn check(path: &Path) -> ExitCode {
+    let checked = Config::load(path).and_then(|config| {
+        // The file check sees that certificate files exist; loading them checks that
+        // they parse and that each key matches its certificate.
+        wharf::server::certificates(&config)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+        Ok(config)
+    });
+    match checked {
+        Ok(config) => {
+            let count =
+                |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+            println!(
+                "{}: ok ({}, {})",
+                path.display(),
+                count(config.listeners.len(), "listener"),
+                count(config.sites.len(), "site")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -77,42 +141,67 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         args.cache_dir.or_else(wharf::runtime::default_cache_dir)
     };
-    anyhow::ensure!(
-        args.apps_dir.is_dir(),
-        "apps directory {} does not exist: create it or name another one",
-        args.apps_dir.display()
-    );
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let databases = Provider::new(config.database.as_ref(), args.data_dir.clone()).await?;
+    let apps_dir = args
+        .apps_dir
+        .or_else(|| config.apps.dir.clone())
+        .unwrap_or_else(|| "apps".into());
+    anyhow::ensure!(
+        apps_dir.is_dir(),
+        "apps directory {} does not exist: create it or name another one",
+        apps_dir.display()
+    );
+    let data_dir = args
+        .data_dir
+        .or_else(|| config.apps.data_dir.clone())
+        .unwrap_or_else(|| "data".into());
+    let databases = Provider::new(config.database.as_ref(), data_dir).await?;
     let database = databases.describe();
-    let runtime = Runtime::new(&args.apps_dir, cache_dir, databases)?;
+    let runtime = Runtime::new(&apps_dir, cache_dir, databases)?;
     // Watch before the first load so a file written meanwhile is not missed.
     let _watch = runtime
         .watch()
-        .with_context(|| format!("watching {}", args.apps_dir.display()))?;
+        .with_context(|| format!("watching {}", apps_dir.display()))?;
     let events = runtime.load_all().await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    print_startup(addr, &events, &database);
+    let certs = wharf::server::certificates(&config)?;
+    let _cert_watch = certs.as_ref().map(|c| c.watch()).transpose()?;
+    let listeners = wharf::server::bind(args.listen, &config, certs.as_ref()).await?;
+    let addrs: Vec<(SocketAddr, bool)> = listeners
+        .iter()
+        .map(|l| Ok((l.tcp.local_addr()?, l.tls.is_some())))
+        .collect::<std::io::Result<_>>()?;
+    print_startup(&addrs, &events, &database);
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
     for event in events {
         if let LoadEvent::Failed(..) = event {
             wharf::runtime::report(event);
         }
     }
-    wharf::net::serve(listener, Arc::new(Gateway::new(runtime))).await;
+    let https_port = addrs.iter().find(|(_, tls)| *tls).map(|(a, _)| a.port());
+    let gateway = Arc::new(Gateway::new(
+        runtime,
+        Sites::from_config(&config, https_port)?,
+    ));
+    let timeouts = wharf::server::timeouts(&config);
+    let drain = Duration::from_millis(config.limits.drain_timeout_ms);
+    wharf::server::reload_on_change(args.config.clone(), gateway.clone(), config, https_port);
+    let shutdown = wharf::server::shutdown_signal();
+    wharf::net::serve(listeners, gateway, timeouts, shutdown, drain).await;
+    tracing::info!("stopped");
     Ok(())
 }
 
 /// The listening line (tests and scripts read the port from it) and a table of apps.
-fn print_startup(addr: SocketAddr, events: &[LoadEvent], database: &str) {
+fn print_startup(addrs: &[(SocketAddr, bool)], events: &[LoadEvent], database: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "listening on http://{addr}");
+    for (addr, tls) in addrs {
+        let scheme = if *tls { "https" } else { "http" };
+        let _ = writeln!(out, "listening on {scheme}://{addr}");
+    }
+    let addr = addrs[0].0;
     let mut rows = vec![["APP".to_string(), "URL".into(), "STATUS".into()]];
     for event in events {
         match event {

@@ -41,7 +41,7 @@ async fn no_matching_app_is_404() {
         .unwrap();
     assert_eq!(reply.status, 404);
     assert!(
-        reply.body.contains("no app serves this path"),
+        reply.body.contains("nothing on this site serves this path"),
         "{}",
         reply.body
     );

@@ -8,8 +8,14 @@ use http_body_util::{BodyExt, Full};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    #[error("no app serves this path")]
+    #[error("nothing on this site serves this path")]
     NotFound,
+    #[error("no site serves this host")]
+    UnknownHost,
+    #[error("this connection is for another site")]
+    Misdirected,
+    #[error("the app this path is routed to is not loaded")]
+    AppNotLoaded,
     #[error("{0}")]
     BadRequest(&'static str),
     #[error(transparent)]
@@ -19,7 +25,10 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::NotFound | GatewayError::UnknownHost | GatewayError::AppNotLoaded => {
+                StatusCode::NOT_FOUND
+            }
+            GatewayError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::App(e) => match e {
                 InvokeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,

@@ -1,26 +1,41 @@
-//! The L7 pipeline: request id, request checks, routing to a target, and the one
-//! place where errors become HTTP responses.
+//! The L7 pipeline: request id, request checks, the site and target a request is
+//! for, and the one place where errors become HTTP responses.
 
 mod error;
+pub mod sites;
+pub mod static_files;
 
 pub use error::GatewayError;
+pub use sites::Sites;
 
 use crate::runtime::{Body, Runtime};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HOST, HeaderValue};
-use http::{Request, Response, Version};
+use http::header::{HOST, HeaderValue, LOCATION, STRICT_TRANSPORT_SECURITY};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Empty};
+use sites::{Decision, Target};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct Gateway {
     runtime: Arc<Runtime>,
+    sites: ArcSwap<Sites>,
     next_request_id: AtomicU64,
 }
 
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// What the connection a request came on tells about it.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    pub tls: bool,
+    /// The server name the client asked for in the TLS handshake.
+    pub sni: Option<Arc<str>>,
+}
+
 impl Gateway {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
+    pub fn new(runtime: Arc<Runtime>, sites: Sites) -> Self {
         // Ids from different runs of the process should not collide in a shared log.
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -28,11 +43,17 @@ impl Gateway {
             .unwrap_or(0);
         Self {
             runtime,
+            sites: ArcSwap::from_pointee(sites),
             next_request_id: AtomicU64::new(seed << 16),
         }
     }
 
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    /// Replaces the sites atomically: requests already routed finish as they were.
+    pub fn set_sites(&self, sites: Sites) {
+        self.sites.store(Arc::new(sites));
+    }
+
+    pub async fn handle<B>(&self, req: Request<B>, conn: &Connection) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
@@ -40,7 +61,7 @@ impl Gateway {
         let request_id: Arc<str> = format!("{id:016x}").into();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let mut response = match self.dispatch(req, request_id.clone()).await {
+        let mut response = match self.dispatch(req, conn, request_id.clone()).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
         };
@@ -54,20 +75,47 @@ impl Gateway {
     async fn dispatch<B>(
         &self,
         req: Request<B>,
+        conn: &Connection,
         request_id: Arc<str>,
     ) -> Result<Response<Body>, GatewayError>
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
         check_host(&req)?;
-        let registry = self.runtime.registry();
-        let app = registry
-            .route(req.uri().path())
-            .ok_or(GatewayError::NotFound)?
-            .clone();
-        drop(registry);
-        Ok(app.invoke(req, request_id).await?)
+        let host = sites::request_host(&req);
+        let sites = self.sites.load();
+        let site = sites.find(host.as_deref(), conn.sni.as_deref())?;
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let site = match sites.decide(site, host.as_deref(), conn.tls, path_and_query) {
+            Decision::Serve(site) => site,
+            Decision::Redirect(location) => {
+                return Ok(redirect(StatusCode::PERMANENT_REDIRECT, &location));
+            }
+        };
+        let hsts = conn.tls.then(|| site.hsts().cloned()).flatten();
+        let target = site.route(req.uri().path(), &self.runtime.registry())?;
+        drop(sites);
+        let mut response = match target {
+            Target::App(app) => app.invoke(req, request_id).await?,
+            Target::Static { files, prefix } => files.serve(req, &prefix).await,
+            Target::Redirect { to, status } => redirect(status, &to),
+        };
+        if let Some(hsts) = hsts {
+            response
+                .headers_mut()
+                .insert(STRICT_TRANSPORT_SECURITY, hsts);
+        }
+        Ok(response)
     }
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut response = Response::new(Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync());
+    *response.status_mut() = status;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
 }
 
 /// HTTP/1.1 requires exactly one Host header (RFC 9112 §3.2) and hyper does not check it.

@@ -14,7 +14,7 @@ mod state;
 mod watch;
 pub use watch::report;
 
-pub use app::App;
+pub use app::{App, route_matches};
 pub use cache::Origin;
 pub use invoke::{Body, BoxError, InvokeError};
 pub use registry::Registry;

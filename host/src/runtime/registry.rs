@@ -23,10 +23,15 @@ impl Registry {
 
     /// The app whose route is the longest prefix of `path`.
     pub fn route(&self, path: &str) -> Option<&Arc<App>> {
+        self.route_with_prefix(path).map(|(_, app)| app)
+    }
+
+    /// Like `route`, with the prefix that matched.
+    pub fn route_with_prefix(&self, path: &str) -> Option<(&str, &Arc<App>)> {
         self.routes
             .iter()
             .find(|(prefix, _)| route_matches(prefix, path))
-            .map(|(_, app)| app)
+            .map(|(prefix, app)| (prefix.as_str(), app))
     }
 
     /// A registry with `app` added or replaced. Fails, leaving `self` as it was, if one

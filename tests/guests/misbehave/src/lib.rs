@@ -34,6 +34,8 @@ fn app(req: Request) -> Response {
                 .query_param("ms")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1000);
+            // Tells tests the request has reached the guest.
+            println!("sleeping {ms} ms");
             std::thread::sleep(std::time::Duration::from_millis(ms));
             "slept"
         })

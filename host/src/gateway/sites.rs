@@ -1,0 +1,280 @@
+//! Virtual hosts: which site a request is for (by Host, checked against SNI under
+//! TLS), and within the site which target serves its path (longest prefix wins).
+
+use super::GatewayError;
+use super::static_files::StaticFiles;
+use crate::config::{Config, SiteConfig, UnknownHost};
+use crate::runtime::{App, Registry, route_matches};
+use http::{HeaderValue, StatusCode};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Every site of the configuration, indexed by host name. Built whole from a config
+/// and swapped whole on reload.
+pub struct Sites {
+    sites: Vec<Site>,
+    exact: HashMap<String, usize>,
+    /// `*.example.com` sites by `example.com`.
+    wildcard: HashMap<String, usize>,
+    default: Option<usize>,
+    unknown: UnknownHost,
+    /// The port HTTPS redirects point at (omitted when 443).
+    https_port: Option<u16>,
+}
+
+pub struct Site {
+    pub name: String,
+    canonical_host: Option<String>,
+    https_redirect: bool,
+    hsts: Option<HeaderValue>,
+    apps: bool,
+    /// Explicit routes, longest prefix first.
+    routes: Vec<(String, Configured)>,
+    root: Option<Arc<StaticFiles>>,
+}
+
+/// What serves a request.
+pub enum Target {
+    App(Arc<App>),
+    Static {
+        files: Arc<StaticFiles>,
+        prefix: String,
+    },
+    Redirect {
+        to: String,
+        status: StatusCode,
+    },
+}
+
+/// What the site makes of a request before routing: serve it, or redirect it.
+pub enum Decision<'a> {
+    Serve(&'a Site),
+    Redirect(String),
+}
+
+enum Configured {
+    App(String),
+    Static(Arc<StaticFiles>),
+    Redirect { to: String, status: StatusCode },
+}
+
+impl Sites {
+    /// No `[[site]]` in the configuration: one site for every host, serving the apps.
+    pub fn catch_all() -> Self {
+        Self {
+            sites: vec![Site {
+                name: "*".into(),
+                canonical_host: None,
+                https_redirect: false,
+                hsts: None,
+                apps: true,
+                routes: Vec::new(),
+                root: None,
+            }],
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            default: Some(0),
+            unknown: UnknownHost::DefaultSite,
+            https_port: None,
+        }
+    }
+
+    /// The sites of a checked configuration; `https_port` is the port of the TLS
+    /// listener as bound, for HTTPS redirects. Fails only on what the file check cannot
+    /// see in advance (a static root vanishing in between).
+    pub fn from_config(config: &Config, https_port: Option<u16>) -> anyhow::Result<Self> {
+        if config.sites.is_empty() {
+            return Ok(Self::catch_all());
+        }
+        let mut sites = Self {
+            sites: Vec::new(),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            default: None,
+            unknown: config.unknown_host,
+            https_port: https_port.filter(|&p| p != 443),
+        };
+        for (i, site) in config.sites.iter().enumerate() {
+            for host in &site.hosts {
+                let host = host.to_ascii_lowercase();
+                match host.strip_prefix("*.") {
+                    Some(domain) => sites.wildcard.insert(domain.to_string(), i),
+                    None => sites.exact.insert(host, i),
+                };
+            }
+            if site.default {
+                sites.default = Some(i);
+            }
+            sites.sites.push(Site::new(site)?);
+        }
+        Ok(sites)
+    }
+
+    /// The site named `host` (lower case, no port), if any.
+    fn named(&self, host: &str) -> Option<usize> {
+        if let Some(&i) = self.exact.get(host) {
+            return Some(i);
+        }
+        let (_, domain) = host.split_once('.')?;
+        self.wildcard.get(domain).copied()
+    }
+
+    /// The site for a request to `host`; under TLS, `sni` must name the same site
+    /// (a connection set up for one site does not serve another's requests).
+    pub fn find(&self, host: Option<&str>, sni: Option<&str>) -> Result<&Site, GatewayError> {
+        let named = host.and_then(|h| self.named(h));
+        if let Some(sni) = sni
+            && self.named(sni) != named
+        {
+            return Err(GatewayError::Misdirected);
+        }
+        let index = match (named, self.unknown) {
+            (Some(i), _) => i,
+            (None, UnknownHost::DefaultSite) => self.default.ok_or(GatewayError::UnknownHost)?,
+            (None, UnknownHost::NotFound) => return Err(GatewayError::UnknownHost),
+            (None, UnknownHost::Misdirected) => return Err(GatewayError::Misdirected),
+        };
+        Ok(&self.sites[index])
+    }
+
+    /// Redirects the site asks for: plain HTTP to HTTPS, other hosts to the canonical
+    /// one. `host` is the request's host without port.
+    pub fn decide<'a>(
+        &self,
+        site: &'a Site,
+        host: Option<&str>,
+        tls: bool,
+        path_and_query: &str,
+    ) -> Decision<'a> {
+        let wanted = site.canonical_host.as_deref().or(host);
+        let Some(wanted) = wanted else {
+            return Decision::Serve(site);
+        };
+        let upgrade = !tls && site.https_redirect;
+        if !upgrade && host == Some(wanted) {
+            return Decision::Serve(site);
+        }
+        let location = if upgrade || tls {
+            match self.https_port {
+                Some(port) => format!("https://{wanted}:{port}{path_and_query}"),
+                None => format!("https://{wanted}{path_and_query}"),
+            }
+        } else {
+            format!("http://{wanted}{path_and_query}")
+        };
+        Decision::Redirect(location)
+    }
+}
+
+impl Site {
+    fn new(config: &SiteConfig) -> anyhow::Result<Self> {
+        let mut routes = Vec::new();
+        for route in &config.routes {
+            let target = match (&route.app, &route.root, &route.redirect) {
+                (Some(app), _, _) => Configured::App(app.clone()),
+                (_, Some(root), _) => Configured::Static(Arc::new(StaticFiles::new(
+                    root,
+                    config.cache_control.as_deref(),
+                )?)),
+                (_, _, Some(to)) => Configured::Redirect {
+                    to: to.trim_end_matches('/').to_string(),
+                    status: StatusCode::from_u16(route.status)?,
+                },
+                (None, None, None) => anyhow::bail!("route {} has no target", route.path),
+            };
+            routes.push((route.path.clone(), target));
+        }
+        // Longest prefix first, so the first match is the most specific.
+        routes.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        let root = match &config.root {
+            Some(root) => Some(Arc::new(StaticFiles::new(
+                root,
+                config.cache_control.as_deref(),
+            )?)),
+            None => None,
+        };
+        Ok(Self {
+            name: config.hosts.first().cloned().unwrap_or_default(),
+            canonical_host: config
+                .canonical_host
+                .as_ref()
+                .map(|h| h.to_ascii_lowercase()),
+            https_redirect: config.https_redirect,
+            hsts: config
+                .hsts_max_age
+                .map(|age| HeaderValue::from_str(&format!("max-age={age}")).unwrap()),
+            apps: config.apps,
+            routes,
+            root,
+        })
+    }
+
+    pub fn hsts(&self) -> Option<&HeaderValue> {
+        self.hsts.as_ref()
+    }
+
+    /// What serves `path` on this site: the longest matching prefix among the site's
+    /// routes and (if the site serves apps) the apps' routes, else the static root.
+    pub fn route(&self, path: &str, registry: &Registry) -> Result<Target, GatewayError> {
+        let explicit = self
+            .routes
+            .iter()
+            .find(|(prefix, _)| route_matches(prefix, path));
+        let app = if self.apps {
+            registry.route_with_prefix(path)
+        } else {
+            None
+        };
+        let use_app = match (&explicit, &app) {
+            (Some((prefix, _)), Some((app_prefix, _))) => app_prefix.len() > prefix.len(),
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if use_app && let Some((_, app)) = app {
+            return Ok(Target::App(app.clone()));
+        }
+        if let Some((prefix, target)) = explicit {
+            return Ok(match target {
+                Configured::App(name) => Target::App(
+                    registry
+                        .get(name)
+                        .cloned()
+                        .ok_or(GatewayError::AppNotLoaded)?,
+                ),
+                Configured::Static(files) => Target::Static {
+                    files: files.clone(),
+                    prefix: prefix.clone(),
+                },
+                Configured::Redirect { to, status } => {
+                    let rest = &path[prefix.trim_end_matches('/').len()..];
+                    Target::Redirect {
+                        to: format!("{to}{rest}"),
+                        status: *status,
+                    }
+                }
+            });
+        }
+        match &self.root {
+            Some(files) => Ok(Target::Static {
+                files: files.clone(),
+                prefix: "/".into(),
+            }),
+            None => Err(GatewayError::NotFound),
+        }
+    }
+}
+
+/// The host a request is for, lower case and without port or trailing dot: the URI's
+/// authority (HTTP/2, absolute-form) or else the Host header.
+pub fn request_host<B>(req: &http::Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(authority) => authority.host().to_string(),
+        None => {
+            let value = req.headers().get(http::header::HOST)?.to_str().ok()?;
+            let authority: http::uri::Authority = value.parse().ok()?;
+            authority.host().to_string()
+        }
+    };
+    let host = raw.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}

@@ -1,0 +1,751 @@
+//! Static files for the web server role.
+//!
+//! tower-http's `ServeDir` does the HTTP work: byte ranges, ETag / Last-Modified and the
+//! conditional requests on them, precompressed `.br` / `.gz` siblings, `index.html` for
+//! directories and content types. This module adds what a server facing the internet
+//! needs on top: every file `ServeDir` opens is confined to the root even through
+//! symlinks, hostile paths are refused before they reach the file system, text without a
+//! precompressed sibling is compressed on the fly, and the site's Cache-Control is set.
+
+use crate::runtime::Body;
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Extensions, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use percent_encoding::percent_decode_str;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use tower::{Layer, ServiceExt};
+use tower_http::compression::CompressionLayer;
+use tower_http::services::ServeDir;
+use tower_http::services::fs::{Backend, TokioBackend, TokioFile};
+
+/// Below this many bytes the encoding overhead eats most of the saving, and the response
+/// fits in a packet or two either way.
+const MIN_COMPRESS_LEN: u64 = 256;
+
+type Predicate = fn(StatusCode, Version, &HeaderMap, &Extensions) -> bool;
+
+pub struct StaticFiles {
+    dir: ServeDir<tower_http::services::fs::DefaultServeDirFallback, ConfinedBackend>,
+    compression: CompressionLayer<Predicate>,
+    cache_control: Option<HeaderValue>,
+}
+
+impl StaticFiles {
+    /// `root` must exist and be a directory. `cache_control` is sent as Cache-Control on
+    /// 200, 206 and 304 answers; `None` sends no such header.
+    pub fn new(root: &Path, cache_control: Option<&str>) -> anyhow::Result<Self> {
+        let root_real = std::fs::canonicalize(root)
+            .with_context(|| format!("static files root {}", root.display()))?;
+        if !root_real.is_dir() {
+            bail!("static files root {} is not a directory", root.display());
+        }
+        let cache_control = cache_control
+            .map(|value| {
+                HeaderValue::from_str(value)
+                    .with_context(|| format!("Cache-Control value {value:?} is not a valid header"))
+            })
+            .transpose()?;
+        let backend = ConfinedBackend {
+            root: root_real.clone().into(),
+        };
+        let dir = ServeDir::with_backend(root_real, backend)
+            .append_index_html_on_directories(true)
+            .precompressed_br()
+            .precompressed_gzip();
+        let compression = CompressionLayer::new().compress_when(compressible as Predicate);
+        Ok(Self {
+            dir,
+            compression,
+            cache_control,
+        })
+    }
+
+    /// Serves `req` from the root. `prefix` is the route this was mounted on ("/" or e.g.
+    /// "/assets"); it is stripped from the request path, so "/assets/app.js" is
+    /// `<root>/app.js`. The request body is never read.
+    pub async fn serve<B>(&self, req: Request<B>, prefix: &str) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut response = plain(StatusCode::METHOD_NOT_ALLOWED);
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        let is_head = req.method() == Method::HEAD;
+        let prefix = prefix.trim_end_matches('/');
+        let (mut parts, _body) = req.into_parts();
+
+        let Some(rest) = parts.uri.path().strip_prefix(prefix) else {
+            return plain(StatusCode::NOT_FOUND);
+        };
+        let query = parts
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        if rest.is_empty() {
+            // "/assets" itself: send the client to "/assets/" so relative links in the
+            // index page resolve below the mount point, as ServeDir does for directories.
+            return redirect(&format!("{prefix}/{query}"));
+        }
+        if !rest.starts_with('/') {
+            // "/assetsfoo" merely shares the prefix's spelling.
+            return plain(StatusCode::NOT_FOUND);
+        }
+        if !is_safe_path(rest) {
+            return plain(StatusCode::BAD_REQUEST);
+        }
+        let Ok(path_and_query) = PathAndQuery::try_from(format!("{rest}{query}")) else {
+            return plain(StatusCode::BAD_REQUEST);
+        };
+        let mut uri = parts.uri.into_parts();
+        uri.path_and_query = Some(path_and_query);
+        let Ok(uri) = http::Uri::from_parts(uri) else {
+            return plain(StatusCode::BAD_REQUEST);
+        };
+        parts.uri = uri;
+        let req = Request::from_parts(parts, Empty::<Bytes>::new());
+
+        // The prefix goes into ServeDir's "/dir" -> "/dir/" redirects, which it builds
+        // from the rewritten path and would otherwise send outside the mount point.
+        let dir = self.dir.clone().redirect_path_prefix(prefix);
+        let dir = ServiceExt::<Request<Empty<Bytes>>>::map_response(dir, |mut response| {
+            if response.headers().contains_key(header::CONTENT_ENCODING) {
+                response.extensions_mut().insert(EncodedOnDisk);
+            }
+            response
+        });
+        let response = match self.compression.layer(dir).oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        self.finish(response, is_head)
+    }
+
+    fn finish<B>(&self, response: Response<B>, is_head: bool) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<crate::runtime::BoxError>,
+    {
+        let (mut parts, body) = response.into_parts();
+        let status = parts.status;
+        if status == StatusCode::NOT_FOUND {
+            // ServeDir's 404 is empty; answer like the rest of wharf does.
+            return plain(status);
+        }
+
+        let compressed_here = parts.headers.contains_key(header::CONTENT_ENCODING)
+            && parts.extensions.get::<EncodedOnDisk>().is_none();
+        if compressed_here {
+            // ServeDir's ETag is strong and belongs to the bytes on disk; the compressed
+            // stream is a different representation, and compressor output is not
+            // byte-for-byte stable, so only a weak validator is honest here.
+            if let Some(etag) = parts.headers.get(header::ETAG)
+                && !etag.as_bytes().starts_with(b"W/")
+                && let Ok(weak) = HeaderValue::from_bytes(&[b"W/", etag.as_bytes()].concat())
+            {
+                parts.headers.insert(header::ETAG, weak);
+            }
+        }
+        // A 304 must carry the Vary its 200 would have had (RFC 9110 §15.4.5), and ServeDir
+        // leaves it out.
+        if status == StatusCode::NOT_MODIFIED && !parts.headers.contains_key(header::VARY) {
+            parts
+                .headers
+                .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        if let Some(cache_control) = &self.cache_control
+            && matches!(
+                status,
+                StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+            )
+        {
+            parts
+                .headers
+                .insert(header::CACHE_CONTROL, cache_control.clone());
+        }
+
+        // On HEAD the compressor still emits its framing bytes for the empty input; the
+        // headers are what the client asked for.
+        let body = if is_head {
+            Empty::new().map_err(|never| match never {}).boxed_unsync()
+        } else {
+            body.map_err(Into::into).boxed_unsync()
+        };
+        Response::from_parts(parts, body)
+    }
+}
+
+/// Marks a response whose Content-Encoding comes from a precompressed sibling file rather
+/// than from the on-the-fly compressor.
+#[derive(Clone, Copy)]
+struct EncodedOnDisk;
+
+/// Refuses request paths that can only be attempts to leave the root or confuse the file
+/// system: `..` segments (also percent-encoded), backslashes, NUL and bytes that are not
+/// UTF-8 (overlong encodings such as `%c0%ae` among them). It decodes exactly once, as
+/// ServeDir does, so a double-encoded `%252e` stays the literal name `%2e`.
+/// ConfinedBackend is what actually guarantees confinement; this gives hostile requests a
+/// 400 instead of a file-system lookup.
+fn is_safe_path(path: &str) -> bool {
+    let Ok(decoded) = percent_decode_str(path).decode_utf8() else {
+        return false;
+    };
+    decoded
+        .split('/')
+        .all(|segment| segment != ".." && !segment.contains(['\\', '\0']))
+}
+
+/// Compress on the fly only complete answers of text, which shrinks well; precompressed
+/// and ranged answers are left alone by the compression layer itself.
+fn compressible(status: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions) -> bool {
+    // Content-Length rather than the body's size: HEAD answers have an empty body but
+    // must carry the same headers as GET.
+    let long_enough = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len >= MIN_COMPRESS_LEN);
+    let is_text = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_text_type);
+    status == StatusCode::OK && long_enough && is_text
+}
+
+/// html, css, js, plain and other text/*, json, xml, svg (image/svg+xml) and the like.
+fn is_text_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence.starts_with("text/")
+        || matches!(
+            essence.as_str(),
+            "application/javascript" | "application/json" | "application/xml"
+        )
+        || essence.ends_with("+json")
+        || essence.ends_with("+xml")
+}
+
+/// File access for ServeDir that never leaves the root. ServeDir rejects `..` in the
+/// request path but follows symlinks, and it also opens paths the request did not name
+/// (index.html, .br/.gz siblings), so the check sits here, on every open and stat: the
+/// path is resolved with all symlinks and must still lie under the resolved root. The
+/// resolved path is the one opened, which narrows the window for a symlink swapped in
+/// between check and open to the site owner's own doing.
+#[derive(Clone)]
+struct ConfinedBackend {
+    root: Arc<Path>,
+}
+
+type IoFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
+
+impl ConfinedBackend {
+    async fn confine(&self, path: PathBuf) -> io::Result<PathBuf> {
+        let real = tokio::fs::canonicalize(&path).await?;
+        if real.starts_with(&self.root) {
+            Ok(real)
+        } else {
+            tracing::warn!(
+                path = %path.display(),
+                target = %real.display(),
+                "refusing to serve a symlink that leads outside the static files root"
+            );
+            // NotFound makes ServeDir answer 404 and move on to the next precompressed
+            // variant, exactly as if the file were absent.
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "outside the static files root",
+            ))
+        }
+    }
+}
+
+impl Backend for ConfinedBackend {
+    type File = TokioFile;
+    type Metadata = std::fs::Metadata;
+    type OpenFuture = IoFuture<TokioFile>;
+    type MetadataFuture = IoFuture<std::fs::Metadata>;
+
+    fn open(&self, path: PathBuf) -> Self::OpenFuture {
+        let this = self.clone();
+        Box::pin(async move { TokioBackend.open(this.confine(path).await?).await })
+    }
+
+    fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
+        let this = self.clone();
+        Box::pin(async move { TokioBackend.metadata(this.confine(path).await?).await })
+    }
+}
+
+fn plain(status: StatusCode) -> Response<Body> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut response = plain(StatusCode::TEMPORARY_REDIRECT);
+    match HeaderValue::from_str(location) {
+        Ok(location) => {
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        Err(_) => plain(StatusCode::BAD_REQUEST),
+    }
+}
+
+// The confinement tests build symlinks.
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+    use std::os::unix::fs::symlink;
+
+    const CANARY: &str = "CANARY-outside-the-root";
+
+    /// `<tmp>/secret.txt` and `<tmp>/secretdir/secret.txt` hold the canary; `<tmp>/root` is
+    /// served and holds symlinks that lead to them.
+    struct Site {
+        tmp: tempfile::TempDir,
+        files: StaticFiles,
+    }
+
+    fn long_text(word: &str) -> String {
+        format!("{word} ").repeat(200)
+    }
+
+    fn site(cache_control: Option<&str>) -> Site {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        std::fs::write(base.join("secret.txt"), CANARY).unwrap();
+        std::fs::create_dir(base.join("secretdir")).unwrap();
+        std::fs::write(base.join("secretdir/secret.txt"), CANARY).unwrap();
+
+        let root = base.join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("index.html"), "<h1>home</h1>").unwrap();
+        std::fs::write(root.join("hello.txt"), "hello, world\n").unwrap();
+        std::fs::write(root.join("style.css"), long_text("body{color:red}")).unwrap();
+        std::fs::write(root.join("photo.png"), vec![7u8; 4096]).unwrap();
+        std::fs::write(root.join("app.js"), long_text("identity")).unwrap();
+        std::fs::write(root.join("app.js.br"), "br-sibling").unwrap();
+        std::fs::write(root.join("app.js.gz"), "gz-sibling").unwrap();
+        std::fs::create_dir(root.join("docs")).unwrap();
+        std::fs::write(root.join("docs/index.html"), "<h1>docs</h1>").unwrap();
+
+        symlink("../secret.txt", root.join("link")).unwrap();
+        symlink("../secretdir", root.join("linkdir")).unwrap();
+        symlink("..", root.join("up")).unwrap();
+        // Files ServeDir opens without the request naming them must be confined too.
+        std::fs::write(root.join("page.txt"), long_text("page")).unwrap();
+        symlink("../secret.txt", root.join("page.txt.gz")).unwrap();
+        std::fs::create_dir(root.join("trap")).unwrap();
+        symlink("../../secret.txt", root.join("trap/index.html")).unwrap();
+        // A symlink that stays inside the root is fine.
+        symlink("hello.txt", root.join("alias.txt")).unwrap();
+
+        let files = StaticFiles::new(&root, cache_control).unwrap();
+        Site { tmp, files }
+    }
+
+    async fn get(site: &Site, uri: &str, headers: &[(&str, &str)]) -> (Response<()>, Bytes) {
+        request(site, Method::GET, uri, "/", headers).await
+    }
+
+    async fn request(
+        site: &Site,
+        method: Method,
+        uri: &str,
+        prefix: &str,
+        headers: &[(&str, &str)],
+    ) -> (Response<()>, Bytes) {
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let response = site.files.serve(builder.body(()).unwrap(), prefix).await;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (Response::from_parts(parts, ()), body)
+    }
+
+    fn header(response: &Response<()>, name: header::HeaderName) -> &str {
+        response
+            .headers()
+            .get(&name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn traversal_vectors_never_reach_outside_the_root() {
+        let site = site(None);
+        let canary_abs = site.tmp.path().join("secret.txt");
+        let absolute = format!("/{}", canary_abs.display());
+        let cases: &[(&str, StatusCode)] = &[
+            ("/../secret.txt", StatusCode::BAD_REQUEST),
+            ("/docs/../../secret.txt", StatusCode::BAD_REQUEST),
+            ("/%2e%2e/secret.txt", StatusCode::BAD_REQUEST),
+            ("/%2E%2E/secret.txt", StatusCode::BAD_REQUEST),
+            ("/..%2fsecret.txt", StatusCode::BAD_REQUEST),
+            ("/%252e%252e/secret.txt", StatusCode::NOT_FOUND),
+            ("/%252e%252e%252fsecret.txt", StatusCode::NOT_FOUND),
+            ("/..%5csecret.txt", StatusCode::BAD_REQUEST),
+            ("/..%5c..%5csecret.txt", StatusCode::BAD_REQUEST),
+            // The http crate (and so hyper) takes a raw backslash in the path.
+            ("/..\\secret.txt", StatusCode::BAD_REQUEST),
+            ("/docs\\..\\..\\secret.txt", StatusCode::BAD_REQUEST),
+            ("/hello.txt%00", StatusCode::BAD_REQUEST),
+            ("/%00/../secret.txt", StatusCode::BAD_REQUEST),
+            ("/%c0%ae%c0%ae/secret.txt", StatusCode::BAD_REQUEST),
+            ("/%c0%af..%c0%afsecret.txt", StatusCode::BAD_REQUEST),
+            ("//etc/passwd", StatusCode::NOT_FOUND),
+            (&absolute, StatusCode::NOT_FOUND),
+            ("/link", StatusCode::NOT_FOUND),
+            ("/linkdir/secret.txt", StatusCode::NOT_FOUND),
+            ("/up/secret.txt", StatusCode::NOT_FOUND),
+            ("/up/secretdir/secret.txt", StatusCode::NOT_FOUND),
+            ("/trap/", StatusCode::NOT_FOUND),
+            ("/trap/index.html", StatusCode::NOT_FOUND),
+        ];
+        for (uri, expected) in cases {
+            for method in [Method::GET, Method::HEAD] {
+                let (response, body) = request(&site, method.clone(), uri, "/", &[]).await;
+                assert_eq!(response.status(), *expected, "{method} {uri}");
+                assert!(
+                    !String::from_utf8_lossy(&body).contains(CANARY),
+                    "{method} {uri} leaked the canary"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn absolute_form_with_an_absolute_path_is_refused() {
+        let site = site(None);
+        let (response, body) = get(&site, "http://example.com//etc/passwd", &[]).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(!String::from_utf8_lossy(&body).contains("root:"));
+    }
+
+    #[tokio::test]
+    async fn precompressed_sibling_that_leaves_the_root_is_skipped() {
+        let site = site(None);
+        let (response, body) = get(&site, "/page.txt", &[("accept-encoding", "gzip")]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(!String::from_utf8_lossy(&body).contains(CANARY));
+        // It falls back to compressing page.txt itself.
+        assert_eq!(header(&response, header::CONTENT_ENCODING), "gzip");
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, long_text("page"));
+    }
+
+    #[tokio::test]
+    async fn traversal_under_a_prefix() {
+        let site = site(None);
+        for uri in ["/assets/../secret.txt", "/assets/%2e%2e/secret.txt"] {
+            let (response, _) = request(&site, Method::GET, uri, "/assets", &[]).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
+        }
+        for uri in ["/assets/link", "/assetshello.txt", "/hello.txt"] {
+            let (response, _) = request(&site, Method::GET, uri, "/assets", &[]).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn symlink_inside_the_root_is_served() {
+        let site = site(None);
+        let (response, body) = get(&site, "/alias.txt", &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body, "hello, world\n");
+    }
+
+    #[tokio::test]
+    async fn serves_a_file_with_its_content_type() {
+        let site = site(None);
+        let (response, body) = get(&site, "/hello.txt", &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body, "hello, world\n");
+        assert!(header(&response, header::CONTENT_TYPE).starts_with("text/plain"));
+        assert_eq!(header(&response, header::CONTENT_LENGTH), "13");
+        assert!(response.headers().get(header::CACHE_CONTROL).is_none());
+
+        let (response, _) = get(&site, "/style.css", &[]).await;
+        assert!(header(&response, header::CONTENT_TYPE).starts_with("text/css"));
+        let (response, _) = get(&site, "/photo.png", &[]).await;
+        assert_eq!(header(&response, header::CONTENT_TYPE), "image/png");
+    }
+
+    #[tokio::test]
+    async fn head_has_headers_but_no_body() {
+        let site = site(None);
+        let (response, body) = request(&site, Method::HEAD, "/hello.txt", "/", &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, header::CONTENT_LENGTH), "13");
+        assert!(body.is_empty());
+
+        // Also when the GET would be compressed on the fly.
+        let accept = [("accept-encoding", "gzip")];
+        let (response, body) = request(&site, Method::HEAD, "/style.css", "/", &accept).await;
+        assert_eq!(header(&response, header::CONTENT_ENCODING), "gzip");
+        assert!(body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn byte_ranges() {
+        let site = site(None);
+        let (response, body) = get(&site, "/hello.txt", &[("range", "bytes=0-4")]).await;
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body, "hello");
+        assert_eq!(header(&response, header::CONTENT_RANGE), "bytes 0-4/13");
+
+        let (response, _) = get(&site, "/hello.txt", &[("range", "bytes=100-200")]).await;
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(header(&response, header::CONTENT_RANGE), "bytes */13");
+
+        // A range of a text file is sent as is even to a client that takes gzip: the
+        // offsets are into the bytes on disk.
+        let headers = [("range", "bytes=0-3"), ("accept-encoding", "gzip")];
+        let (response, body) = get(&site, "/style.css", &headers).await;
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body, "body");
+        assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
+    }
+
+    #[tokio::test]
+    async fn not_modified_via_if_none_match() {
+        let site = site(Some("public, max-age=60"));
+        let (response, _) = get(&site, "/hello.txt", &[]).await;
+        let etag = header(&response, header::ETAG).to_owned();
+
+        let (response, body) = get(&site, "/hello.txt", &[("if-none-match", &etag)]).await;
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        assert!(body.is_empty());
+        assert_eq!(header(&response, header::ETAG), etag);
+        assert_eq!(
+            header(&response, header::CACHE_CONTROL),
+            "public, max-age=60"
+        );
+
+        let other = [("if-none-match", "\"something-else\"")];
+        let (response, _) = get(&site, "/hello.txt", &other).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn not_modified_via_if_modified_since() {
+        let site = site(None);
+        let (response, _) = get(&site, "/hello.txt", &[]).await;
+        let last_modified = header(&response, header::LAST_MODIFIED).to_owned();
+
+        let since = [("if-modified-since", last_modified.as_str())];
+        let (response, body) = get(&site, "/hello.txt", &since).await;
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        assert!(body.is_empty());
+
+        let old = [("if-modified-since", "Thu, 01 Jan 1970 00:00:01 GMT")];
+        let (response, _) = get(&site, "/hello.txt", &old).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn precompressed_siblings_follow_accept_encoding() {
+        let site = site(None);
+        let cases = [
+            ("br, gzip", Some("br"), "br-sibling"),
+            ("gzip", Some("gzip"), "gz-sibling"),
+            ("br;q=0.5, gzip", Some("gzip"), "gz-sibling"),
+        ];
+        for (accept, encoding, expected) in cases {
+            let (response, body) = get(&site, "/app.js", &[("accept-encoding", accept)]).await;
+            assert_eq!(response.status(), StatusCode::OK, "{accept}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get(header::CONTENT_ENCODING)
+                    .map(|v| v.to_str().unwrap()),
+                encoding,
+                "{accept}"
+            );
+            assert_eq!(body, expected, "{accept}");
+            assert_eq!(header(&response, header::VARY), "accept-encoding");
+            assert!(header(&response, header::CONTENT_TYPE).contains("javascript"));
+            // The sibling's own validator, still strong: it is a file on disk.
+            assert!(!header(&response, header::ETAG).starts_with("W/"));
+        }
+
+        for accept in [None, Some("identity")] {
+            let headers: Vec<_> = accept.map(|a| ("accept-encoding", a)).into_iter().collect();
+            let (response, body) = get(&site, "/app.js", &headers).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
+            assert_eq!(body, long_text("identity"));
+            assert_eq!(header(&response, header::VARY), "accept-encoding");
+        }
+    }
+
+    #[tokio::test]
+    async fn text_without_a_sibling_is_compressed_on_the_fly() {
+        let site = site(None);
+        let original = long_text("body{color:red}");
+
+        let (response, body) = get(&site, "/style.css", &[("accept-encoding", "gzip")]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, header::CONTENT_ENCODING), "gzip");
+        assert!(header(&response, header::VARY).contains("accept-encoding"));
+        assert!(header(&response, header::ETAG).starts_with("W/\""));
+        assert!(response.headers().get(header::CONTENT_LENGTH).is_none());
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, original);
+
+        let (response, body) = get(&site, "/style.css", &[("accept-encoding", "br")]).await;
+        assert_eq!(header(&response, header::CONTENT_ENCODING), "br");
+        let mut text = String::new();
+        brotli::Decompressor::new(&body[..], 4096)
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, original);
+
+        // The weak ETag still matches the file for a revalidation.
+        let etag = header(&response, header::ETAG).to_owned();
+        let headers = [("accept-encoding", "br"), ("if-none-match", etag.as_str())];
+        let (response, _) = get(&site, "/style.css", &headers).await;
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(header(&response, header::VARY), "accept-encoding");
+
+        // Not for clients that do not take it, nor for images, nor for tiny files.
+        let (response, body) = get(&site, "/style.css", &[]).await;
+        assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(body, original);
+        for uri in ["/photo.png", "/hello.txt"] {
+            let (response, _) = get(&site, uri, &[("accept-encoding", "gzip, br")]).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert!(
+                response.headers().get(header::CONTENT_ENCODING).is_none(),
+                "{uri}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn directories_serve_their_index() {
+        let site = site(None);
+        let (response, body) = get(&site, "/", &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body, "<h1>home</h1>");
+        assert!(header(&response, header::CONTENT_TYPE).starts_with("text/html"));
+
+        let (response, body) = get(&site, "/docs/", &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body, "<h1>docs</h1>");
+
+        let (response, _) = get(&site, "/docs?x=1", &[]).await;
+        assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(header(&response, header::LOCATION), "/docs/?x=1");
+    }
+
+    #[tokio::test]
+    async fn mounted_under_a_prefix() {
+        let site = site(None);
+        let (response, body) =
+            request(&site, Method::GET, "/assets/hello.txt", "/assets", &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body, "hello, world\n");
+
+        let (response, body) = request(&site, Method::GET, "/assets/", "/assets/", &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body, "<h1>home</h1>");
+
+        for (uri, location) in [("/assets", "/assets/"), ("/assets/docs", "/assets/docs/")] {
+            let (response, _) = request(&site, Method::GET, uri, "/assets", &[]).await;
+            assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT, "{uri}");
+            assert_eq!(header(&response, header::LOCATION), location, "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn cache_control_on_success_only() {
+        let site = site(Some("public, max-age=3600"));
+        let (response, _) = get(&site, "/hello.txt", &[]).await;
+        assert_eq!(
+            header(&response, header::CACHE_CONTROL),
+            "public, max-age=3600"
+        );
+        let (response, _) = get(&site, "/hello.txt", &[("range", "bytes=0-1")]).await;
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert!(response.headers().contains_key(header::CACHE_CONTROL));
+        let (response, _) = get(&site, "/missing.txt", &[]).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(response.headers().get(header::CACHE_CONTROL).is_none());
+    }
+
+    #[tokio::test]
+    async fn other_methods_are_not_allowed() {
+        let site = site(None);
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
+            let (response, _) = request(&site, method.clone(), "/hello.txt", "/", &[]).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method}"
+            );
+            assert_eq!(header(&response, header::ALLOW), "GET, HEAD");
+        }
+    }
+
+    #[test]
+    fn root_must_be_an_existing_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("nope");
+        let err = StaticFiles::new(&missing, None).err().unwrap();
+        assert!(format!("{err:#}").contains("nope"), "{err:#}");
+
+        let file = tmp.path().join("file.txt");
+        std::fs::write(&file, "x").unwrap();
+        let err = StaticFiles::new(&file, None).err().unwrap();
+        assert!(format!("{err:#}").contains("file.txt"), "{err:#}");
+
+        assert!(StaticFiles::new(tmp.path(), Some("bad\nvalue")).is_err());
+    }
+
+    #[test]
+    fn serve_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let tmp = tempfile::tempdir().unwrap();
+        let files = StaticFiles::new(tmp.path(), None).unwrap();
+        let future = files.serve(Request::new(()), "/");
+        assert_send(&future);
+    }
+}

@@ -1,0 +1,178 @@
+//! `wharf serve`: binds the listeners, serves until SIGTERM (or Ctrl-C), and reloads
+//! the configuration on SIGHUP or when wharf.toml changes.
+
+use crate::config::Config;
+use crate::gateway::{Gateway, Sites};
+use crate::net::tls::{self, Certificates, TlsSite};
+use crate::net::{Listener, Timeouts};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The certificates of a configuration's TLS sites, if it has a TLS listener. Checks
+/// every pair (a mismatched key is an error naming the file).
+pub fn certificates(config: &Config) -> anyhow::Result<Option<Arc<Certificates>>> {
+    if !config.listeners.iter().any(|l| l.tls) {
+        return Ok(None);
+    }
+    let sites: Vec<TlsSite> = config
+        .sites
+        .iter()
+        .enumerate()
+        .filter_map(|(i, site)| {
+            let tls = site.tls.as_ref()?;
+            Some(TlsSite {
+                name: format!(
+                    "site[{i}] {}",
+                    site.hosts.first().map_or("", |h| h.as_str())
+                ),
+                hosts: site.hosts.clone(),
+                cert: tls.cert.clone(),
+                key: tls.key.clone(),
+            })
+        })
+        .collect();
+    Ok(Some(Certificates::load(&sites)?))
+}
+
+/// Binds `extra` (the command line's `--listen`, plain) and the configuration's
+/// listeners; with neither, `127.0.0.1:8080`.
+pub async fn bind(
+    extra: Option<SocketAddr>,
+    config: &Config,
+    certs: Option<&Arc<Certificates>>,
+) -> anyhow::Result<Vec<Listener>> {
+    let mut wanted: Vec<(SocketAddr, bool)> = extra.map(|a| (a, false)).into_iter().collect();
+    wanted.extend(config.listeners.iter().map(|l| (l.address, l.tls)));
+    if wanted.is_empty() {
+        wanted.push(("127.0.0.1:8080".parse().unwrap(), false));
+    }
+    let acceptor = certs.map(|c| tokio_rustls::TlsAcceptor::from(tls::server_config(c.clone())));
+    let mut listeners = Vec::new();
+    for (address, is_tls) in wanted {
+        let tcp = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address}"))?;
+        let tls = if is_tls { acceptor.clone() } else { None };
+        listeners.push(Listener { tcp, tls });
+    }
+    Ok(listeners)
+}
+
+pub fn timeouts(config: &Config) -> Timeouts {
+    Timeouts {
+        header_read: Duration::from_millis(config.limits.header_read_timeout_ms),
+        tls_handshake: Duration::from_millis(config.limits.tls_handshake_timeout_ms),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+    }
+}
+
+/// Reloads `path` on SIGHUP and whenever the file changes, until the process ends.
+/// A bad file is reported (every problem, with its key) and the running configuration
+/// stays; a good one replaces the sites atomically. Listeners, the apps directory,
+/// `[database]` and TLS site certificates files are bound at start: changing them is
+/// reported as needing a restart. (Certificate contents reload on their own.)
+pub fn reload_on_change(
+    path: Option<PathBuf>,
+    gateway: Arc<Gateway>,
+    running: Config,
+    https_port: Option<u16>,
+) {
+    // Installed before returning: SIGHUP's default action would end the process.
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = path.as_deref().map(|path| watch_file(path, tx.clone()));
+    if let (Some(Err(e)), Some(path)) = (&watcher, &path) {
+        tracing::warn!("not watching {}: {e:#}; reload with SIGHUP", path.display());
+    }
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        let mut running = running;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => tracing::info!("SIGHUP: reloading the configuration"),
+                Some(()) = rx.recv() => {
+                    // One save is several events; let them settle into one reload.
+                    tokio::time::sleep(SETTLE).await;
+                    while rx.try_recv().is_ok() {}
+                    tracing::info!("configuration file changed: reloading");
+                }
+            }
+            let Some(path) = &path else {
+                tracing::info!("no --config file: nothing to reload");
+                continue;
+            };
+            let next = Config::load(path).and_then(|config| {
+                let sites = Sites::from_config(&config, https_port)?;
+                Ok((config, sites))
+            });
+            match next {
+                Ok((config, sites)) => {
+                    if needs_restart(&running, &config) {
+                        tracing::warn!(
+                            "{}: listeners, [apps], [database], [limits] or TLS files changed; \
+                             those take effect on restart",
+                            path.display()
+                        );
+                    }
+                    gateway.set_sites(sites);
+                    running = config;
+                    tracing::info!("{}: configuration reloaded", path.display());
+                }
+                Err(e) => {
+                    for line in format!("{e:#}").lines() {
+                        tracing::error!("reload failed, the running configuration stays: {line}");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// How long a burst of file events is left to settle before one reload.
+const SETTLE: Duration = Duration::from_millis(150);
+
+fn needs_restart(old: &Config, new: &Config) -> bool {
+    let tls_files = |c: &Config| -> Vec<_> { c.sites.iter().map(|s| s.tls.clone()).collect() };
+    old.listeners != new.listeners
+        || old.apps != new.apps
+        || old.limits != new.limits
+        || format!("{:?}", old.database) != format!("{:?}", new.database)
+        || tls_files(old) != tls_files(new)
+}
+
+/// Sends a message whenever `path` is written, created or replaced (editors save by
+/// renaming a new file into place, so the directory is watched, not the file).
+fn watch_file(
+    path: &Path,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let file = path.canonicalize()?;
+    let dir = file
+        .parent()
+        .context("the file has no directory")?
+        .to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        if event.paths.iter().any(|p| p == &file) {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}

@@ -1,0 +1,345 @@
+//! The web server role over plain HTTP: sites chosen by Host, redirects, static files
+//! (ranges, conditional requests, precompressed and compressed bodies, every path
+//! traversal vector), and the process lifecycle (SIGTERM drain, SIGHUP reload).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use wharf_tests::{HttpClient, Wharf, apps_dir, raw_exchange, shared_cache_dir};
+
+const SECOND: Duration = Duration::from_secs(1);
+const CANARY: &str = "canary-secret-7f3a";
+
+/// A site tree: `public/` (the root) and a secret beside it that must never be served.
+fn site_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("public");
+    std::fs::create_dir_all(public.join("docs")).unwrap();
+    std::fs::write(dir.path().join("secret.txt"), CANARY).unwrap();
+    std::fs::write(public.join("index.html"), "<h1>foobar home</h1>\n").unwrap();
+    std::fs::write(public.join("docs/index.html"), "<h1>docs</h1>\n").unwrap();
+    let text: String = (0..400)
+        .map(|i| format!("line {i} of the style sheet\n"))
+        .collect();
+    std::fs::write(public.join("site.css"), &text).unwrap();
+    std::fs::write(public.join("digits.txt"), "0123456789").unwrap();
+    std::fs::write(public.join("app.js"), "console.log('plain');\n").unwrap();
+    std::fs::write(public.join("app.js.br"), b"brotli bytes").unwrap();
+    std::fs::write(public.join("app.js.gz"), b"gzip bytes").unwrap();
+    std::os::unix::fs::symlink("../secret.txt", public.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink("..", public.join("up")).unwrap();
+    dir
+}
+
+fn start_with_config(apps: &Path, config: &str) -> (Wharf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wharf.toml");
+    std::fs::write(&path, config).unwrap();
+    let envs = [("WHARF_CACHE_DIR", shared_cache_dir().into_os_string())];
+    let envs: Vec<_> = envs.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    let wharf = Wharf::start_with(apps, &envs, &["--config", path.to_str().unwrap()]);
+    (wharf, dir)
+}
+
+fn two_sites(root: &Path) -> String {
+    format!(
+        r#"
+[[site]]
+hosts = ["www.foobar.com", "foobar.com"]
+canonical_host = "www.foobar.com"
+root = "{root}"
+cache_control = "public, max-age=60"
+apps = false
+routes = [
+    {{ path = "/api", app = "api" }},
+    {{ path = "/old", redirect = "https://blog.foobar.com/new", status = 301 }},
+]
+
+[[site]]
+hosts = ["apps.test", "*.apps.test"]
+default = true
+"#,
+        root = root.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_by_host_with_redirects() {
+    let tree = site_tree();
+    let apps = apps_dir(&["hello", "api"]);
+    let (wharf, _config) = start_with_config(apps.path(), &two_sites(&tree.path().join("public")));
+    let c = HttpClient::http1();
+    let get = |host: &'static str, path: &str| {
+        let url = wharf.url(path);
+        let c = c.clone();
+        async move { c.get_with(&url, &[("host", host)]).await.unwrap() }
+    };
+
+    let home = get("www.foobar.com", "/").await;
+    assert_eq!(
+        (home.status, home.body.as_str()),
+        (200, "<h1>foobar home</h1>\n")
+    );
+    // The site routes /api to the app, and does not serve the other apps.
+    assert_eq!(get("www.foobar.com", "/api/books/2").await.status, 200);
+    assert_eq!(get("www.foobar.com", "/hello").await.status, 404);
+    // Apex to www, keeping path and query.
+    let apex = get("foobar.com", "/docs/?page=2").await;
+    assert_eq!(apex.status, 308);
+    assert_eq!(
+        apex.headers["location"],
+        "http://www.foobar.com/docs/?page=2"
+    );
+    // A redirect route appends the rest of the path.
+    let old = get("www.foobar.com", "/old/post/7").await;
+    assert_eq!(old.status, 301);
+    assert_eq!(
+        old.headers["location"],
+        "https://blog.foobar.com/new/post/7"
+    );
+    // Hosts are matched without case or port; wildcards one label deep.
+    let hello = get("APPS.test:8080", "/hello").await;
+    assert_eq!(
+        (hello.status, hello.body.as_str()),
+        (200, "Hello from wharf!\n")
+    );
+    assert_eq!(get("x.apps.test", "/hello").await.status, 200);
+    // Unknown hosts go to the default site.
+    assert_eq!(get("elsewhere.test", "/hello").await.status, 200);
+    assert_eq!(get("elsewhere.test", "/").await.status, 404);
+
+    // HTTP/1.1 without Host, or with two, is a 400.
+    let none = raw_exchange(wharf.addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(none.unwrap().starts_with("HTTP/1.1 400"));
+    let two = b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nConnection: close\r\n\r\n";
+    assert!(
+        raw_exchange(wharf.addr, two)
+            .await
+            .unwrap()
+            .starts_with("HTTP/1.1 400")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files() {
+    let tree = site_tree();
+    let apps = apps_dir(&[]);
+    let (wharf, _config) = start_with_config(apps.path(), &two_sites(&tree.path().join("public")));
+    let c = HttpClient::http1();
+    let url = |path: &str| wharf.url(path);
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let mut all = vec![("host".to_string(), "www.foobar.com".to_string())];
+        all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (c, url) = (c.clone(), url(path));
+        async move {
+            let all: Vec<(&str, &str)> =
+                all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            c.get_with(&url, &all).await.unwrap()
+        }
+    };
+
+    let css = get("/site.css", &[]).await;
+    assert_eq!(css.status, 200);
+    assert_eq!(css.headers["content-type"], "text/css");
+    assert_eq!(css.headers["cache-control"], "public, max-age=60");
+    let etag = css.headers["etag"].to_str().unwrap().to_string();
+    let modified = css.headers["last-modified"].to_str().unwrap().to_string();
+    assert_eq!(get("/docs/", &[]).await.body, "<h1>docs</h1>\n");
+
+    // Ranges.
+    let part = get("/digits.txt", &[("range", "bytes=2-4")]).await;
+    assert_eq!((part.status, part.body.as_str()), (206, "234"));
+    assert_eq!(part.headers["content-range"], "bytes 2-4/10");
+    let beyond = get("/digits.txt", &[("range", "bytes=50-60")]).await;
+    assert_eq!(beyond.status, 416);
+
+    // Conditional requests.
+    assert_eq!(
+        get("/site.css", &[("if-none-match", &etag)]).await.status,
+        304
+    );
+    assert_eq!(
+        get("/site.css", &[("if-modified-since", &modified)])
+            .await
+            .status,
+        304
+    );
+    assert_eq!(
+        get("/site.css", &[("if-none-match", "\"other\"")])
+            .await
+            .status,
+        200
+    );
+
+    // Precompressed siblings, by what the client accepts.
+    let br = get("/app.js", &[("accept-encoding", "br, gzip")]).await;
+    assert_eq!(
+        (
+            br.headers["content-encoding"].to_str().unwrap(),
+            br.body.as_str()
+        ),
+        ("br", "brotli bytes")
+    );
+    let gz = get("/app.js", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(
+        (
+            gz.headers["content-encoding"].to_str().unwrap(),
+            gz.body.as_str()
+        ),
+        ("gzip", "gzip bytes")
+    );
+    let plain = get("/app.js", &[]).await;
+    assert!(!plain.headers.contains_key("content-encoding"));
+    assert_eq!(plain.body, "console.log('plain');\n");
+    // Text without a sibling is compressed on the fly.
+    let squeezed = get("/site.css", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(squeezed.headers["content-encoding"], "gzip");
+
+    // HEAD has headers and no body; other methods are refused.
+    let head = c
+        .request("HEAD", &url("/site.css"), &[("host", "www.foobar.com")], "")
+        .await
+        .unwrap();
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    let post = c
+        .request(
+            "POST",
+            &url("/site.css"),
+            &[("host", "www.foobar.com")],
+            "x",
+        )
+        .await
+        .unwrap();
+    assert_eq!(post.status, 405);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_file_outside_the_root_is_served() {
+    let tree = site_tree();
+    let apps = apps_dir(&[]);
+    let (wharf, _config) = start_with_config(apps.path(), &two_sites(&tree.path().join("public")));
+    let secret = tree.path().join("secret.txt");
+    for target in [
+        "/../secret.txt",
+        "/docs/../../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E%2Fsecret.txt",
+        "/%252e%252e/secret.txt",
+        "/..%5csecret.txt",
+        "/..\\secret.txt",
+        "/secret.txt%00.html",
+        "/%c0%ae%c0%ae/secret.txt",
+        "/%e0%80%ae%e0%80%ae/secret.txt",
+        &format!("/{}", secret.display()),
+        &format!("//{}", secret.display()),
+        "/link.txt",
+        "/up/secret.txt",
+    ] {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: www.foobar.com\r\nConnection: close\r\n\r\n");
+        let reply = raw_exchange(wharf.addr, request.as_bytes()).await.unwrap();
+        let status = reply.split(' ').nth(1).unwrap_or("");
+        assert!(
+            status == "404" || status == "400",
+            "{target} answered {status}: {reply}"
+        );
+        assert!(
+            !reply.contains(CANARY),
+            "{target} leaked the canary: {reply}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_requests_in_flight_finish() {
+    let apps = apps_dir(&["misbehave"]);
+    let (mut wharf, _config) =
+        start_with_config(apps.path(), "[limits]\ndrain_timeout_ms = 10000\n");
+    let url = wharf.url("/misbehave/sleep?ms=1500");
+    let mut in_flight = Vec::new();
+    for _ in 0..8 {
+        let url = url.clone();
+        in_flight.push(tokio::spawn(
+            async move { HttpClient::http1().get(&url).await },
+        ));
+    }
+    let h2 = {
+        let url = url.clone();
+        tokio::spawn(async move { HttpClient::http2().get(&url).await })
+    };
+    // Every request has reached the guest (it logs before sleeping) before the signal.
+    let started = Instant::now();
+    while wharf
+        .log()
+        .iter()
+        .filter(|l| l.contains("sleeping 1500 ms"))
+        .count()
+        < 9
+    {
+        assert!(
+            started.elapsed() < 10 * SECOND,
+            "the requests never reached the guest"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let addr = wharf.addr;
+    let signalled = Instant::now();
+    wharf.signal("TERM");
+    for request in in_flight {
+        let reply = request
+            .await
+            .unwrap()
+            .expect("an in-flight request was aborted");
+        assert_eq!((reply.status, reply.body.as_str()), (200, "slept"));
+    }
+    let reply = h2.await.unwrap().expect("the HTTP/2 request was aborted");
+    assert_eq!(reply.status, 200);
+    let status = wharf.wait_exit(10 * SECOND).expect("wharf did not exit");
+    assert!(status.success(), "exit status {status}");
+    assert!(signalled.elapsed() < 5 * SECOND);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_keeps_a_good_config_over_a_bad_one() {
+    let tree = site_tree();
+    let apps = apps_dir(&["hello"]);
+    let (wharf, config_dir) =
+        start_with_config(apps.path(), &two_sites(&tree.path().join("public")));
+    let config = config_dir.path().join("wharf.toml");
+    let c = HttpClient::http1();
+    let status = |host: &'static str| {
+        let (c, url) = (c.clone(), wharf.url("/hello"));
+        async move { c.get_with(&url, &[("host", host)]).await.unwrap().status }
+    };
+    assert_eq!(status("elsewhere.test").await, 200);
+
+    // A bad file is reported with its key, and the running config stays.
+    let mark = wharf.log_len();
+    std::fs::write(&config, "[[site]]\nhosts = [\"a.test\"]\nrooot = \"x\"\n").unwrap();
+    wharf.signal("HUP");
+    let line = wharf
+        .wait_for_log_since(mark, &["rooot"], 10 * SECOND)
+        .unwrap();
+    assert!(line.contains("wharf.toml"), "{line}");
+    assert_eq!(status("elsewhere.test").await, 200);
+
+    // A good one applies: unknown hosts now get 421.
+    let good = format!(
+        "unknown_host = \"421\"\n{}",
+        two_sites(&tree.path().join("public"))
+    );
+    std::fs::write(&config, good).unwrap();
+    wharf.signal("HUP");
+    let started = Instant::now();
+    while status("elsewhere.test").await != 421 {
+        assert!(
+            started.elapsed() < 10 * SECOND,
+            "the good config was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status("apps.test").await, 200);
+}
