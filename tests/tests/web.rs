@@ -342,4 +342,19 @@ async fn sighup_reloads_and_keeps_a_good_config_over_a_bad_one() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status("apps.test").await, 200);
+
+    // A change to the file applies without a signal.
+    let by_file = format!(
+        "unknown_host = \"404\"\n{}",
+        two_sites(&tree.path().join("public"))
+    );
+    std::fs::write(&config, by_file).unwrap();
+    let started = Instant::now();
+    while status("elsewhere.test").await != 404 {
+        assert!(
+            started.elapsed() < 10 * SECOND,
+            "the changed file was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
