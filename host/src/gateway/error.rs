@@ -18,6 +18,9 @@ pub enum GatewayError {
     AppNotLoaded,
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The method is not served here; the value is the Allow header.
+    #[error("this method is not allowed here")]
+    MethodNotAllowed(&'static str),
     #[error(transparent)]
     App(#[from] InvokeError),
 }
@@ -30,6 +33,7 @@ impl GatewayError {
             }
             GatewayError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::App(e) => match e {
                 InvokeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 InvokeError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -66,6 +70,11 @@ impl GatewayError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let GatewayError::MethodNotAllowed(allow) = &self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

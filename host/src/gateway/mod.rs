@@ -109,7 +109,8 @@ impl Gateway {
     }
 }
 
-fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+/// An empty answer sending the client to `location`.
+pub(crate) fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     let mut response = Response::new(Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync());
     *response.status_mut() = status;
     if let Ok(value) = HeaderValue::from_str(location) {

@@ -7,13 +7,14 @@
 //! symlinks, hostile paths are refused before they reach the file system, text without a
 //! precompressed sibling is compressed on the fly, and the site's Cache-Control is set.
 
+use super::GatewayError;
 use crate::runtime::Body;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Extensions, Method, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use percent_encoding::percent_decode_str;
 use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
 use rustix::io::Errno;
@@ -77,18 +78,14 @@ impl StaticFiles {
     /// `<root>/app.js`. The request body is never read.
     pub async fn serve<B>(&self, req: Request<B>, prefix: &str) -> Response<Body> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut response = plain(StatusCode::METHOD_NOT_ALLOWED);
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return response;
+            return GatewayError::MethodNotAllowed("GET, HEAD").into_response();
         }
         let is_head = req.method() == Method::HEAD;
         let prefix = prefix.trim_end_matches('/');
         let (mut parts, _body) = req.into_parts();
 
         let Some(rest) = parts.uri.path().strip_prefix(prefix) else {
-            return plain(StatusCode::NOT_FOUND);
+            return GatewayError::NotFound.into_response();
         };
         let query = parts
             .uri
@@ -98,22 +95,22 @@ impl StaticFiles {
         if rest.is_empty() {
             // "/assets" itself: send the client to "/assets/" so relative links in the
             // index page resolve below the mount point, as ServeDir does for directories.
-            return redirect(&format!("{prefix}/{query}"));
+            return super::redirect(StatusCode::TEMPORARY_REDIRECT, &format!("{prefix}/{query}"));
         }
         if !rest.starts_with('/') {
             // "/assetsfoo" merely shares the prefix's spelling.
-            return plain(StatusCode::NOT_FOUND);
+            return GatewayError::NotFound.into_response();
         }
         if !is_safe_path(rest) {
-            return plain(StatusCode::BAD_REQUEST);
+            return GatewayError::BadRequest("the path is not allowed").into_response();
         }
         let Ok(path_and_query) = PathAndQuery::try_from(format!("{rest}{query}")) else {
-            return plain(StatusCode::BAD_REQUEST);
+            return GatewayError::BadRequest("the path is not valid").into_response();
         };
         let mut uri = parts.uri.into_parts();
         uri.path_and_query = Some(path_and_query);
         let Ok(uri) = http::Uri::from_parts(uri) else {
-            return plain(StatusCode::BAD_REQUEST);
+            return GatewayError::BadRequest("the path is not valid").into_response();
         };
         parts.uri = uri;
         let req = Request::from_parts(parts, Empty::<Bytes>::new());
@@ -143,7 +140,7 @@ impl StaticFiles {
         let status = parts.status;
         if status == StatusCode::NOT_FOUND {
             // ServeDir's 404 is empty; answer like the rest of wharf does.
-            return plain(status);
+            return GatewayError::NotFound.into_response();
         }
 
         let compressed_here = parts.headers.contains_key(header::CONTENT_ENCODING)
@@ -383,36 +380,6 @@ impl tower_http::services::fs::File for LocalFile {
 
     fn metadata(&self) -> Self::MetadataFuture<'_> {
         std::future::ready(self.file.metadata())
-    }
-}
-
-fn plain(status: StatusCode) -> Response<Body> {
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut response = Response::new(
-        Full::new(Bytes::from(text))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-fn redirect(location: &str) -> Response<Body> {
-    let mut response = plain(StatusCode::TEMPORARY_REDIRECT);
-    match HeaderValue::from_str(location) {
-        Ok(location) => {
-            response.headers_mut().insert(header::LOCATION, location);
-            response
-        }
-        Err(_) => plain(StatusCode::BAD_REQUEST),
     }
 }
 
