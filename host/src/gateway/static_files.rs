@@ -64,7 +64,10 @@ impl StaticFiles {
         let dir = ServeDir::with_backend(root_real, backend)
             .append_index_html_on_directories(true)
             .precompressed_br()
-            .precompressed_gzip();
+            .precompressed_gzip()
+            // ServeDir allocates a buffer of this size for each read of a file; 64 KiB
+            // by default, mostly unused for the small files sites are made of.
+            .with_buf_chunk_size(16 * 1024);
         let compression = CompressionLayer::new().compress_when(compressible as Predicate);
         Ok(Self {
             dir,
@@ -124,6 +127,15 @@ impl StaticFiles {
             }
             response
         });
+        // A client that accepts no encoding gets nothing from the compression layer
+        // but its cost, so it goes straight to the files.
+        if !req.headers().contains_key(header::ACCEPT_ENCODING) {
+            let response = match dir.oneshot(req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            return self.finish(response, is_head);
+        }
         let response = match self.compression.layer(dir).oneshot(req).await {
             Ok(response) => response,
             Err(never) => match never {},
@@ -299,11 +311,12 @@ impl Backend for ConfinedBackend {
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
         let file = self.open_beneath(&path, OFlags::RDONLY).and_then(|file| {
-            let len = file.metadata()?.len();
+            let metadata = file.metadata()?;
             Ok(LocalFile {
                 file,
-                len,
-                left: len,
+                len: metadata.len(),
+                left: metadata.len(),
+                metadata,
                 seeked: None,
             })
         });
@@ -321,6 +334,9 @@ struct LocalFile {
     file: std::fs::File,
     /// Size when opened: what ServeDir announced as Content-Length.
     len: u64,
+    /// Taken when opened; ServeDir asks for it again, and a second `fstat` would only
+    /// tell the same.
+    metadata: std::fs::Metadata,
     /// Bytes from the position to `len`. Reads stop there, and are sized by it: the
     /// buffer ServeDir passes is 64 KiB, and zeroing all of it for a 1 KiB file (as an
     /// uninitialised buffer must be before `Read::read`) costs more than the read.
@@ -379,7 +395,7 @@ impl tower_http::services::fs::File for LocalFile {
     type MetadataFuture<'a> = std::future::Ready<io::Result<std::fs::Metadata>>;
 
     fn metadata(&self) -> Self::MetadataFuture<'_> {
-        std::future::ready(self.file.metadata())
+        std::future::ready(Ok(self.metadata.clone()))
     }
 }
 
