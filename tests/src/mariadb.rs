@@ -564,10 +564,15 @@ async fn install_template(install_db: &Path, root: &Path, template: &Path) -> an
     let setup_file = root.join("setup.sql");
     std::fs::write(&setup_file, setup)?;
     let log = root.join("install-db.log");
+    // Its own temporary directory: bootstraps of clusters started at the same time
+    // (tests run in parallel) must not share /tmp's temporary tables.
+    let tmp = root.join("install-tmp");
+    std::fs::create_dir_all(&tmp)?;
     let mut command = tokio::process::Command::new(install_db);
     command
         .arg("--no-defaults")
         .arg(format!("--datadir={}", template.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .args([
             "--auth-root-authentication-method=socket",
             "--skip-test-db",
