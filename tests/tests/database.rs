@@ -543,7 +543,15 @@ async fn mysql_survives_replica_loss_lag_and_primary_loss() {
 
     // 1. A replica killed under a read loop: no read fails; it comes back when restarted.
     let reads = ReadLoop::start(wharf.url(&format!("/todo/{first}")));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The loop is under way (some reads done) before the replica dies.
+    let started = Instant::now();
+    while reads.ok.load(Ordering::Relaxed) < 20 {
+        assert!(
+            started.elapsed() < 10 * SECOND,
+            "the read loop never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mark = wharf.log_len();
     cluster.kill(NodeId::Replica(0)).await;
     wharf
