@@ -21,6 +21,8 @@ pub enum GatewayError {
     /// The method is not served here; the value is the Allow header.
     #[error("this method is not allowed here")]
     MethodNotAllowed(&'static str),
+    #[error("the file could not be read")]
+    FileUnreadable,
     #[error(transparent)]
     App(#[from] InvokeError),
 }
@@ -34,6 +36,7 @@ impl GatewayError {
             GatewayError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::FileUnreadable => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::App(e) => match e {
                 InvokeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 InvokeError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,

@@ -26,6 +26,28 @@ pub struct Gateway {
 
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// A request's id: sixteen hex digits, in the `x-request-id` response header and in
+/// the log lines of the request (the guest's output among them).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    fn header_value(self) -> HeaderValue {
+        let mut digits = [0u8; 16];
+        for (i, digit) in digits.iter_mut().enumerate() {
+            let nibble = (self.0 >> (60 - 4 * i)) & 0xf;
+            *digit = b"0123456789abcdef"[nibble as usize];
+        }
+        HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
 /// What the connection a request came on tells about it.
 #[derive(Debug, Clone, Default)]
 pub struct Connection {
@@ -57,18 +79,18 @@ impl Gateway {
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
-        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let request_id: Arc<str> = format!("{id:016x}").into();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let mut response = match self.dispatch(req, conn, request_id.clone()).await {
+        let id = RequestId(self.next_request_id.fetch_add(1, Ordering::Relaxed));
+        // Taken only when the access log is on: most requests would copy them for nothing.
+        let logged = tracing::enabled!(target: "access", tracing::Level::DEBUG)
+            .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        let mut response = match self.dispatch(req, conn, id).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
         };
-        tracing::debug!(target: "access", %request_id, %method, %path, status = response.status().as_u16());
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert(REQUEST_ID, value);
+        if let Some((method, path)) = logged {
+            tracing::debug!(target: "access", request_id = %id, %method, %path, status = response.status().as_u16());
         }
+        response.headers_mut().insert(REQUEST_ID, id.header_value());
         response
     }
 
@@ -76,7 +98,7 @@ impl Gateway {
         &self,
         req: Request<B>,
         conn: &Connection,
-        request_id: Arc<str>,
+        id: RequestId,
     ) -> Result<Response<Body>, GatewayError>
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
@@ -96,7 +118,7 @@ impl Gateway {
         let target = site.route(req.uri().path(), &self.runtime.registry())?;
         drop(sites);
         let mut response = match target {
-            Target::App(app) => app.invoke(req, request_id).await?,
+            Target::App(app) => app.invoke(req, id.to_string().into()).await?,
             Target::Static { files, prefix } => files.serve(req, &prefix).await,
             Target::Redirect { to, status } => redirect(status, &to),
         };

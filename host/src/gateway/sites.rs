@@ -6,6 +6,7 @@ use super::static_files::StaticFiles;
 use crate::config::{Config, SiteConfig, UnknownHost};
 use crate::runtime::{App, Registry, route_matches};
 use http::{HeaderValue, StatusCode};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -29,8 +30,9 @@ pub struct Site {
     hsts: Option<HeaderValue>,
     apps: bool,
     /// Explicit routes, longest prefix first.
-    routes: Vec<(String, Configured)>,
-    root: Option<Arc<StaticFiles>>,
+    routes: Vec<(Arc<str>, Configured)>,
+    /// Static files for every path nothing else serves, mounted at "/".
+    root: Option<(Arc<StaticFiles>, Arc<str>)>,
 }
 
 /// What serves a request.
@@ -38,7 +40,7 @@ pub enum Target {
     App(Arc<App>),
     Static {
         files: Arc<StaticFiles>,
-        prefix: String,
+        prefix: Arc<str>,
     },
     Redirect {
         to: String,
@@ -168,7 +170,7 @@ impl Sites {
 
 impl Site {
     fn new(config: &SiteConfig) -> anyhow::Result<Self> {
-        let mut routes = Vec::new();
+        let mut routes: Vec<(Arc<str>, Configured)> = Vec::new();
         for route in &config.routes {
             let target = match (&route.app, &route.root, &route.redirect) {
                 (Some(app), _, _) => Configured::App(app.clone()),
@@ -182,15 +184,15 @@ impl Site {
                 },
                 (None, None, None) => anyhow::bail!("route {} has no target", route.path),
             };
-            routes.push((route.path.clone(), target));
+            routes.push((route.path.as_str().into(), target));
         }
         // Longest prefix first, so the first match is the most specific.
         routes.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
         let root = match &config.root {
-            Some(root) => Some(Arc::new(StaticFiles::new(
-                root,
-                config.cache_control.as_deref(),
-            )?)),
+            Some(root) => Some((
+                Arc::new(StaticFiles::new(root, config.cache_control.as_deref())?),
+                Arc::from("/"),
+            )),
             None => None,
         };
         Ok(Self {
@@ -255,9 +257,9 @@ impl Site {
             });
         }
         match &self.root {
-            Some(files) => Ok(Target::Static {
+            Some((files, prefix)) => Ok(Target::Static {
                 files: files.clone(),
-                prefix: "/".into(),
+                prefix: prefix.clone(),
             }),
             None => Err(GatewayError::NotFound),
         }
@@ -266,15 +268,89 @@ impl Site {
 
 /// The host a request is for, lower case and without port or trailing dot: the URI's
 /// authority (HTTP/2, absolute-form) or else the Host header.
-pub fn request_host<B>(req: &http::Request<B>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(authority) => authority.host().to_string(),
+pub fn request_host<B>(req: &http::Request<B>) -> Option<Cow<'_, str>> {
+    let host = match req.uri().authority() {
+        Some(authority) => authority.host(),
+        None => host_of(req.headers().get(http::header::HOST)?.to_str().ok()?)?,
+    };
+    let host = host.trim_end_matches('.');
+    if host.is_empty() {
+        return None;
+    }
+    Some(match host.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(host.to_ascii_lowercase()),
+        false => Cow::Borrowed(host),
+    })
+}
+
+/// The host part of a Host header value (`host`, `host:port`, `[v6]` or `[v6]:port`),
+/// if the value is well formed. The host ends up in redirect locations, so anything
+/// but a name or an address literal is refused rather than passed on.
+fn host_of(value: &str) -> Option<&str> {
+    let (host, port) = match value.strip_prefix('[') {
+        Some(rest) => {
+            let (literal, after) = rest.split_once(']')?;
+            let ok = literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            (ok && !literal.is_empty()).then_some(())?;
+            (&value[..literal.len() + 2], after.strip_prefix(':'))
+        }
         None => {
-            let value = req.headers().get(http::header::HOST)?.to_str().ok()?;
-            let authority: http::uri::Authority = value.parse().ok()?;
-            authority.host().to_string()
+            let (host, port) = match value.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (value, None),
+            };
+            let ok = host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+            ok.then_some(())?;
+            (host, port)
         }
     };
-    let host = raw.trim_end_matches('.').to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
+    if value.len() > host.len() && port.is_none() {
+        return None; // "[::1]x": something after the literal that is not a port
+    }
+    match port {
+        Some(port) if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) => None,
+        _ => Some(host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(value: &str) -> Option<Cow<'static, str>> {
+        let req = http::Request::get("/")
+            .header("host", value)
+            .body(())
+            .unwrap();
+        request_host(&req).map(|h| Cow::Owned(h.into_owned()))
+    }
+
+    #[test]
+    fn host_header_forms() {
+        assert_eq!(host("Example.COM").as_deref(), Some("example.com"));
+        assert_eq!(host("example.com:8080").as_deref(), Some("example.com"));
+        assert_eq!(host("example.com.").as_deref(), Some("example.com"));
+        assert_eq!(host("[::1]:443").as_deref(), Some("[::1]"));
+        assert_eq!(host("[::1]").as_deref(), Some("[::1]"));
+        assert_eq!(host("127.0.0.1:80").as_deref(), Some("127.0.0.1"));
+        for bad in [
+            "",
+            ".",
+            "a b",
+            "evil.com/x?",
+            "user@host",
+            "host:",
+            "host:x1",
+            "[::1",
+            "[::1]x",
+            "[]",
+            "a:1:2",
+        ] {
+            assert_eq!(host(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -5,28 +5,34 @@
 //! directories and content types. This module adds what a server facing the internet
 //! needs on top: every file `ServeDir` opens is confined to the root even through
 //! symlinks, hostile paths are refused before they reach the file system, text without a
-//! precompressed sibling is compressed on the fly, and the site's Cache-Control is set.
+//! precompressed sibling is compressed on the fly, the site's Cache-Control is set, and
+//! small files are answered from memory while they stay unchanged (see [`cache`]).
+
+mod cache;
 
 use super::GatewayError;
 use crate::runtime::Body;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
+use cache::{Entry, FileCache, Identity, KeyRef};
+use http::header::RANGE;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Extensions, Method, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use percent_encoding::percent_decode_str;
 use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
 use rustix::io::Errno;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tower::{Layer, ServiceExt};
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
-use tower_http::services::fs::Backend;
+use tower_http::services::fs::{Backend, DefaultServeDirFallback};
 
 /// Below this many bytes the encoding overhead eats most of the saving, and the response
 /// fits in a packet or two either way.
@@ -35,7 +41,10 @@ const MIN_COMPRESS_LEN: u64 = 256;
 type Predicate = fn(StatusCode, Version, &HeaderMap, &Extensions) -> bool;
 
 pub struct StaticFiles {
-    dir: ServeDir<tower_http::services::fs::DefaultServeDirFallback, ConfinedBackend>,
+    cache: FileCache,
+    root: Arc<Path>,
+    /// The root, open, for `openat2`.
+    root_dir: Arc<OwnedFd>,
     compression: CompressionLayer<Predicate>,
     cache_control: Option<HeaderValue>,
 }
@@ -57,23 +66,39 @@ impl StaticFiles {
             .transpose()?;
         let root_dir = std::fs::File::open(&root_real)
             .with_context(|| format!("static files root {}", root.display()))?;
-        let backend = ConfinedBackend {
-            root: root_real.clone().into(),
+        let compression = CompressionLayer::new().compress_when(compressible as Predicate);
+        Ok(Self {
+            cache: FileCache::new(),
+            root: root_real.into(),
             root_dir: Arc::new(root_dir.into()),
+            compression,
+            cache_control,
+        })
+    }
+
+    /// The ServeDir for one request. Each gets its own backend, whose one-file stash
+    /// lets the file ServeDir stats (to see whether it is a directory) be the file it
+    /// then opens: one `openat2` per request instead of two. `prefix` goes into
+    /// ServeDir's "/dir" -> "/dir/" redirects, which it builds from the rewritten path
+    /// and would otherwise send outside the mount point.
+    fn dir(
+        &self,
+        prefix: &str,
+        files: Arc<Mutex<RequestFiles>>,
+    ) -> ServeDir<DefaultServeDirFallback, ConfinedBackend> {
+        let backend = ConfinedBackend {
+            root: self.root.clone(),
+            root_dir: self.root_dir.clone(),
+            files,
         };
-        let dir = ServeDir::with_backend(root_real, backend)
+        ServeDir::with_backend(&*self.root, backend)
             .append_index_html_on_directories(true)
             .precompressed_br()
             .precompressed_gzip()
             // ServeDir allocates a buffer of this size for each read of a file; 64 KiB
             // by default, mostly unused for the small files sites are made of.
-            .with_buf_chunk_size(16 * 1024);
-        let compression = CompressionLayer::new().compress_when(compressible as Predicate);
-        Ok(Self {
-            dir,
-            compression,
-            cache_control,
-        })
+            .with_buf_chunk_size(16 * 1024)
+            .redirect_path_prefix(prefix)
     }
 
     /// Serves `req` from the root. `prefix` is the route this was mounted on ("/" or e.g.
@@ -90,15 +115,18 @@ impl StaticFiles {
         let Some(rest) = parts.uri.path().strip_prefix(prefix) else {
             return GatewayError::NotFound.into_response();
         };
-        let query = parts
-            .uri
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
+        let query = || {
+            parts
+                .uri
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default()
+        };
         if rest.is_empty() {
             // "/assets" itself: send the client to "/assets/" so relative links in the
             // index page resolve below the mount point, as ServeDir does for directories.
-            return super::redirect(StatusCode::TEMPORARY_REDIRECT, &format!("{prefix}/{query}"));
+            let location = format!("{prefix}/{}", query());
+            return super::redirect(StatusCode::TEMPORARY_REDIRECT, &location);
         }
         if !rest.starts_with('/') {
             // "/assetsfoo" merely shares the prefix's spelling.
@@ -107,40 +135,86 @@ impl StaticFiles {
         if !is_safe_path(rest) {
             return GatewayError::BadRequest("the path is not allowed").into_response();
         }
-        let Ok(path_and_query) = PathAndQuery::try_from(format!("{rest}{query}")) else {
-            return GatewayError::BadRequest("the path is not valid").into_response();
+        // Requests that only ask for the whole file can be answered from memory; a
+        // miss on GET remembers what the request needs to fill the cache afterwards.
+        let cache_key = if is_plain_fetch(&parts.headers) {
+            let accept_encoding = parts.headers.get(header::ACCEPT_ENCODING);
+            let key = KeyRef {
+                path: parts.uri.path(),
+                accept_encoding: accept_encoding.map_or(b"", |v| v.as_bytes()),
+            };
+            if let Some(entry) = self.cache.get(&key, &self.root_dir) {
+                return cached(&entry, is_head);
+            }
+            (!is_head).then(|| (parts.uri.path().to_owned(), accept_encoding.cloned()))
+        } else {
+            None
         };
-        let mut uri = parts.uri.into_parts();
-        uri.path_and_query = Some(path_and_query);
-        let Ok(uri) = http::Uri::from_parts(uri) else {
-            return GatewayError::BadRequest("the path is not valid").into_response();
-        };
-        parts.uri = uri;
+        if !prefix.is_empty() {
+            // Mounted below "/": ServeDir sees the path relative to the mount point.
+            let Ok(path_and_query) = PathAndQuery::try_from(format!("{rest}{}", query())) else {
+                return GatewayError::BadRequest("the path is not valid").into_response();
+            };
+            let mut uri = parts.uri.into_parts();
+            uri.path_and_query = Some(path_and_query);
+            let Ok(uri) = http::Uri::from_parts(uri) else {
+                return GatewayError::BadRequest("the path is not valid").into_response();
+            };
+            parts.uri = uri;
+        }
         let req = Request::from_parts(parts, Empty::<Bytes>::new());
 
-        // The prefix goes into ServeDir's "/dir" -> "/dir/" redirects, which it builds
-        // from the rewritten path and would otherwise send outside the mount point.
-        let dir = self.dir.clone().redirect_path_prefix(prefix);
-        let dir = ServiceExt::<Request<Empty<Bytes>>>::map_response(dir, |mut response| {
-            if response.headers().contains_key(header::CONTENT_ENCODING) {
-                response.extensions_mut().insert(EncodedOnDisk);
-            }
-            response
-        });
+        let files = Arc::new(Mutex::new(RequestFiles::default()));
+        let dir = ServiceExt::<Request<Empty<Bytes>>>::map_response(
+            self.dir(prefix, files.clone()),
+            |mut response| {
+                if response.headers().contains_key(header::CONTENT_ENCODING) {
+                    response.extensions_mut().insert(EncodedOnDisk);
+                }
+                response
+            },
+        );
         // A client that accepts no encoding gets nothing from the compression layer
         // but its cost, so it goes straight to the files.
-        if !req.headers().contains_key(header::ACCEPT_ENCODING) {
-            let response = match dir.oneshot(req).await {
-                Ok(response) => response,
+        let response = if req.headers().contains_key(header::ACCEPT_ENCODING) {
+            match self.compression.layer(dir).oneshot(req).await {
+                Ok(response) => self.finish(response, is_head),
                 Err(never) => match never {},
-            };
-            return self.finish(response, is_head);
-        }
-        let response = match self.compression.layer(dir).oneshot(req).await {
-            Ok(response) => response,
-            Err(never) => match never {},
+            }
+        } else {
+            match dir.oneshot(req).await {
+                Ok(response) => self.finish(response, is_head),
+                Err(never) => match never {},
+            }
         };
-        self.finish(response, is_head)
+        let served = files.lock().unwrap().served.take();
+        match (cache_key, served) {
+            (Some((path, accept_encoding)), Some((source, identity)))
+                if response.status() == StatusCode::OK && identity_is_small(&identity) =>
+            {
+                let key = KeyRef {
+                    path: &path,
+                    accept_encoding: accept_encoding.as_ref().map_or(b"", |v| v.as_bytes()),
+                };
+                let (mut parts, body) = response.into_parts();
+                let body = match body.collect().await {
+                    Ok(body) => body.to_bytes(),
+                    Err(e) => {
+                        tracing::warn!(file = %source.display(), "static file read failed: {e}");
+                        return GatewayError::FileUnreadable.into_response();
+                    }
+                };
+                parts.headers.remove(header::TRANSFER_ENCODING);
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                let entry = self
+                    .cache
+                    .insert(&key, source, identity, parts.headers, body);
+                cached(&entry, false)
+            }
+            _ => response,
+        }
     }
 
     fn finish<B>(&self, response: Response<B>, is_head: bool) -> Response<Body>
@@ -202,6 +276,41 @@ impl StaticFiles {
 #[derive(Clone, Copy)]
 struct EncodedOnDisk;
 
+/// A GET or HEAD of the whole file, unconditionally: the only kind the cache answers.
+fn is_plain_fetch(headers: &HeaderMap) -> bool {
+    use header::{IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE};
+    [
+        RANGE,
+        IF_MATCH,
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+    ]
+    .iter()
+    .all(|name| !headers.contains_key(name))
+}
+
+fn identity_is_small(identity: &Identity) -> bool {
+    identity.len() <= cache::MAX_FILE_LEN
+}
+
+/// The answer kept in `entry`; without its body for HEAD.
+fn cached(entry: &Entry, is_head: bool) -> Response<Body> {
+    let body = if is_head {
+        Bytes::new()
+    } else {
+        entry.body.clone()
+    };
+    let mut response = Response::new(
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.headers_mut() = entry.headers.clone();
+    response
+}
+
 /// Refuses request paths that can only be attempts to leave the root or confuse the file
 /// system: `..` segments (also percent-encoded), backslashes, NUL and bytes that are not
 /// UTF-8 (overlong encodings such as `%c0%ae` among them). It decodes exactly once, as
@@ -262,11 +371,30 @@ fn is_text_type(content_type: &str) -> bool {
 /// microseconds, far less than a hop to tokio's blocking pool and back, which the
 /// default backend pays for each of them (five or more per request). A file on a slow
 /// disk stalls the worker for its read.
+///
+/// A backend lives for one request (see [`StaticFiles::dir`]).
 #[derive(Clone)]
 struct ConfinedBackend {
     root: Arc<Path>,
     /// The root, open, for `openat2`.
     root_dir: Arc<OwnedFd>,
+    files: Arc<Mutex<RequestFiles>>,
+}
+
+/// What one request's backend has opened.
+#[derive(Default)]
+struct RequestFiles {
+    /// The last file stat'ed, still open: ServeDir stats a path and then opens the
+    /// same one.
+    stash: Option<Stashed>,
+    /// The file whose contents the answer carries (relative to the root), for the cache.
+    served: Option<(PathBuf, Identity)>,
+}
+
+struct Stashed {
+    path: PathBuf,
+    file: std::fs::File,
+    metadata: std::fs::Metadata,
 }
 
 impl ConfinedBackend {
@@ -274,12 +402,7 @@ impl ConfinedBackend {
     /// kernel resolves it with RESOLVE_BENEATH: symlinks that stay under the root work,
     /// any that lead out (and `..` past the root) fail, in one system call.
     fn open_beneath(&self, path: &Path, flags: OFlags) -> io::Result<std::fs::File> {
-        let relative = path.strip_prefix(&self.root).map_err(|_| outside(path))?;
-        let relative = if relative.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            relative
-        };
+        let relative = self.relative(path)?;
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
         match openat2(
             &*self.root_dir,
@@ -291,6 +414,21 @@ impl ConfinedBackend {
             Ok(fd) => Ok(fd.into()),
             Err(Errno::XDEV) => Err(outside(path)),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `path` relative to the root: ServeDir joins the request path onto the root it was
+    /// given, so that is what follows the root's bytes and a separator.
+    fn relative<'a>(&self, path: &'a Path) -> io::Result<&'a Path> {
+        let relative = path
+            .as_os_str()
+            .as_encoded_bytes()
+            .strip_prefix(self.root.as_os_str().as_encoded_bytes())
+            .ok_or_else(|| outside(path))?;
+        match relative {
+            [] | [b'/'] => Ok(Path::new(".")),
+            [b'/', rest @ ..] => Ok(Path::new(std::ffi::OsStr::from_bytes(rest))),
+            _ => Err(outside(path)),
         }
     }
 }
@@ -310,22 +448,49 @@ impl Backend for ConfinedBackend {
     type MetadataFuture = std::future::Ready<io::Result<std::fs::Metadata>>;
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
-        let file = self.open_beneath(&path, OFlags::RDONLY).and_then(|file| {
-            let metadata = file.metadata()?;
-            Ok(LocalFile {
-                file,
-                len: metadata.len(),
-                left: metadata.len(),
-                metadata,
-                seeked: None,
-            })
-        });
-        std::future::ready(file)
+        let mut files = self.files.lock().unwrap();
+        let opened = match files.stash.take() {
+            Some(stashed) if stashed.path == path => Ok((stashed.file, stashed.metadata)),
+            _ => self
+                .open_beneath(&path, OFlags::RDONLY)
+                .and_then(|file| Ok((file.metadata()?, file)))
+                .map(|(metadata, file)| (file, metadata)),
+        };
+        if let (Ok((_, metadata)), Ok(relative)) = (&opened, self.relative(&path)) {
+            files.served = Some((relative.to_owned(), Identity::of(metadata)));
+        }
+        std::future::ready(opened.map(|(file, metadata)| LocalFile {
+            file,
+            len: metadata.len(),
+            left: metadata.len(),
+            metadata,
+            seeked: None,
+        }))
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        let handle = self.open_beneath(&path, OFlags::PATH);
-        std::future::ready(handle.and_then(|handle| handle.metadata()))
+        let mut files = self.files.lock().unwrap();
+        if let Some(stashed) = files.stash.as_ref().filter(|s| s.path == path) {
+            return std::future::ready(Ok(stashed.metadata.clone()));
+        }
+        // Opened for reading, so that `open` can take it.
+        let metadata = match self.open_beneath(&path, OFlags::RDONLY) {
+            Ok(file) => file.metadata().inspect(|metadata| {
+                let metadata = metadata.clone();
+                files.stash = Some(Stashed {
+                    path,
+                    file,
+                    metadata,
+                });
+            }),
+            // May be stat'ed but not read (a directory with only search permission):
+            // answer from a handle `open` cannot use.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => self
+                .open_beneath(&path, OFlags::PATH)
+                .and_then(|handle| handle.metadata()),
+            Err(e) => Err(e),
+        };
+        std::future::ready(metadata)
     }
 }
 
@@ -704,7 +869,11 @@ mod tests {
         assert_eq!(header(&response, header::CONTENT_ENCODING), "gzip");
         assert!(header(&response, header::VARY).contains("accept-encoding"));
         assert!(header(&response, header::ETAG).starts_with("W/\""));
-        assert!(response.headers().get(header::CONTENT_LENGTH).is_none());
+        // Small enough to be kept whole, so it goes out with its length.
+        assert_eq!(
+            header(&response, header::CONTENT_LENGTH),
+            body.len().to_string()
+        );
         let mut text = String::new();
         flate2::read::GzDecoder::new(&body[..])
             .read_to_string(&mut text)
@@ -819,6 +988,72 @@ mod tests {
         assert!(format!("{err:#}").contains("file.txt"), "{err:#}");
 
         assert!(StaticFiles::new(tmp.path(), Some("bad\nvalue")).is_err());
+    }
+
+    #[tokio::test]
+    async fn small_files_are_answered_from_memory_until_they_change() {
+        let site = site(None);
+        let root = site.tmp.path().join("root");
+        std::fs::write(root.join("cached.txt"), "version 1").unwrap();
+        std::fs::write(root.join("swapped.txt"), "swapped 1").unwrap();
+        std::fs::write(root.join("doomed.txt"), "doomed").unwrap();
+        std::fs::write(root.join("linked.txt"), "linked").unwrap();
+        // Files just written are not kept (their timestamps may not change on the next
+        // write); wait until these are old enough.
+        let settled = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ["cached.txt", "swapped.txt", "doomed.txt", "linked.txt"]
+            .iter()
+            .any(|name| Identity::of(&std::fs::metadata(root.join(name)).unwrap()).is_racy())
+        {
+            assert!(
+                std::time::Instant::now() < settled,
+                "timestamps never settled"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+
+        let (first, body) = get(&site, "/cached.txt", &[]).await;
+        assert_eq!(body, "version 1");
+        assert_eq!(site.files.cache.len(), 1, "a plain GET fills the cache");
+        let (again, body) = get(&site, "/cached.txt", &[]).await;
+        assert_eq!(body, "version 1");
+        for name in [header::ETAG, header::LAST_MODIFIED, header::CONTENT_LENGTH] {
+            assert_eq!(header(&first, name.clone()), header(&again, name));
+        }
+        let (head, body) = request(&site, Method::HEAD, "/cached.txt", "/", &[]).await;
+        assert_eq!((head.status(), body.len()), (StatusCode::OK, 0));
+        assert_eq!(header(&head, header::CONTENT_LENGTH), "9");
+        let (range, body) = get(&site, "/cached.txt", &[("range", "bytes=0-6")]).await;
+        assert_eq!(
+            (range.status(), &body[..]),
+            (StatusCode::PARTIAL_CONTENT, &b"version"[..])
+        );
+
+        // Changed in place to the same length, replaced by rename, removed: each is
+        // seen on the next request.
+        std::fs::write(root.join("cached.txt"), "version 2").unwrap();
+        assert_eq!(get(&site, "/cached.txt", &[]).await.1, "version 2");
+        get(&site, "/swapped.txt", &[]).await;
+        std::fs::write(root.join("swapped.new"), "swapped 2").unwrap();
+        std::fs::rename(root.join("swapped.new"), root.join("swapped.txt")).unwrap();
+        assert_eq!(get(&site, "/swapped.txt", &[]).await.1, "swapped 2");
+        get(&site, "/doomed.txt", &[]).await;
+        std::fs::remove_file(root.join("doomed.txt")).unwrap();
+        assert_eq!(
+            get(&site, "/doomed.txt", &[]).await.0.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(site.files.cache.len(), 0, "changed files leave the cache");
+
+        // A cached file swapped for a symlink out of the root is not served from
+        // memory, nor through the link.
+        get(&site, "/linked.txt", &[]).await;
+        assert_eq!(site.files.cache.len(), 1);
+        std::fs::remove_file(root.join("linked.txt")).unwrap();
+        symlink("../secret.txt", root.join("linked.txt")).unwrap();
+        let (response, body) = get(&site, "/linked.txt", &[]).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(!String::from_utf8_lossy(&body).contains(CANARY));
     }
 
     #[test]
