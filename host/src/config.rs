@@ -29,6 +29,36 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The MySQL/MariaDB cluster apps query. Without it, apps get SQLite files.
     pub database: Option<DatabaseConfig>,
+    /// Health checks on a listener of their own. Without it, there is none.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: the operator's listener, apart from the sites: `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "defaults::admin_address")]
+    pub address: SocketAddr,
+    /// Client networks let in, as CIDRs ("10.0.0.0/8", "::1/128"); others get 403.
+    #[serde(default = "defaults::admin_allow")]
+    pub allow: Vec<String>,
+}
+
+impl AdminConfig {
+    /// The `allow` networks. [`Config::load`] has refused any entry that is not one.
+    pub fn networks(&self) -> Vec<ipnet::IpNet> {
+        self.allow
+            .iter()
+            .filter_map(|net| network(net).ok())
+            .collect()
+    }
+}
+
+/// A network in CIDR form, or a bare address as a network of one.
+fn network(net: &str) -> Result<ipnet::IpNet, String> {
+    net.parse::<ipnet::IpNet>()
+        .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{net:?} is not an address or a network in CIDR form"))
 }
 
 /// `[[listener]]`
@@ -208,6 +238,12 @@ mod defaults {
     pub fn check_interval_ms() -> u64 {
         1_000
     }
+    pub fn admin_address() -> std::net::SocketAddr {
+        ([127, 0, 0, 1], 9180).into()
+    }
+    pub fn admin_allow() -> Vec<String> {
+        vec!["127.0.0.0/8".into(), "::1/128".into()]
+    }
 }
 
 impl Config {
@@ -273,6 +309,19 @@ impl Config {
                     "listener[{i}].address: {} is already listener[{first}]",
                     listener.address
                 ));
+            }
+        }
+        if let Some(admin) = &self.admin {
+            if let Some(i) = addresses.get(&admin.address) {
+                problems.push(format!(
+                    "admin.address: {} is already listener[{i}]",
+                    admin.address
+                ));
+            }
+            for (i, net) in admin.allow.iter().enumerate() {
+                if let Err(why) = network(net) {
+                    problems.push(format!("admin.allow[{i}]: {why}"));
+                }
             }
         }
         let tls_listener = self.listeners.iter().any(|l| l.tls);

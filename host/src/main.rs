@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use wharf::config::Config;
 use wharf::db::Provider;
 use wharf::gateway::{Gateway, Sites};
+use wharf::monitor::admin::Health;
 use wharf::runtime::{LoadEvent, Origin, Runtime};
 
 #[derive(Parser)]
@@ -173,7 +174,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .map(|l| Ok((l.tcp.local_addr()?, l.tls.is_some())))
         .collect::<std::io::Result<_>>()?;
-    print_startup(&addrs, &events, &database);
+    let health = Arc::new(Health::default());
+    let admin = match &config.admin {
+        Some(admin) => {
+            let listener = wharf::monitor::admin::bind(admin).await?;
+            let addr = listener.local_addr()?;
+            wharf::monitor::admin::spawn(listener, admin.networks(), health.clone());
+            Some(addr)
+        }
+        None => None,
+    };
+    print_startup(&addrs, admin, &events, &database);
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
     for event in events {
         if let LoadEvent::Failed(..) = event {
@@ -188,18 +199,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let timeouts = wharf::server::timeouts(&config);
     let drain = Duration::from_millis(config.limits.drain_timeout_ms);
     wharf::server::reload_on_change(args.config.clone(), gateway.clone(), config, https_port);
-    let shutdown = wharf::server::shutdown_signal();
+    let shutdown = async move {
+        wharf::server::shutdown_signal().await;
+        health.start_draining();
+    };
     wharf::net::serve(listeners, gateway, timeouts, shutdown, drain).await;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// The listening line (tests and scripts read the port from it) and a table of apps.
-fn print_startup(addrs: &[(SocketAddr, bool)], events: &[LoadEvent], database: &str) {
+fn print_startup(
+    addrs: &[(SocketAddr, bool)],
+    admin: Option<SocketAddr>,
+    events: &[LoadEvent],
+    database: &str,
+) {
     let mut out = std::io::stdout().lock();
     for (addr, tls) in addrs {
         let scheme = if *tls { "https" } else { "http" };
         let _ = writeln!(out, "listening on {scheme}://{addr}");
+    }
+    if let Some(admin) = admin {
+        let _ = writeln!(out, "admin on http://{admin} (/healthz, /readyz)");
     }
     let addr = addrs[0].0;
     let mut rows = vec![["APP".to_string(), "URL".into(), "STATUS".into()]];

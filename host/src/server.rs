@@ -150,6 +150,7 @@ fn needs_restart(old: &Config, new: &Config) -> bool {
         || old.limits != new.limits
         || format!("{:?}", old.database) != format!("{:?}", new.database)
         || tls_files(old) != tls_files(new)
+        || old.admin != new.admin
 }
 
 /// Sends a message whenever `path` is written, created or replaced (editors save by

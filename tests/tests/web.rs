@@ -252,8 +252,13 @@ async fn no_file_outside_the_root_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_requests_in_flight_finish() {
     let apps = apps_dir(&["misbehave"]);
-    let (mut wharf, _config) =
-        start_with_config(apps.path(), "[limits]\ndrain_timeout_ms = 10000\n");
+    let config = "[limits]\ndrain_timeout_ms = 10000\n[admin]\naddress = \"127.0.0.1:0\"\n";
+    let (mut wharf, _config) = start_with_config(apps.path(), config);
+    let admin = admin_addr(&wharf);
+    assert_eq!(
+        admin_get(admin, "127.0.0.1", "/readyz").await,
+        (200, "ready\n".into())
+    );
     let url = wharf.url("/misbehave/sleep?ms=1500");
     let mut in_flight = Vec::new();
     for _ in 0..8 {
@@ -284,6 +289,15 @@ async fn sigterm_lets_requests_in_flight_finish() {
     let addr = wharf.addr;
     let signalled = Instant::now();
     wharf.signal("TERM");
+    // Balancers watching readiness see the drain while the requests still run.
+    let (status, body) = loop {
+        let reply = admin_get(admin, "127.0.0.1", "/readyz").await;
+        if reply.0 != 200 || signalled.elapsed() > 5 * SECOND {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!((status, body.as_str()), (503, "draining\n"));
     for request in in_flight {
         let reply = request
             .await
@@ -357,4 +371,75 @@ async fn sighup_reloads_and_keeps_a_good_config_over_a_bad_one() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The admin listener's address, from the banner.
+fn admin_addr(wharf: &Wharf) -> std::net::SocketAddr {
+    wharf
+        .banner
+        .lines()
+        .find_map(|l| l.strip_prefix("admin on http://"))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no admin line in:\n{}", wharf.banner))
+}
+
+/// GET `path` on the admin listener from the local address `from` (any of 127.0.0.0/8),
+/// with a raw HTTP/1.1 exchange: the source address is the point.
+async fn admin_get(admin: std::net::SocketAddr, from: &str, path: &str) -> (u16, String) {
+    admin_request(admin, from, "GET", path).await
+}
+
+async fn admin_request(
+    admin: std::net::SocketAddr,
+    from: &str,
+    method: &str,
+    path: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(admin).await.unwrap();
+    let request = format!("{method} {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    let status = reply
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {reply:?}"));
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listener_answers_health_checks_to_allowed_networks_only() {
+    let apps = apps_dir(&["hello"]);
+    let config = "[admin]\naddress = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n";
+    let (wharf, _config) = start_with_config(apps.path(), config);
+    let admin = admin_addr(&wharf);
+    assert_ne!(admin, wharf.addr);
+    assert_eq!(
+        admin_get(admin, "127.0.0.1", "/healthz").await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        admin_get(admin, "127.0.0.1", "/readyz").await,
+        (200, "ready\n".into())
+    );
+    assert_eq!(admin_get(admin, "127.0.0.1", "/hello").await.0, 404);
+    assert_eq!(
+        admin_request(admin, "127.0.0.1", "POST", "/healthz")
+            .await
+            .0,
+        405
+    );
+    // 127.0.0.2 is a loopback address too, but not in the allow list.
+    assert_eq!(
+        admin_get(admin, "127.0.0.2", "/healthz").await,
+        (403, "forbidden\n".into())
+    );
+    // Apps stay on the sites' listeners.
+    let reply = HttpClient::http1().get(&wharf.url("/hello")).await.unwrap();
+    assert_eq!(reply.status, 200);
 }

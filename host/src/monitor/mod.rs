@@ -1,4 +1,7 @@
-//! Logging setup. Metrics, health and the status page come later.
+//! Logging setup and the admin listener's health checks. Metrics and the status page
+//! come later.
+
+pub mod admin;
 
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
