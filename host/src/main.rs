@@ -12,6 +12,7 @@ use wharf::config::Config;
 use wharf::db::Provider;
 use wharf::gateway::{Gateway, Sites};
 use wharf::monitor::admin::Health;
+use wharf::net::tls::CertStore;
 use wharf::runtime::{LoadEvent, Origin, Runtime};
 
 #[derive(Parser)]
@@ -167,8 +168,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .watch()
         .with_context(|| format!("watching {}", apps_dir.display()))?;
     let events = runtime.load_all().await?;
-    let certs = wharf::server::certificates(&config)?;
-    let _cert_watch = certs.as_ref().map(|c| c.watch()).transpose()?;
+    let certs = wharf::server::certificates(&config)?
+        .map(CertStore::new)
+        .transpose()?;
     let listeners = wharf::server::bind(args.listen, &config, certs.as_ref()).await?;
     let addrs: Vec<(SocketAddr, bool)> = listeners
         .iter()
@@ -198,7 +200,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
     let timeouts = wharf::server::timeouts(&config);
     let drain = Duration::from_millis(config.limits.drain_timeout_ms);
-    wharf::server::reload_on_change(args.config.clone(), gateway.clone(), config, https_port);
+    wharf::server::reload_on_change(
+        args.config.clone(),
+        gateway.clone(),
+        certs,
+        config,
+        https_port,
+    );
     let shutdown = async move {
         wharf::server::shutdown_signal().await;
         health.start_draining();

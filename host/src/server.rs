@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::gateway::{Gateway, Sites};
-use crate::net::tls::{self, Certificates, TlsSite};
+use crate::net::tls::{self, CertStore, Certificates, TlsSite};
 use crate::net::{Listener, Timeouts};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -18,7 +18,11 @@ pub fn certificates(config: &Config) -> anyhow::Result<Option<Arc<Certificates>>
     if !config.listeners.iter().any(|l| l.tls) {
         return Ok(None);
     }
-    let sites: Vec<TlsSite> = config
+    Ok(Some(Certificates::load(&tls_sites(config))?))
+}
+
+fn tls_sites(config: &Config) -> Vec<TlsSite> {
+    config
         .sites
         .iter()
         .enumerate()
@@ -34,8 +38,7 @@ pub fn certificates(config: &Config) -> anyhow::Result<Option<Arc<Certificates>>
                 key: tls.key.clone(),
             })
         })
-        .collect();
-    Ok(Some(Certificates::load(&sites)?))
+        .collect()
 }
 
 /// Binds `extra` (the command line's `--listen`, plain) and the configuration's
@@ -43,7 +46,7 @@ pub fn certificates(config: &Config) -> anyhow::Result<Option<Arc<Certificates>>
 pub async fn bind(
     extra: Option<SocketAddr>,
     config: &Config,
-    certs: Option<&Arc<Certificates>>,
+    certs: Option<&Arc<CertStore>>,
 ) -> anyhow::Result<Vec<Listener>> {
     let mut wanted: Vec<(SocketAddr, bool)> = extra.map(|a| (a, false)).into_iter().collect();
     wanted.extend(config.listeners.iter().map(|l| (l.address, l.tls)));
@@ -80,12 +83,15 @@ pub async fn shutdown_signal() {
 
 /// Reloads `path` on SIGHUP and whenever the file changes, until the process ends.
 /// A bad file is reported (every problem, with its key) and the running configuration
-/// stays; a good one replaces the sites atomically. Listeners, the apps directory,
-/// `[database]` and TLS site certificates files are bound at start: changing them is
-/// reported as needing a restart. (Certificate contents reload on their own.)
+/// stays; a good one replaces the sites atomically, and the certificates when the TLS
+/// sites changed (all of them are read and checked before anything is swapped).
+/// Listeners, the apps directory, `[limits]`, `[database]` and `[admin]` are bound at
+/// start: changing them is reported as needing a restart. (Certificate files reload on
+/// their own when they change.)
 pub fn reload_on_change(
     path: Option<PathBuf>,
     gateway: Arc<Gateway>,
+    certs: Option<Arc<CertStore>>,
     running: Config,
     https_port: Option<u16>,
 ) {
@@ -115,13 +121,25 @@ pub fn reload_on_change(
             };
             let next = Config::load(path).and_then(|config| {
                 let sites = Sites::from_config(&config, https_port)?;
+                let new_certs = match &certs {
+                    Some(store) if tls_sites(&config) != store.sites() => certificates(&config)
+                        .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?,
+                    _ => None,
+                };
+                Ok((config, sites, new_certs))
+            });
+            let next = next.and_then(|(config, sites, new_certs)| {
+                if let (Some(store), Some(new_certs)) = (&certs, new_certs) {
+                    store.replace(new_certs)?;
+                    tracing::info!("{}: TLS sites reloaded", path.display());
+                }
                 Ok((config, sites))
             });
             match next {
                 Ok((config, sites)) => {
                     if needs_restart(&running, &config) {
                         tracing::warn!(
-                            "{}: listeners, [apps], [database], [limits] or TLS files changed; \
+                            "{}: listeners, [apps], [database], [limits] or [admin] changed; \
                              those take effect on restart",
                             path.display()
                         );
@@ -144,12 +162,10 @@ pub fn reload_on_change(
 const SETTLE: Duration = Duration::from_millis(150);
 
 fn needs_restart(old: &Config, new: &Config) -> bool {
-    let tls_files = |c: &Config| -> Vec<_> { c.sites.iter().map(|s| s.tls.clone()).collect() };
     old.listeners != new.listeners
         || old.apps != new.apps
         || old.limits != new.limits
         || format!("{:?}", old.database) != format!("{:?}", new.database)
-        || tls_files(old) != tls_files(new)
         || old.admin != new.admin
 }
 

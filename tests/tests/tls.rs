@@ -256,3 +256,72 @@ async fn certificates_swap_while_clients_connect() {
     );
     assert!(done.load(Ordering::Relaxed) >= 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_a_tls_site_and_keeps_it_over_a_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_cert, a_key) = cert_dev(dir.path(), &["a.test"]);
+    let (b_cert, b_key) = cert_dev(dir.path(), &["b.test"]);
+    let ca = dir.path().join("wharf-dev-ca.pem");
+    let site = |host: &str, cert: &Path, key: &Path| {
+        format!(
+            "[[site]]\nhosts = [\"{host}\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let listener = "[[listener]]\naddress = \"127.0.0.1:0\"\ntls = true\n";
+    let apps = apps_dir(&["hello"]);
+    let (wharf, https) = start(
+        &format!("{listener}{}", site("a.test", &a_cert, &a_key)),
+        apps.path(),
+        dir.path(),
+    );
+    let config = dir.path().join("wharf.toml");
+    let reload = |text: String, outcome: &'static str| {
+        let mark = wharf.log_len();
+        std::fs::write(&config, text).unwrap();
+        wharf.signal("HUP");
+        wharf
+            .wait_for_log_since(mark, &[outcome], 10 * SECOND)
+            .unwrap_or_else(|e| panic!("{e}: {:#?}", wharf.log()));
+    };
+
+    let a = https_get(https, "a.test", None, &ca, "/hello")
+        .await
+        .unwrap();
+    assert_eq!(a.certificate, der(&a_cert));
+    // b.test has no certificate yet: it gets a.test's, which the client refuses.
+    assert!(
+        https_get(https, "b.test", None, &ca, "/hello")
+            .await
+            .is_err()
+    );
+
+    let both = format!(
+        "{listener}{}{}",
+        site("a.test", &a_cert, &a_key),
+        site("b.test", &b_cert, &b_key)
+    );
+    reload(both, "TLS sites reloaded");
+    let b = https_get(https, "b.test", None, &ca, "/hello")
+        .await
+        .unwrap();
+    assert_eq!((b.reply.status, b.certificate), (200, der(&b_cert)));
+
+    // A site whose key does not match its certificate fails the whole reload.
+    let bad = format!(
+        "{listener}{}{}",
+        site("a.test", &a_cert, &a_key),
+        site("b.test", &b_cert, &a_key)
+    );
+    reload(bad, "reload failed");
+    let b = https_get(https, "b.test", None, &ca, "/hello")
+        .await
+        .unwrap();
+    assert_eq!((b.reply.status, b.certificate), (200, der(&b_cert)));
+    let a = https_get(https, "a.test", None, &ca, "/hello")
+        .await
+        .unwrap();
+    assert_eq!(a.certificate, der(&a_cert));
+}

@@ -288,6 +288,51 @@ impl ResolvesServerCert for Certificates {
     }
 }
 
+/// The running configuration's certificates. A reload that changes the TLS sites
+/// (hosts, certificate or key paths) replaces the whole set; the new set's files are
+/// watched from then on, the old set's no longer.
+pub struct CertStore {
+    current: ArcSwap<Certificates>,
+    watch: std::sync::Mutex<CertWatch>,
+}
+
+impl fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.current.load().fmt(f)
+    }
+}
+
+impl CertStore {
+    /// Serves `certs` and watches their files. Must be called inside a Tokio runtime.
+    pub fn new(certs: Arc<Certificates>) -> anyhow::Result<Arc<Self>> {
+        let watch = certs.watch()?;
+        Ok(Arc::new(Self {
+            current: ArcSwap::new(certs),
+            watch: std::sync::Mutex::new(watch),
+        }))
+    }
+
+    /// The sites served now.
+    pub fn sites(&self) -> Vec<TlsSite> {
+        self.current.load().sites().to_vec()
+    }
+
+    /// Serves `certs` from the next handshake on. Connections already open keep the
+    /// certificate they were made with.
+    pub fn replace(&self, certs: Arc<Certificates>) -> anyhow::Result<()> {
+        let watch = certs.watch()?;
+        self.current.store(certs);
+        *self.watch.lock().unwrap() = watch;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.load().resolve(client_hello)
+    }
+}
+
 /// Keeps [`Certificates::watch`] running; dropping it stops watching.
 pub struct CertWatch {
     _watcher: notify::RecommendedWatcher,
@@ -416,7 +461,7 @@ fn warn_if_out_of_date(site: &TlsSite, key: &CertifiedKey) {
 /// over `http/1.1`, certificates from `certs`, and session resumption both through
 /// stateless tickets and rustls' default in-memory session cache (for TLS 1.2 clients
 /// that resume by session id). 0-RTT stays off: early data can be replayed.
-pub fn server_config(certs: Arc<Certificates>) -> Arc<ServerConfig> {
+pub fn server_config(certs: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("the ring provider implements TLS 1.2 and 1.3")
