@@ -3,7 +3,8 @@
 //! The request path runs top to bottom through these modules: [`net`] accepts
 //! connections and speaks HTTP, [`gateway`] checks and routes each request and maps
 //! errors to statuses, [`runtime`] runs the app's component, which reaches [`db`] for
-//! SQL. [`config`] is wharf.toml.
+//! SQL. [`config`] is wharf.toml. [`project`] is the developer's side: `wharf new` and
+//! `wharf build`.
 
 pub mod cert;
 pub mod config;
@@ -11,5 +12,6 @@ pub mod db;
 pub mod gateway;
 pub mod monitor;
 pub mod net;
+pub mod project;
 pub mod runtime;
 pub mod server;

@@ -13,6 +13,7 @@ use wharf::db::Provider;
 use wharf::gateway::{Gateway, Sites};
 use wharf::monitor::admin::Health;
 use wharf::net::tls::CertStore;
+use wharf::project::Template;
 use wharf::runtime::{LoadEvent, Origin, Runtime};
 
 #[derive(Parser)]
@@ -38,6 +39,26 @@ enum Command {
     /// Certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Create a guest project (a Rust crate using wharf-sdk) from a template.
+    New {
+        /// The project's directory; its last component names the app.
+        path: PathBuf,
+        #[arg(long, value_enum, default_value = "hello")]
+        template: Template,
+        /// The wharf-sdk crate to depend on [default: the one this wharf was built with].
+        #[arg(long, env = "WHARF_SDK")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a guest project in release for wasm32-wasip2, check the component, and put
+    /// it (with its manifest, NAME.toml) into the apps directory.
+    Build {
+        /// The project's directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// The apps directory to put it into.
+        #[arg(long, default_value = "apps")]
+        apps: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -95,6 +116,54 @@ fn main() -> anyhow::Result<ExitCode> {
                 println!("\n{}", wharf::cert::trust_instructions(&files.ca_cert));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::New {
+            path,
+            template,
+            sdk,
+        } => {
+            let Some(sdk) = sdk.or_else(wharf::project::new::bundled_sdk) else {
+                anyhow::bail!(
+                    "wharf-sdk is not where this wharf was built from: pass --sdk PATH \
+                     (the sdk/ directory of the wharf repository)"
+                );
+            };
+            let name = wharf::project::new_project(&path, template, &sdk)?;
+            println!(
+                "created {} ({} template): the app {name}, served at /{name}",
+                path.display(),
+                template.name()
+            );
+            println!(
+                "  build it into an apps directory:  wharf build {} --apps apps",
+                path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { path, apps } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            match rt.block_on(wharf::project::build(&path, &apps)) {
+                Ok(built) => {
+                    let imports = match built.platform_imports.as_slice() {
+                        [] => "none".to_string(),
+                        names => names.join(", "),
+                    };
+                    println!(
+                        "built {} -> {} ({} KiB); wharf:platform imports: {imports}",
+                        built.name,
+                        built.wasm.display(),
+                        built.bytes.div_ceil(1024)
+                    );
+                    if let Some(manifest) = &built.manifest {
+                        println!("manifest -> {}", manifest.display());
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Serve(args) => {
             wharf::monitor::init_logging(args.log_json);

@@ -34,6 +34,23 @@ pub struct App {
     pub origin: Origin,
 }
 
+impl App {
+    /// The `wharf:platform` interfaces the component imports (`wharf:platform/sql`...),
+    /// without versions, sorted.
+    pub fn platform_imports(&self) -> Vec<String> {
+        let component = self.pre.instance_pre().component();
+        let mut names: Vec<String> = component
+            .component_type()
+            .imports(self.pre.engine())
+            .map(|(name, _)| name.split('@').next().unwrap_or(name).to_string())
+            .filter(|name| name.starts_with("wharf:platform/"))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
 /// The files that define an app, read in one go so the fingerprint matches what is loaded.
 pub struct AppSource {
     pub name: String,

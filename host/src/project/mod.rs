@@ -1,0 +1,8 @@
+//! Guest projects on the developer's side: `wharf new` makes one from a template,
+//! `wharf build` turns one into an app in the apps directory.
+
+pub mod build;
+pub mod new;
+
+pub use build::{Built, build};
+pub use new::{Template, new_project};

@@ -1,0 +1,138 @@
+//! The developer workflow with the real toolchain: `wharf new` for every template,
+//! `wharf build` into an apps directory, wharf serving what was built; and build
+//! errors, a missing project and a component without the HTTP handler reported as such.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use wharf_tests::{HttpClient, Wharf, repo_root, shared_cache_dir, wharf_bin};
+
+/// The builds of these tests share one target directory, so the SDK and its
+/// dependencies compile once per suite run rather than once per project.
+fn build_target_dir() -> PathBuf {
+    repo_root().join("target").join("wharf-project-tests")
+}
+
+fn wharf(args: &[&str], cwd: &Path) -> Output {
+    Command::new(wharf_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("CARGO_TARGET_DIR", build_target_dir())
+        .env("WHARF_CACHE_DIR", shared_cache_dir())
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn succeeds(args: &[&str], cwd: &Path) -> String {
+    let output = wharf(args, cwd);
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success(),
+        "wharf {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+fn fails(args: &[&str], cwd: &Path) -> String {
+    let output = wharf(args, cwd);
+    let (stdout, stderr) = text(&output);
+    assert!(
+        !output.status.success(),
+        "wharf {args:?} succeeded:\n{stdout}\n{stderr}"
+    );
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_template_builds_and_serves() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let mut built = Vec::new();
+    for (name, template) in [("greeter", "hello"), ("books", "api"), ("tasks", "todo")] {
+        let created = succeeds(&["new", name, "--template", template], dir);
+        assert!(created.contains(&format!("the app {name}")), "{created}");
+        built.push(succeeds(&["build", name, "--apps", "apps"], dir));
+        assert!(
+            built
+                .last()
+                .unwrap()
+                .contains(&format!("built {name} -> apps/{name}.wasm")),
+            "{built:?}"
+        );
+    }
+    assert!(
+        built[0].contains("wharf:platform imports: none"),
+        "{}",
+        built[0]
+    );
+    assert!(built[2].contains("wharf:platform/sql"), "{}", built[2]);
+    assert!(
+        dir.join("apps/tasks.toml").is_file(),
+        "the manifest goes beside the app"
+    );
+
+    let apps = dir.join("apps");
+    let server = Wharf::start(&apps);
+    let client = HttpClient::http1();
+    let hello = client.get(&server.url("/greeter")).await.unwrap();
+    assert_eq!(
+        (hello.status, hello.body.as_str()),
+        (200, "Hello from wharf!\n")
+    );
+    let book = client.get(&server.url("/books/books/1")).await.unwrap();
+    assert_eq!(book.status, 200);
+    assert!(book.body.contains("Le Guin"), "{}", book.body);
+    let created = client
+        .request(
+            "POST",
+            &server.url("/tasks"),
+            &[("content-type", "application/json")],
+            r#"{"title":"write the tutorial"}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let list = client.get(&server.url("/tasks")).await.unwrap();
+    assert!(list.body.contains("write the tutorial"), "{}", list.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_errors_say_what_to_fix() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+
+    std::fs::create_dir(dir.join("empty")).unwrap();
+    let stderr = fails(&["build", "empty", "--apps", "apps"], dir);
+    assert!(
+        stderr.contains("no Cargo.toml") && stderr.contains("wharf new"),
+        "{stderr}"
+    );
+
+    succeeds(&["new", "broken"], dir);
+    std::fs::write(dir.join("broken/src/lib.rs"), "fn oops( {\n").unwrap();
+    let stderr = fails(&["build", "broken", "--apps", "apps"], dir);
+    assert!(
+        stderr.contains("src/lib.rs"),
+        "the compiler's message is shown: {stderr}"
+    );
+    assert!(stderr.contains("fix the errors above"), "{stderr}");
+    assert!(!dir.join("apps/broken.wasm").exists());
+
+    succeeds(&["new", "handlerless"], dir);
+    std::fs::write(dir.join("handlerless/src/lib.rs"), "pub fn nothing() {}\n").unwrap();
+    let stderr = fails(&["build", "handlerless", "--apps", "apps"], dir);
+    assert!(
+        stderr.contains("does not export wasi:http/incoming-handler"),
+        "{stderr}"
+    );
+    assert!(!dir.join("apps/handlerless.wasm").exists());
+
+    let stderr = fails(&["new", "Bad Name"], dir);
+    assert!(stderr.contains("cannot name an app"), "{stderr}");
+}
