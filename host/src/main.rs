@@ -14,6 +14,7 @@ use wharf::gateway::{Gateway, Sites};
 use wharf::monitor::admin::Health;
 use wharf::net::tls::CertStore;
 use wharf::project::Template;
+use wharf::project::dev::BuildErrors;
 use wharf::runtime::{LoadEvent, Origin, Runtime};
 
 #[derive(Parser)]
@@ -48,6 +49,22 @@ enum Command {
         /// The wharf-sdk crate to depend on [default: the one this wharf was built with].
         #[arg(long, env = "WHARF_SDK")]
         sdk: Option<PathBuf>,
+    },
+    /// Serve the apps directory and rebuild guest projects on every save: the new
+    /// version is swapped in place; a build error leaves the last good one serving.
+    Dev {
+        /// Guest project directories to build and watch.
+        #[arg(default_value = ".")]
+        projects: Vec<PathBuf>,
+        /// The apps directory to build into and serve (created if missing).
+        #[arg(long, default_value = "apps")]
+        apps: PathBuf,
+        /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Where apps' SQLite databases live.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Build a guest project in release for wasm32-wasip2, check the component, and put
     /// it (with its manifest, NAME.toml) into the apps directory.
@@ -171,7 +188,30 @@ fn main() -> anyhow::Result<ExitCode> {
             if let Some(n) = args.workers {
                 rt.worker_threads(n.max(1));
             }
-            rt.enable_all().build()?.block_on(serve(args))?;
+            rt.enable_all().build()?.block_on(serve(args, None))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev {
+            projects,
+            apps,
+            listen,
+            data_dir,
+        } => {
+            wharf::monitor::init_logging(false);
+            std::fs::create_dir_all(&apps)
+                .with_context(|| format!("creating {}", apps.display()))?;
+            let args = ServeArgs {
+                apps_dir: Some(apps),
+                listen,
+                cache_dir: None,
+                no_cache: false,
+                workers: None,
+                config: None,
+                data_dir,
+                log_json: false,
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(serve(args, Some(projects)))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -205,7 +245,9 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// `wharf serve`, and under `wharf dev` (`dev` names the projects) the same server
+/// with the projects built first and rebuilt on every change.
+async fn serve(args: ServeArgs, dev: Option<Vec<PathBuf>>) -> anyhow::Result<()> {
     let started = Instant::now();
     let cache_dir = if args.no_cache {
         None
@@ -236,7 +278,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _watch = runtime
         .watch()
         .with_context(|| format!("watching {}", apps_dir.display()))?;
-    let events = runtime.load_all().await?;
+    let build_errors = Arc::new(BuildErrors::default());
+    if let Some(projects) = &dev {
+        wharf::project::dev::build_all(projects, &apps_dir, &build_errors).await;
+    }
+    let events = {
+        // Compiling apps the cache does not hold takes a few seconds on a first run.
+        let spinner = dev.as_ref().map(|_| {
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.enable_steady_tick(Duration::from_millis(120));
+            spinner.set_message("compiling apps for wasmtime");
+            spinner
+        });
+        let events = runtime.load_all().await?;
+        spinner.inspect(|s| s.finish_and_clear());
+        events
+    };
     let certs = wharf::server::certificates(&config)?
         .map(CertStore::new)
         .transpose()?;
@@ -263,10 +320,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let https_port = addrs.iter().find(|(_, tls)| *tls).map(|(a, _)| a.port());
-    let gateway = Arc::new(Gateway::new(
-        runtime,
-        Sites::from_config(&config, https_port)?,
-    ));
+    let dev_errors = dev.is_some().then(|| build_errors.clone());
+    let _dev_watch = match dev {
+        Some(projects) => Some(wharf::project::dev::watch(
+            projects,
+            apps_dir.clone(),
+            runtime.clone(),
+            build_errors.clone(),
+        )?),
+        None => None,
+    };
+    let gateway = Gateway::new(runtime, Sites::from_config(&config, https_port)?);
+    let gateway = Arc::new(match dev_errors {
+        Some(errors) => gateway.with_build_errors(errors),
+        None => gateway,
+    });
     let timeouts = wharf::server::timeouts(&config);
     let drain = Duration::from_millis(config.limits.drain_timeout_ms);
     wharf::server::reload_on_change(

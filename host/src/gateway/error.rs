@@ -23,6 +23,9 @@ pub enum GatewayError {
     MethodNotAllowed(&'static str),
     #[error("the file could not be read")]
     FileUnreadable,
+    /// `wharf dev`: the app's newest sources do not compile.
+    #[error("{app} does not build")]
+    BuildFailed { app: String, output: String },
     #[error(transparent)]
     App(#[from] InvokeError),
 }
@@ -36,7 +39,9 @@ impl GatewayError {
             GatewayError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            GatewayError::FileUnreadable => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::FileUnreadable | GatewayError::BuildFailed { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             GatewayError::App(e) => match e {
                 InvokeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 InvokeError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -52,6 +57,9 @@ impl GatewayError {
     /// log, never to the client.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
+        if let GatewayError::BuildFailed { app, output } = &self {
+            return build_error_page(status, app, output);
+        }
         let text = match &self {
             GatewayError::App(InvokeError::Trap(_) | InvokeError::ErrorCode(_)) => {
                 "the app failed while handling this request".to_string()
@@ -85,4 +93,33 @@ impl GatewayError {
         }
         response
     }
+}
+
+/// The page a browser gets for an app whose sources do not compile under `wharf dev`.
+fn build_error_page(status: StatusCode, app: &str, output: &str) -> Response<Body> {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let page = format!(
+        "<!doctype html>\n<meta charset=\"utf-8\">\n<title>{app} does not build</title>\n\
+         <h1>{app} does not build</h1>\n\
+         <p>The last good version keeps serving other clients. Fix the errors below and \
+         save: wharf dev rebuilds and this page turns into the app.</p>\n\
+         <pre>{}</pre>\n",
+        escape(output),
+        app = escape(app),
+    );
+    let mut response = Response::new(
+        Full::new(Bytes::from(page))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
 }

@@ -8,6 +8,7 @@ pub mod static_files;
 pub use error::GatewayError;
 pub use sites::Sites;
 
+use crate::project::dev::BuildErrors;
 use crate::runtime::{Body, Runtime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -20,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct Gateway {
     runtime: Arc<Runtime>,
+    /// Under `wharf dev`: apps whose newest sources do not compile.
+    build_errors: Option<Arc<BuildErrors>>,
     sites: ArcSwap<Sites>,
     next_request_id: AtomicU64,
 }
@@ -65,9 +68,16 @@ impl Gateway {
             .unwrap_or(0);
         Self {
             runtime,
+            build_errors: None,
             sites: ArcSwap::from_pointee(sites),
             next_request_id: AtomicU64::new(seed << 16),
         }
+    }
+
+    /// Browsers asking for an app in `errors` get its compiler output (`wharf dev`).
+    pub fn with_build_errors(mut self, errors: Arc<BuildErrors>) -> Self {
+        self.build_errors = Some(errors);
+        self
     }
 
     /// Replaces the sites atomically: requests already routed finish as they were.
@@ -104,6 +114,12 @@ impl Gateway {
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
         check_host(&req)?;
+        if let Some(errors) = &self.build_errors
+            && accepts_html(&req)
+            && let Some((app, output)) = errors.for_path(req.uri().path())
+        {
+            return Err(GatewayError::BuildFailed { app, output });
+        }
         let host = sites::request_host(&req);
         let sites = self.sites.load();
         let site = sites.find(host.as_deref(), conn.sni.as_deref())?;
@@ -139,6 +155,14 @@ pub(crate) fn redirect(status: StatusCode, location: &str) -> Response<Body> {
         response.headers_mut().insert(LOCATION, value);
     }
     response
+}
+
+/// A browser navigating, rather than a program calling an API.
+fn accepts_html<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
 }
 
 /// HTTP/1.1 requires exactly one Host header (RFC 9112 §3.2) and hyper does not check it.

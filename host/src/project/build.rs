@@ -77,7 +77,7 @@ pub async fn build(project: &Path, apps_dir: &Path) -> Result<Built, BuildError>
 }
 
 /// The `[package] name` of the crate in `project`.
-fn package_name(project: &Path) -> anyhow::Result<String> {
+pub(super) fn package_name(project: &Path) -> anyhow::Result<String> {
     let path = project.join("Cargo.toml");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(

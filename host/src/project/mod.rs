@@ -1,7 +1,9 @@
 //! Guest projects on the developer's side: `wharf new` makes one from a template,
-//! `wharf build` turns one into an app in the apps directory.
+//! `wharf build` turns one into an app in the apps directory, `wharf dev` rebuilds
+//! and reloads it on every save.
 
 pub mod build;
+pub mod dev;
 pub mod new;
 
 pub use build::{Built, build};

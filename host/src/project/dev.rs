@@ -1,0 +1,165 @@
+//! `wharf dev`: serve the apps directory and rebuild guest projects as their sources
+//! change. A rebuilt app is swapped in place by the runtime (requests in flight finish
+//! on the old version); a failed build leaves the last good version serving, and a
+//! browser asking for that app gets the compiler's output instead.
+
+use super::build::{BuildError, build};
+use crate::runtime::Runtime;
+use notify::{RecursiveMode, Watcher};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a burst of file events (an editor's save) is left to settle.
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// The last failed build of each app whose newest sources do not compile.
+#[derive(Default)]
+pub struct BuildErrors(Mutex<HashMap<String, String>>);
+
+impl BuildErrors {
+    /// The failure to show for a request to `path`, if the app serving that path
+    /// (`/NAME` and below) last failed to build: (app, compiler output).
+    pub fn for_path(&self, path: &str) -> Option<(String, String)> {
+        let errors = self.0.lock().unwrap();
+        errors
+            .iter()
+            .find(|(name, _)| crate::runtime::route_matches(&format!("/{name}"), path))
+            .map(|(name, output)| (name.clone(), output.clone()))
+    }
+
+    fn set(&self, name: &str, output: Option<String>) {
+        let mut errors = self.0.lock().unwrap();
+        match output {
+            Some(output) => errors.insert(name.to_string(), output),
+            None => errors.remove(name),
+        };
+    }
+}
+
+/// A guest project and the app it builds.
+struct Project {
+    dir: PathBuf,
+    name: String,
+}
+
+/// Builds every project once, so the apps are there when serving starts. Failures are
+/// reported and recorded; the others go on.
+pub async fn build_all(dirs: &[PathBuf], apps: &Path, errors: &BuildErrors) {
+    for dir in dirs {
+        rebuild(dir, apps, errors).await;
+    }
+}
+
+/// Watches the projects' sources and rebuilds the one that changed, until the
+/// returned watcher is dropped. After a good build the runtime reloads the app at once
+/// and the time from the save to the new version serving is printed.
+pub fn watch(
+    dirs: Vec<PathBuf>,
+    apps: PathBuf,
+    runtime: Arc<Runtime>,
+    errors: Arc<BuildErrors>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    let projects: Vec<Project> = dirs
+        .into_iter()
+        .map(|dir| {
+            let dir = dir.canonicalize()?;
+            let name = super::build::package_name(&dir)?;
+            Ok(Project { dir, name })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let roots: Vec<PathBuf> = projects.iter().map(|p| p.dir.clone()).collect();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() || event.kind.is_other() {
+            return;
+        }
+        for path in &event.paths {
+            if let Some(index) = roots.iter().position(|root| is_source(root, path)) {
+                let _ = tx.send(index);
+            }
+        }
+    })?;
+    for project in &projects {
+        watcher.watch(&project.dir, RecursiveMode::Recursive)?;
+    }
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let saved = Instant::now();
+            let mut changed = vec![first];
+            while let Ok(Some(index)) = tokio::time::timeout(SETTLE, rx.recv()).await {
+                changed.push(index);
+            }
+            changed.sort();
+            changed.dedup();
+            for index in changed {
+                let project = &projects[index];
+                println!("{}: sources changed, rebuilding", project.name);
+                if rebuild(&project.dir, &apps, &errors).await {
+                    // The apps directory watcher would pick the file up too; reloading
+                    // here tells when the new version is serving.
+                    runtime.reload(&project.name).await;
+                    println!(
+                        "{}: new version serving {} ms after the save",
+                        project.name,
+                        saved.elapsed().as_millis()
+                    );
+                }
+            }
+        }
+    });
+    Ok(watcher)
+}
+
+/// A change under `root` that can affect the build: not the target directory, not
+/// hidden files (editors' swap files, .git).
+fn is_source(root: &Path, path: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut parts = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy());
+    let Some(first) = parts.next() else {
+        return false;
+    };
+    first != "target"
+        && !first.starts_with('.')
+        && relative
+            .components()
+            .all(|c| !c.as_os_str().to_string_lossy().starts_with('.'))
+}
+
+/// Builds one project into `apps`; true when a new version is there.
+async fn rebuild(dir: &Path, apps: &Path, errors: &BuildErrors) -> bool {
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    spinner.set_message(format!("building {}", dir.display()));
+    let started = Instant::now();
+    let result = build(dir, apps).await;
+    spinner.finish_and_clear();
+    let name = super::build::package_name(dir).unwrap_or_else(|_| dir.display().to_string());
+    match result {
+        Ok(built) => {
+            errors.set(&built.name, None);
+            println!(
+                "{}: built in {} ms -> {}",
+                built.name,
+                started.elapsed().as_millis(),
+                built.wasm.display()
+            );
+            true
+        }
+        Err(e) => {
+            let output = match &e {
+                BuildError::Compile { output, .. } => format!("{output}\n{e}"),
+                other => other.to_string(),
+            };
+            eprintln!("{name}: build failed; the last good version keeps serving: {e}");
+            errors.set(&name, Some(output));
+            false
+        }
+    }
+}
