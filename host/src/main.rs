@@ -278,10 +278,16 @@ async fn serve(args: ServeArgs, dev: Option<Vec<PathBuf>>) -> anyhow::Result<()>
     let _watch = runtime
         .watch()
         .with_context(|| format!("watching {}", apps_dir.display()))?;
-    let build_errors = Arc::new(BuildErrors::default());
-    if let Some(projects) = &dev {
-        wharf::project::dev::build_all(projects, &apps_dir, &build_errors).await;
-    }
+    // `wharf dev`: the projects are built before the first load, so their apps are there.
+    let dev = match dev {
+        Some(dirs) => {
+            let projects = wharf::project::dev::projects(&dirs)?;
+            let errors = Arc::new(BuildErrors::default());
+            wharf::project::dev::build_all(&projects, &apps_dir, &errors).await;
+            Some((projects, errors))
+        }
+        None => None,
+    };
     let events = {
         // Compiling apps the cache does not hold takes a few seconds on a first run.
         let spinner = dev.as_ref().map(|_| {
@@ -320,21 +326,16 @@ async fn serve(args: ServeArgs, dev: Option<Vec<PathBuf>>) -> anyhow::Result<()>
         }
     }
     let https_port = addrs.iter().find(|(_, tls)| *tls).map(|(a, _)| a.port());
-    let dev_errors = dev.is_some().then(|| build_errors.clone());
+    let mut gateway = Gateway::new(runtime.clone(), Sites::from_config(&config, https_port)?);
     let _dev_watch = match dev {
-        Some(projects) => Some(wharf::project::dev::watch(
-            projects,
-            apps_dir.clone(),
-            runtime.clone(),
-            build_errors.clone(),
-        )?),
+        Some((projects, errors)) => {
+            gateway = gateway.with_build_errors(errors.clone());
+            let watch = wharf::project::dev::watch(projects, apps_dir.clone(), runtime, errors)?;
+            Some(watch)
+        }
         None => None,
     };
-    let gateway = Gateway::new(runtime, Sites::from_config(&config, https_port)?);
-    let gateway = Arc::new(match dev_errors {
-        Some(errors) => gateway.with_build_errors(errors),
-        None => gateway,
-    });
+    let gateway = Arc::new(gateway);
     let timeouts = wharf::server::timeouts(&config);
     let drain = Duration::from_millis(config.limits.drain_timeout_ms);
     wharf::server::reload_on_change(

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::gateway::{Gateway, Sites};
 use crate::net::tls::{self, CertStore, Certificates, TlsSite};
 use crate::net::{Listener, Timeouts};
+use crate::runtime::watch::SETTLE;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -157,9 +158,6 @@ pub fn reload_on_change(
         }
     });
 }
-
-/// How long a burst of file events is left to settle before one reload.
-const SETTLE: Duration = Duration::from_millis(150);
 
 fn needs_restart(old: &Config, new: &Config) -> bool {
     old.listeners != new.listeners

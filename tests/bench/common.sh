@@ -28,3 +28,8 @@ load() {
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+# table_header, then table_row LABEL RPS P99_MS BASELINE_RPS per server: the result
+# table every benchmark prints, each row with its ratio to the baseline's requests/s.
+table_header() { printf '%-44s %12s %10s %8s\n' "server" "requests/s" "p99 ms" "ratio"; }
+table_row() { printf '%-44s %12.0f %10.2f %8s\n' "$1" "$2" "$3" "$(ratio "$2" "$4")"; }

@@ -45,10 +45,10 @@ read -r reuse_rps reuse_p99 < <(load "http://$wharf_addr/reuse")
 
 echo
 echo "hello world, $conns connections, ${duration}s, server on 1 core with 1 worker"
-printf '%-34s %12s %10s %8s\n' "server" "requests/s" "p99 ms" "ratio"
-printf '%-34s %12.0f %10.2f %8s\n' "raw hyper (baseline)" "$raw_rps" "$raw_p99" "1.00"
-printf '%-34s %12.0f %10.2f %8s\n' "wharf, fresh instance per request" "$fresh_rps" "$fresh_p99" "$(ratio "$fresh_rps" "$raw_rps")"
-printf '%-34s %12.0f %10.2f %8s\n' "wharf, reuse_instances = true" "$reuse_rps" "$reuse_p99" "$(ratio "$reuse_rps" "$raw_rps")"
+table_header
+table_row "raw hyper (baseline)" "$raw_rps" "$raw_p99" "$raw_rps"
+table_row "wharf, fresh instance per request" "$fresh_rps" "$fresh_p99" "$raw_rps"
+table_row "wharf, reuse_instances = true" "$reuse_rps" "$reuse_p99" "$raw_rps"
 
 # Restart time with 10 apps: spawn to listening line (every app loaded by then).
 mkdir -p "$work/ten"

@@ -97,8 +97,8 @@ read -r wharf_tls wharf_tls_p99 < <(load "https://$wharf_https/1k.txt" -H "Conne
 
 echo
 echo "static 1 KiB file and TLS handshakes, $conns connections, ${duration}s, one worker on CPU 0"
-printf '%-44s %12s %10s %8s\n' "server" "requests/s" "p99 ms" "ratio"
-printf '%-44s %12.0f %10.2f %8s\n' "nginx, 1 KiB over HTTP/1.1 (baseline)" "$nginx_rps" "$nginx_p99" "1.00"
-printf '%-44s %12.0f %10.2f %8s\n' "wharf, 1 KiB over HTTP/1.1" "$wharf_rps" "$wharf_p99" "$(ratio "$wharf_rps" "$nginx_rps")"
-printf '%-44s %12.0f %10.2f %8s\n' "nginx, HTTPS new connection each (baseline)" "$nginx_tls" "$nginx_tls_p99" "1.00"
-printf '%-44s %12.0f %10.2f %8s\n' "wharf, HTTPS new connection each" "$wharf_tls" "$wharf_tls_p99" "$(ratio "$wharf_tls" "$nginx_tls")"
+table_header
+table_row "nginx, 1 KiB over HTTP/1.1 (baseline)" "$nginx_rps" "$nginx_p99" "$nginx_rps"
+table_row "wharf, 1 KiB over HTTP/1.1" "$wharf_rps" "$wharf_p99" "$nginx_rps"
+table_row "nginx, HTTPS new connection each (baseline)" "$nginx_tls" "$nginx_tls_p99" "$nginx_tls"
+table_row "wharf, HTTPS new connection each" "$wharf_tls" "$wharf_tls_p99" "$nginx_tls"

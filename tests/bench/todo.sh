@@ -86,7 +86,7 @@ read -r reuse_rps reuse_p99 < <(load "http://$reuse_addr/todo/" -s "$work/random
 
 echo
 echo "GET /todo/:id on MariaDB (1 replica, pool $pool), $conns connections, ${duration}s, server on 1 core with 1 worker"
-printf '%-38s %12s %10s %8s\n' "server" "requests/s" "p99 ms" "ratio"
-printf '%-38s %12.0f %10.2f %8s\n' "native hyper + mysql_async (baseline)" "$native_rps" "$native_p99" "1.00"
-printf '%-38s %12.0f %10.2f %8s\n' "wharf todo, fresh instance per request" "$fresh_rps" "$fresh_p99" "$(ratio "$fresh_rps" "$native_rps")"
-printf '%-38s %12.0f %10.2f %8s\n' "wharf todo, reuse_instances = true" "$reuse_rps" "$reuse_p99" "$(ratio "$reuse_rps" "$native_rps")"
+table_header
+table_row "native hyper + mysql_async (baseline)" "$native_rps" "$native_p99" "$native_rps"
+table_row "wharf todo, fresh instance per request" "$fresh_rps" "$fresh_p99" "$native_rps"
+table_row "wharf todo, reuse_instances = true" "$reuse_rps" "$reuse_p99" "$native_rps"

@@ -26,15 +26,12 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// Quiet time after the last file event before a site is reloaded, as for apps: tools
-/// that write the certificate and the key one after the other (or copy in several
-/// writes) are read once both have landed, rather than as a mismatched half.
-const SETTLE: Duration = Duration::from_millis(150);
+use crate::runtime::watch::SETTLE;
 
 /// One certificate and the names it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSite {
-    /// Identifies the site in logs and in [`Certificates::reload_site`].
+    /// Identifies the site in logs.
     pub name: String,
     /// Exact host names, or `*.example.com` for any single label under example.com.
     pub hosts: Vec<String>,
@@ -136,13 +133,6 @@ impl Certificates {
         &self.sites
     }
 
-    /// The name of the site whose certificate a handshake with this SNI name gets
-    /// (see the type's documentation for the rules). The gateway uses it to check that
-    /// a request's Host belongs to the site the connection was opened for.
-    pub fn site_for(&self, server_name: Option<&str>) -> &str {
-        &self.sites[self.site_index(server_name)].name
-    }
-
     fn site_index(&self, server_name: Option<&str>) -> usize {
         let Some(name) = server_name else {
             return 0;
@@ -167,17 +157,6 @@ impl Certificates {
 
     fn select(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
         self.keys.load()[self.site_index(server_name)].clone()
-    }
-
-    /// Re-reads one site's files. On success the new certificate serves every later
-    /// handshake; on error nothing changes and the previous certificate keeps serving.
-    pub fn reload_site(&self, name: &str) -> anyhow::Result<Reloaded> {
-        let index = self
-            .sites
-            .iter()
-            .position(|s| s.name == name)
-            .ok_or_else(|| anyhow!("no TLS site named {name:?}"))?;
-        self.reload_index(index)
     }
 
     fn reload_index(&self, index: usize) -> anyhow::Result<Reloaded> {
@@ -493,11 +472,6 @@ pub async fn handshake(
     }
 }
 
-/// Whether ALPN chose HTTP/2 on this connection (then serve it as h2 only).
-pub fn negotiated_h2<IO>(stream: &TlsStream<IO>) -> bool {
-    stream.get_ref().1.alpn_protocol() == Some(b"h2")
-}
-
 /// The SNI name the client sent (lowercase), if any. [`Certificates::site_for`] tells
 /// which site's certificate that name got.
 pub fn server_name<IO>(stream: &TlsStream<IO>) -> Option<&str> {
@@ -507,6 +481,31 @@ pub fn server_name<IO>(stream: &TlsStream<IO>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // What the tests ask of a certificate set; the server itself only resolves
+    // handshakes and reloads sites by index.
+    impl Certificates {
+        /// The name of the site whose certificate a handshake with this SNI gets.
+        fn site_for(&self, server_name: Option<&str>) -> &str {
+            &self.sites[self.site_index(server_name)].name
+        }
+
+        /// Re-reads one site's files. On success the new certificate serves every later
+        /// handshake; on error nothing changes and the previous certificate keeps serving.
+        fn reload_site(&self, name: &str) -> anyhow::Result<Reloaded> {
+            let index = self
+                .sites
+                .iter()
+                .position(|s| s.name == name)
+                .ok_or_else(|| anyhow!("no TLS site named {name:?}"))?;
+            self.reload_index(index)
+        }
+    }
+
+    /// Whether ALPN chose HTTP/2 on this connection.
+    fn negotiated_h2<IO>(stream: &TlsStream<IO>) -> bool {
+        stream.get_ref().1.alpn_protocol() == Some(b"h2")
+    }
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     use rustls::pki_types::ServerName;
     use rustls::{ClientConfig, RootCertStore};

@@ -5,14 +5,12 @@
 
 use super::build::{BuildError, build};
 use crate::runtime::Runtime;
+use crate::runtime::watch::SETTLE;
 use notify::{RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// How long a burst of file events (an editor's save) is left to settle.
-const SETTLE: Duration = Duration::from_millis(150);
 
 /// The last failed build of each app whose newest sources do not compile.
 #[derive(Default)]
@@ -39,16 +37,27 @@ impl BuildErrors {
 }
 
 /// A guest project and the app it builds.
-struct Project {
+pub struct Project {
     dir: PathBuf,
     name: String,
 }
 
+/// The projects in `dirs`, each with its app's name (the crate's name).
+pub fn projects(dirs: &[PathBuf]) -> anyhow::Result<Vec<Project>> {
+    dirs.iter()
+        .map(|dir| {
+            let dir = dir.canonicalize()?;
+            let name = super::build::package_name(&dir)?;
+            Ok(Project { dir, name })
+        })
+        .collect()
+}
+
 /// Builds every project once, so the apps are there when serving starts. Failures are
 /// reported and recorded; the others go on.
-pub async fn build_all(dirs: &[PathBuf], apps: &Path, errors: &BuildErrors) {
-    for dir in dirs {
-        rebuild(dir, apps, errors).await;
+pub async fn build_all(projects: &[Project], apps: &Path, errors: &BuildErrors) {
+    for project in projects {
+        rebuild(project, apps, errors).await;
     }
 }
 
@@ -56,19 +65,11 @@ pub async fn build_all(dirs: &[PathBuf], apps: &Path, errors: &BuildErrors) {
 /// returned watcher is dropped. After a good build the runtime reloads the app at once
 /// and the time from the save to the new version serving is printed.
 pub fn watch(
-    dirs: Vec<PathBuf>,
+    projects: Vec<Project>,
     apps: PathBuf,
     runtime: Arc<Runtime>,
     errors: Arc<BuildErrors>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
-    let projects: Vec<Project> = dirs
-        .into_iter()
-        .map(|dir| {
-            let dir = dir.canonicalize()?;
-            let name = super::build::package_name(&dir)?;
-            Ok(Project { dir, name })
-        })
-        .collect::<anyhow::Result<_>>()?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let roots: Vec<PathBuf> = projects.iter().map(|p| p.dir.clone()).collect();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -97,7 +98,7 @@ pub fn watch(
             for index in changed {
                 let project = &projects[index];
                 println!("{}: sources changed, rebuilding", project.name);
-                if rebuild(&project.dir, &apps, &errors).await {
+                if rebuild(project, &apps, &errors).await {
                     // The apps directory watcher would pick the file up too; reloading
                     // here tells when the new version is serving.
                     runtime.reload(&project.name).await;
@@ -119,34 +120,29 @@ fn is_source(root: &Path, path: &Path) -> bool {
     let Ok(relative) = path.strip_prefix(root) else {
         return false;
     };
-    let mut parts = relative
+    let mut names = relative
         .components()
         .map(|c| c.as_os_str().to_string_lossy());
-    let Some(first) = parts.next() else {
-        return false;
-    };
-    first != "target"
-        && !first.starts_with('.')
-        && relative
-            .components()
-            .all(|c| !c.as_os_str().to_string_lossy().starts_with('.'))
+    names
+        .next()
+        .is_some_and(|first| first != "target" && !first.starts_with('.'))
+        && names.all(|name| !name.starts_with('.'))
 }
 
 /// Builds one project into `apps`; true when a new version is there.
-async fn rebuild(dir: &Path, apps: &Path, errors: &BuildErrors) -> bool {
+async fn rebuild(project: &Project, apps: &Path, errors: &BuildErrors) -> bool {
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(120));
-    spinner.set_message(format!("building {}", dir.display()));
+    spinner.set_message(format!("building {}", project.name));
     let started = Instant::now();
-    let result = build(dir, apps).await;
+    let result = build(&project.dir, apps).await;
     spinner.finish_and_clear();
-    let name = super::build::package_name(dir).unwrap_or_else(|_| dir.display().to_string());
     match result {
         Ok(built) => {
-            errors.set(&built.name, None);
+            errors.set(&project.name, None);
             println!(
                 "{}: built in {} ms -> {}",
-                built.name,
+                project.name,
                 started.elapsed().as_millis(),
                 built.wasm.display()
             );
@@ -157,8 +153,11 @@ async fn rebuild(dir: &Path, apps: &Path, errors: &BuildErrors) -> bool {
                 BuildError::Compile { output, .. } => format!("{output}\n{e}"),
                 other => other.to_string(),
             };
-            eprintln!("{name}: build failed; the last good version keeps serving: {e}");
-            errors.set(&name, Some(output));
+            eprintln!(
+                "{}: build failed; the last good version keeps serving: {e}",
+                project.name
+            );
+            errors.set(&project.name, Some(output));
             false
         }
     }

@@ -11,7 +11,7 @@ pub mod manifest;
 mod platform;
 mod registry;
 mod state;
-mod watch;
+pub(crate) mod watch;
 pub use watch::report;
 
 pub use app::{App, route_matches};

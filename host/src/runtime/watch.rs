@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Quiet time after the last event before an app is reloaded. A copy in progress
-/// keeps producing events, so the file is read once the writer has paused; a file
-/// still incomplete after that fails validation and the previous version stays.
-const SETTLE: Duration = Duration::from_millis(150);
+/// Quiet time after the last file event before what changed is read again: an app
+/// here, and likewise wharf.toml, certificates and `wharf dev`'s sources. A copy or a
+/// save in progress keeps producing events, so the file is read once the writer has
+/// paused (for certificates, once both the certificate and the key have landed); a
+/// file still incomplete after that fails validation and the previous version stays.
+pub(crate) const SETTLE: Duration = Duration::from_millis(150);
 
 pub struct WatchHandle {
     _watcher: notify::RecommendedWatcher,

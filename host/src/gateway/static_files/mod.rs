@@ -189,32 +189,44 @@ impl StaticFiles {
         };
         let served = files.lock().unwrap().served.take();
         match (cache_key, served) {
-            (Some((path, accept_encoding)), Some((source, identity)))
-                if response.status() == StatusCode::OK && identity_is_small(&identity) =>
+            (Some(key), Some((source, identity)))
+                if response.status() == StatusCode::OK && identity.len() <= cache::MAX_FILE_LEN =>
             {
-                let key = KeyRef {
-                    path: &path,
-                    accept_encoding: accept_encoding.as_ref().map_or(b"", |v| v.as_bytes()),
-                };
-                let (mut parts, body) = response.into_parts();
-                let body = match body.collect().await {
-                    Ok(body) => body.to_bytes(),
-                    Err(e) => {
-                        tracing::warn!(file = %source.display(), "static file read failed: {e}");
-                        return GatewayError::FileUnreadable.into_response();
-                    }
-                };
-                parts.headers.remove(header::TRANSFER_ENCODING);
-                parts
-                    .headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-                let entry = self
-                    .cache
-                    .insert(&key, source, identity, parts.headers, body);
-                cached(&entry, false)
+                self.remember(key, source, identity, response).await
             }
             _ => response,
         }
+    }
+
+    /// Reads the whole of a small file's answer into the cache and answers from there.
+    async fn remember(
+        &self,
+        (path, accept_encoding): (String, Option<HeaderValue>),
+        source: PathBuf,
+        identity: Identity,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        let body = match body.collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                tracing::warn!(file = %source.display(), "static file read failed: {e}");
+                return GatewayError::FileUnreadable.into_response();
+            }
+        };
+        // A compressed answer was a stream; whole, it has a length.
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let key = KeyRef {
+            path: &path,
+            accept_encoding: accept_encoding.as_ref().map_or(b"", |v| v.as_bytes()),
+        };
+        let entry = self
+            .cache
+            .insert(&key, source, identity, parts.headers, body);
+        cached(&entry, false)
     }
 
     fn finish<B>(&self, response: Response<B>, is_head: bool) -> Response<Body>
@@ -289,10 +301,6 @@ fn is_plain_fetch(headers: &HeaderMap) -> bool {
     ]
     .iter()
     .all(|name| !headers.contains_key(name))
-}
-
-fn identity_is_small(identity: &Identity) -> bool {
-    identity.len() <= cache::MAX_FILE_LEN
 }
 
 /// The answer kept in `entry`; without its body for HEAD.
@@ -451,10 +459,10 @@ impl Backend for ConfinedBackend {
         let mut files = self.files.lock().unwrap();
         let opened = match files.stash.take() {
             Some(stashed) if stashed.path == path => Ok((stashed.file, stashed.metadata)),
-            _ => self
-                .open_beneath(&path, OFlags::RDONLY)
-                .and_then(|file| Ok((file.metadata()?, file)))
-                .map(|(metadata, file)| (file, metadata)),
+            _ => self.open_beneath(&path, OFlags::RDONLY).and_then(|file| {
+                let metadata = file.metadata()?;
+                Ok((file, metadata))
+            }),
         };
         if let (Ok((_, metadata)), Ok(relative)) = (&opened, self.relative(&path)) {
             files.served = Some((relative.to_owned(), Identity::of(metadata)));
