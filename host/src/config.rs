@@ -180,7 +180,7 @@ impl Default for LimitsConfig {
 }
 
 /// `[database]`: a primary and its replicas.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `mysql://USER@HOST:PORT/DATABASE` of the primary (no password in the URL).

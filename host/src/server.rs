@@ -163,7 +163,7 @@ fn needs_restart(old: &Config, new: &Config) -> bool {
     old.listeners != new.listeners
         || old.apps != new.apps
         || old.limits != new.limits
-        || format!("{:?}", old.database) != format!("{:?}", new.database)
+        || old.database != new.database
         || old.admin != new.admin
 }
 
