@@ -159,7 +159,11 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Build { path, apps } => {
             let rt = tokio::runtime::Runtime::new()?;
-            match rt.block_on(wharf::project::build(&path, &apps)) {
+            match rt.block_on(wharf::project::build(
+                &path,
+                &apps,
+                wharf::project::Profile::Production,
+            )) {
                 Ok(built) => {
                     let imports = match built.platform_imports.as_slice() {
                         [] => "none".to_string(),

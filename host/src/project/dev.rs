@@ -3,7 +3,7 @@
 //! on the old version); a failed build leaves the last good version serving, and a
 //! browser asking for that app gets the compiler's output instead.
 
-use super::build::{BuildError, build};
+use super::build::{BuildError, Profile, build};
 use crate::runtime::Runtime;
 use crate::runtime::watch::SETTLE;
 use notify::{RecursiveMode, Watcher};
@@ -135,7 +135,7 @@ async fn rebuild(project: &Project, apps: &Path, errors: &BuildErrors) -> bool {
     spinner.enable_steady_tick(Duration::from_millis(120));
     spinner.set_message(format!("building {}", project.name));
     let started = Instant::now();
-    let result = build(&project.dir, apps).await;
+    let result = build(&project.dir, apps, Profile::Iteration).await;
     spinner.finish_and_clear();
     match result {
         Ok(built) => {

@@ -6,5 +6,5 @@ pub mod build;
 pub mod dev;
 pub mod new;
 
-pub use build::{Built, build};
+pub use build::{Built, Profile, build};
 pub use new::{Template, new_project};

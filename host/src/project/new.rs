@@ -100,7 +100,9 @@ pub fn new_project(dir: &Path, template: Template, sdk: &Path) -> anyhow::Result
                  # A wharf app is a WebAssembly component: a cdylib built for wasm32-wasip2.\n\
                  [lib]\ncrate-type = [\"cdylib\"]\n\n\
                  [dependencies]\nwharf-sdk = {{ path = {sdk_path} }}\n{deps}\n\
-                 [profile.release]\nopt-level = \"s\"\nstrip = \"debuginfo\"\n\n\
+                 # Whole-program optimisation: smaller components with fewer imports, which\n\
+                 # instantiate faster on every request.\n\
+                 [profile.release]\nopt-level = 3\nlto = true\ncodegen-units = 1\nstrip = \"debuginfo\"\n\n\
                  # A project of its own, also when created inside another Cargo workspace.\n\
                  [workspace]\n",
                 deps = template.dependencies(),
