@@ -15,15 +15,26 @@ start() {
 }
 
 # load URL [WRK ARGS...]: prints "RPS P99_MS" from one wrk run on CPU 1, after a short
-# warm-up. Any non-2xx answer fails the script.
+# warm-up. Any non-2xx answer fails the script. With perf installed, also writes to
+# $work/wakes how often the client's CPU went idle and had to be woken, per response:
+# on a VM each such wake-up costs the sending server several microseconds.
 load() {
     local url="$1"; shift
     taskset -c 1 wrk -t1 -c"$conns" -d2s "$@" "$url" >/dev/null
-    taskset -c 1 wrk -t1 -c"$conns" -d"${duration}s" --latency "$@" "$url" >"$work/wrk.txt"
+    local count=()
+    command -v perf >/dev/null && count=(perf stat -x, -o "$work/perf.txt" -e context-switches -a -C 1 --)
+    "${count[@]}" taskset -c 1 wrk -t1 -c"$conns" -d"${duration}s" --latency "$@" "$url" >"$work/wrk.txt"
     if grep -q "Non-2xx" "$work/wrk.txt"; then echo "errors in run of $url:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
     local rps p99
     rps="$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.txt")"
     p99="$(awk '$1 == "99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/wrk.txt")"
+    if [ ${#count[@]} -gt 0 ]; then
+        # Each sleep and wake of the client is two context switches on its CPU.
+        awk -F, -v n="$(awk '/requests in/ {print $1}' "$work/wrk.txt")" \
+            '$3 == "context-switches" {printf "%.2f", $1 / 2 / n}' "$work/perf.txt" >"$work/wakes"
+    else
+        echo "-" >"$work/wakes"
+    fi
     echo "$rps $p99"
 }
 

@@ -39,9 +39,9 @@ raw_addr="$addr"
 start wharf "$bin/wharf" serve "$work/apps" --listen 127.0.0.1:0 --workers 1 --cache-dir "$work/cache"
 wharf_addr="$addr"
 
-read -r raw_rps raw_p99 < <(load "http://$raw_addr/hello")
-read -r fresh_rps fresh_p99 < <(load "http://$wharf_addr/hello")
-read -r reuse_rps reuse_p99 < <(load "http://$wharf_addr/reuse")
+read -r raw_rps raw_p99 < <(load "http://$raw_addr/hello"); raw_wakes=$(<"$work/wakes")
+read -r fresh_rps fresh_p99 < <(load "http://$wharf_addr/hello"); fresh_wakes=$(<"$work/wakes")
+read -r reuse_rps reuse_p99 < <(load "http://$wharf_addr/reuse"); reuse_wakes=$(<"$work/wakes")
 
 echo
 echo "hello world, $conns connections, ${duration}s, server on 1 core with 1 worker"
@@ -49,6 +49,8 @@ table_header
 table_row "raw hyper (baseline)" "$raw_rps" "$raw_p99" "$raw_rps"
 table_row "wharf, fresh instance per request" "$fresh_rps" "$fresh_p99" "$raw_rps"
 table_row "wharf, reuse_instances = true" "$reuse_rps" "$reuse_p99" "$raw_rps"
+echo "client wake-ups per response (wrk's CPU idle when the answer came): raw hyper" \
+    "$raw_wakes, fresh $fresh_wakes, reuse $reuse_wakes"
 
 # Restart time with 10 apps: spawn to listening line (every app loaded by then).
 mkdir -p "$work/ten"
