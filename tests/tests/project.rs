@@ -148,6 +148,14 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_version() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     succeeds(&["new", "live"], dir);
+    /// Ends `wharf dev` however the test ends, a failed assertion included.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = Command::new(wharf_bin())
         .args(["dev", "live", "--apps", "apps", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
@@ -157,11 +165,13 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_version() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    for stream in [
+    let streams = [
         Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
         Box::new(child.stderr.take().unwrap()),
-    ] {
+    ];
+    let _dev = KillOnDrop(child);
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    for stream in streams {
         let lines = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -225,6 +235,4 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_version() {
         (page.status, page.body.as_str()),
         (200, "Hello from wharf!\n")
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }

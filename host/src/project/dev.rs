@@ -4,8 +4,8 @@
 //! browser asking for that app gets the compiler's output instead.
 
 use super::build::{BuildError, Profile, build};
-use crate::runtime::Runtime;
 use crate::runtime::watch::SETTLE;
+use crate::runtime::{LoadEvent, Runtime, report};
 use notify::{RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -101,12 +101,17 @@ pub fn watch(
                 if rebuild(project, &apps, &errors).await {
                     // The apps directory watcher would pick the file up too; reloading
                     // here tells when the new version is serving.
-                    runtime.reload(&project.name).await;
-                    println!(
-                        "{}: new version serving {} ms after the save",
-                        project.name,
-                        saved.elapsed().as_millis()
-                    );
+                    match runtime.reload(&project.name).await {
+                        // Loaded by this reload, or already by the directory watcher.
+                        LoadEvent::Loaded(_) | LoadEvent::Unchanged => println!(
+                            "{}: new version serving {} ms after the save",
+                            project.name,
+                            saved.elapsed().as_millis()
+                        ),
+                        // e.g. a route another app already serves: only the serving
+                        // runtime can tell, not the check the build made.
+                        other => report(other),
+                    }
                 }
             }
         }
@@ -129,11 +134,18 @@ fn is_source(root: &Path, path: &Path) -> bool {
         && names.all(|name| !name.starts_with('.'))
 }
 
-/// Builds one project into `apps`; true when a new version is there.
-async fn rebuild(project: &Project, apps: &Path, errors: &BuildErrors) -> bool {
+/// A terminal spinner with `message`, for the waits of `wharf dev` (builds, the first
+/// compilation of apps).
+pub fn spinner(message: String) -> indicatif::ProgressBar {
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(120));
-    spinner.set_message(format!("building {}", project.name));
+    spinner.set_message(message);
+    spinner
+}
+
+/// Builds one project into `apps`; true when a new version is there.
+async fn rebuild(project: &Project, apps: &Path, errors: &BuildErrors) -> bool {
+    let spinner = spinner(format!("building {}", project.name));
     let started = Instant::now();
     let result = build(&project.dir, apps, Profile::Iteration).await;
     spinner.finish_and_clear();
@@ -153,11 +165,13 @@ async fn rebuild(project: &Project, apps: &Path, errors: &BuildErrors) -> bool {
                 BuildError::Compile { output, .. } => format!("{output}\n{e}"),
                 other => other.to_string(),
             };
+            // Recorded before it is printed: whoever reads the message (a test, a
+            // developer reloading the page) finds the error page already there.
+            errors.set(&project.name, Some(output));
             eprintln!(
                 "{}: build failed; the last good version keeps serving: {e}",
                 project.name
             );
-            errors.set(&project.name, Some(output));
             false
         }
     }

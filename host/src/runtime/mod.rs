@@ -30,8 +30,13 @@ use std::sync::{Arc, Mutex};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-/// Where the compile cache lives when the command line names none.
+/// Where the compile cache lives when the command line names none: `WHARF_CACHE_DIR`,
+/// else `$XDG_CACHE_HOME/wharf`, else `~/.cache/wharf`. Every command that compiles
+/// (serve, dev, build) goes through here.
 pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WHARF_CACHE_DIR") {
+        return Some(dir.into());
+    }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
