@@ -294,12 +294,9 @@ async fn serve(args: ServeArgs, dev: Option<Vec<PathBuf>>) -> anyhow::Result<()>
     };
     let events = {
         // Compiling apps the cache does not hold takes a few seconds on a first run.
-        let spinner = dev.as_ref().map(|_| {
-            let spinner = indicatif::ProgressBar::new_spinner();
-            spinner.enable_steady_tick(Duration::from_millis(120));
-            spinner.set_message("compiling apps for wasmtime");
-            spinner
-        });
+        let spinner = dev
+            .as_ref()
+            .map(|_| wharf::project::dev::spinner("compiling apps for wasmtime".into()));
         let events = runtime.load_all().await?;
         spinner.inspect(|s| s.finish_and_clear());
         events
@@ -317,7 +314,8 @@ async fn serve(args: ServeArgs, dev: Option<Vec<PathBuf>>) -> anyhow::Result<()>
         Some(admin) => {
             let listener = wharf::monitor::admin::bind(admin).await?;
             let addr = listener.local_addr()?;
-            wharf::monitor::admin::spawn(listener, admin.networks(), health.clone());
+            let header_read = wharf::server::timeouts(&config).header_read;
+            wharf::monitor::admin::spawn(listener, admin.networks(), health.clone(), header_read);
             Some(addr)
         }
         None => None,

@@ -122,17 +122,16 @@ pub fn reload_on_change(
             };
             let next = Config::load(path).and_then(|config| {
                 let sites = Sites::from_config(&config, https_port)?;
-                let new_certs = match &certs {
-                    Some(store) if tls_sites(&config) != store.sites() => certificates(&config)
-                        .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?,
-                    _ => None,
-                };
-                Ok((config, sites, new_certs))
-            });
-            let next = next.and_then(|(config, sites, new_certs)| {
-                if let (Some(store), Some(new_certs)) = (&certs, new_certs) {
-                    store.replace(new_certs)?;
-                    tracing::info!("{}: TLS sites reloaded", path.display());
+                // Every pair is loaded and checked before the swap; one bad key and the
+                // certificates serving now stay.
+                if let Some(store) = &certs {
+                    let tls = tls_sites(&config);
+                    if tls != store.sites() {
+                        let new_certs = Certificates::load(&tls)
+                            .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+                        store.replace(new_certs)?;
+                        tracing::info!("{}: TLS sites reloaded", path.display());
+                    }
                 }
                 Ok((config, sites))
             });

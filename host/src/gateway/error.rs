@@ -57,20 +57,22 @@ impl GatewayError {
     /// log, never to the client.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
-        if let GatewayError::BuildFailed { app, output } = &self {
-            return build_error_page(status, app, output);
-        }
-        let text = match &self {
-            GatewayError::App(InvokeError::Trap(_) | InvokeError::ErrorCode(_)) => {
-                "the app failed while handling this request".to_string()
+        let (content_type, body) = match &self {
+            GatewayError::BuildFailed { app, output } => {
+                ("text/html; charset=utf-8", build_error_page(app, output))
             }
-            other => other.to_string(),
+            other => {
+                let text = match other {
+                    GatewayError::App(InvokeError::Trap(_) | InvokeError::ErrorCode(_)) => {
+                        "the app failed while handling this request".to_string()
+                    }
+                    other => other.to_string(),
+                };
+                let reason = status.canonical_reason().unwrap_or("");
+                let body = format!("{} {reason}: {text}\n", status.as_u16());
+                ("text/plain; charset=utf-8", body)
+            }
         };
-        let body = format!(
-            "{} {}: {text}\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        );
         let mut response = Response::new(
             Full::new(Bytes::from(body))
                 .map_err(|e| match e {})
@@ -79,7 +81,7 @@ impl GatewayError {
         *response.status_mut() = status;
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+            header::HeaderValue::from_static(content_type),
         );
         if let GatewayError::MethodNotAllowed(allow) = &self {
             response
@@ -96,13 +98,13 @@ impl GatewayError {
 }
 
 /// The page a browser gets for an app whose sources do not compile under `wharf dev`.
-fn build_error_page(status: StatusCode, app: &str, output: &str) -> Response<Body> {
+fn build_error_page(app: &str, output: &str) -> String {
     let escape = |s: &str| {
         s.replace('&', "&amp;")
             .replace('<', "&lt;")
             .replace('>', "&gt;")
     };
-    let page = format!(
+    format!(
         "<!doctype html>\n<meta charset=\"utf-8\">\n<title>{app} does not build</title>\n\
          <h1>{app} does not build</h1>\n\
          <p>The last good version keeps serving other clients. Fix the errors below and \
@@ -110,16 +112,5 @@ fn build_error_page(status: StatusCode, app: &str, output: &str) -> Response<Bod
          <pre>{}</pre>\n",
         escape(output),
         app = escape(app),
-    );
-    let mut response = Response::new(
-        Full::new(Bytes::from(page))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
+    )
 }

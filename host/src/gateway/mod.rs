@@ -36,12 +36,7 @@ pub struct RequestId(u64);
 
 impl RequestId {
     fn header_value(self) -> HeaderValue {
-        let mut digits = [0u8; 16];
-        for (i, digit) in digits.iter_mut().enumerate() {
-            let nibble = (self.0 >> (60 - 4 * i)) & 0xf;
-            *digit = b"0123456789abcdef"[nibble as usize];
-        }
-        HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
+        HeaderValue::try_from(self.to_string()).expect("hex digits are a valid header value")
     }
 }
 

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// What the health endpoints report; shared with whoever starts the drain.
@@ -39,23 +39,21 @@ pub async fn bind(config: &AdminConfig) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("admin listener on {}", config.address))
 }
 
-/// Serves the admin endpoints on `listener` until the process ends.
-pub fn spawn(listener: TcpListener, allow: Vec<IpNet>, health: Arc<Health>) {
+/// Serves the admin endpoints on `listener` until the process ends, with the same
+/// HTTP settings (header read timeout included) as the sites' listeners.
+pub fn spawn(listener: TcpListener, allow: Vec<IpNet>, health: Arc<Health>, header_read: Duration) {
     let allow: Arc<[IpNet]> = allow.into();
+    let server = Arc::new(crate::net::http_server(header_read));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
-            };
-            let (allow, health) = (allow.clone(), health.clone());
+            let (stream, peer) = crate::net::accept(&listener).await;
+            let (allow, health, server) = (allow.clone(), health.clone(), server.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let response = answer(&req, peer, &allow, &health);
                     async move { Ok::<_, std::convert::Infallible>(response) }
                 });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let _ = server.serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });

@@ -8,10 +8,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// A bound socket, and for HTTPS what terminates TLS on it.
 pub struct Listener {
@@ -27,7 +28,38 @@ pub struct Timeouts {
     pub tls_handshake: Duration,
 }
 
-type Builder = auto::Builder<TokioExecutor>;
+pub type Builder = auto::Builder<TokioExecutor>;
+
+/// hyper's HTTP/1.1 + HTTP/2 server as every listener uses it, the admin one included.
+pub fn http_server(header_read: Duration) -> Builder {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's timeouts do nothing unless a timer is set, for each protocol.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30));
+    builder
+}
+
+/// The next connection on `listener`. An accept error belongs to one connection (reset
+/// before accept, out of descriptors) and must not end the server; a short back-off
+/// keeps EMFILE from spinning.
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
 
 /// Serves every listener until `shutdown` completes. Then it stops accepting, asks
 /// each open connection to finish (HTTP/2 GOAWAY; HTTP/1.1 closes after the response
@@ -39,18 +71,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's timeouts do nothing unless a timer is set, for each protocol.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30));
-    let builder = Arc::new(builder);
+    let builder = Arc::new(http_server(timeouts.header_read));
     let graceful = Arc::new(GracefulShutdown::new());
     let mut accepting = tokio::task::JoinSet::new();
     for listener in listeners {
@@ -87,16 +108,7 @@ async fn accept_loop(
     handshake_timeout: Duration,
 ) {
     loop {
-        let (stream, peer) = match listener.tcp.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Per-connection errors (reset before accept, out of descriptors) must
-                // not end the server; back off briefly so EMFILE does not spin.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = accept(&listener.tcp).await;
         let _ = stream.set_nodelay(true);
         let (builder, gateway, watcher) = (builder.clone(), gateway.clone(), graceful.watcher());
         let tls = listener.tls.clone();
@@ -126,7 +138,7 @@ async fn serve_connection<S>(
     builder: &Builder,
     gateway: Arc<Gateway>,
     watcher: Watcher,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -472,8 +472,7 @@ pub async fn handshake(
     }
 }
 
-/// The SNI name the client sent (lowercase), if any. [`Certificates::site_for`] tells
-/// which site's certificate that name got.
+/// The SNI name the client sent (lowercase), if any.
 pub fn server_name<IO>(stream: &TlsStream<IO>) -> Option<&str> {
     stream.get_ref().1.server_name()
 }
