@@ -1,11 +1,13 @@
 # Shared by the benchmark scripts (sourced): starting pinned servers and loading them
 # with wrk. Expects $work (a scratch directory), $conns, $duration and the array $pids.
 
-# start NAME CMD...: runs CMD pinned to CPU 0, waits for its listening line, sets $addr.
+# start NAME CMD...: runs CMD pinned to CPU 0, waits for its listening line, sets $addr
+# and $pid.
 start() {
     local name="$1"; shift
     taskset -c 0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    pids+=($!)
+    pid=$!
+    pids+=("$pid")
     for _ in $(seq 1 600); do
         addr="$(sed -n 's|^listening on http://||p' "$work/$name.out" | head -1)"
         [ -n "$addr" ] && return 0
@@ -14,23 +16,37 @@ start() {
     echo "$name did not start" >&2; cat "$work/$name.err" >&2; exit 1
 }
 
+# cpu_ticks PID: the user and system CPU time process PID has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # load URL [WRK ARGS...]: prints "RPS P99_MS" from one wrk run on CPU 1, after a short
-# warm-up. Any non-2xx answer fails the script. With perf installed, also writes to
-# $work/wakes how often the client's CPU went idle and had to be woken, per response:
-# on a VM each such wake-up costs the sending server several microseconds.
+# warm-up. Any non-2xx answer fails the script. With $server_pid set, also writes to
+# $work/cpu the server's CPU time per response in µs: with the server saturated it is
+# the inverse of its throughput, and says what a request costs. With perf installed,
+# also writes to $work/wakes how often the client's CPU went idle and had to be woken,
+# per response: on a VM each such wake-up costs the sending server several microseconds.
 load() {
     local url="$1"; shift
     taskset -c 1 wrk -t1 -c"$conns" -d2s "$@" "$url" >/dev/null
-    local count=()
+    local count=() ticks_before=""
     command -v perf >/dev/null && count=(perf stat -x, -o "$work/perf.txt" -e context-switches -a -C 1 --)
+    [ -n "${server_pid:-}" ] && ticks_before=$(cpu_ticks "$server_pid")
     "${count[@]}" taskset -c 1 wrk -t1 -c"$conns" -d"${duration}s" --latency "$@" "$url" >"$work/wrk.txt"
+    local requests
+    requests="$(awk '/requests in/ {print $1}' "$work/wrk.txt")"
+    if [ -n "$ticks_before" ]; then
+        awk -v t="$(( $(cpu_ticks "$server_pid") - ticks_before ))" -v hz="$(getconf CLK_TCK)" \
+            -v n="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }' >"$work/cpu"
+    else
+        echo "-" >"$work/cpu"
+    fi
     if grep -q "Non-2xx" "$work/wrk.txt"; then echo "errors in run of $url:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
     local rps p99
     rps="$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.txt")"
     p99="$(awk '$1 == "99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/wrk.txt")"
     if [ ${#count[@]} -gt 0 ]; then
         # Each sleep and wake of the client is two context switches on its CPU.
-        awk -F, -v n="$(awk '/requests in/ {print $1}' "$work/wrk.txt")" \
+        awk -F, -v n="$requests" \
             '$3 == "context-switches" {printf "%.2f", $1 / 2 / n}' "$work/perf.txt" >"$work/wakes"
     else
         echo "-" >"$work/wakes"

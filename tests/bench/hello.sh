@@ -35,13 +35,19 @@ cp "$guests/hello.wasm" "$work/apps/reuse.wasm"
 printf 'reuse_instances = true\n' >"$work/apps/reuse.toml"
 
 start raw "$bin/raw-hyper" 127.0.0.1:0 1
-raw_addr="$addr"
+raw_addr="$addr" raw_pid="$pid"
 start wharf "$bin/wharf" serve "$work/apps" --listen 127.0.0.1:0 --workers 1 --cache-dir "$work/cache"
-wharf_addr="$addr"
+wharf_addr="$addr" wharf_pid="$pid"
 
-read -r raw_rps raw_p99 < <(load "http://$raw_addr/hello"); raw_wakes=$(<"$work/wakes")
-read -r fresh_rps fresh_p99 < <(load "http://$wharf_addr/hello"); fresh_wakes=$(<"$work/wakes")
-read -r reuse_rps reuse_p99 < <(load "http://$wharf_addr/reuse"); reuse_wakes=$(<"$work/wakes")
+server_pid="$raw_pid"
+read -r raw_rps raw_p99 < <(load "http://$raw_addr/hello")
+raw_wakes=$(<"$work/wakes") raw_cpu=$(<"$work/cpu")
+server_pid="$wharf_pid"
+read -r fresh_rps fresh_p99 < <(load "http://$wharf_addr/hello")
+fresh_wakes=$(<"$work/wakes") fresh_cpu=$(<"$work/cpu")
+read -r reuse_rps reuse_p99 < <(load "http://$wharf_addr/reuse")
+reuse_wakes=$(<"$work/wakes") reuse_cpu=$(<"$work/cpu")
+unset server_pid
 
 echo
 echo "hello world, $conns connections, ${duration}s, server on 1 core with 1 worker"
@@ -49,6 +55,7 @@ table_header
 table_row "raw hyper (baseline)" "$raw_rps" "$raw_p99" "$raw_rps"
 table_row "wharf, fresh instance per request" "$fresh_rps" "$fresh_p99" "$raw_rps"
 table_row "wharf, reuse_instances = true" "$reuse_rps" "$reuse_p99" "$raw_rps"
+echo "server CPU per response (µs): raw hyper $raw_cpu, fresh $fresh_cpu, reuse $reuse_cpu"
 echo "client wake-ups per response (wrk's CPU idle when the answer came): raw hyper" \
     "$raw_wakes, fresh $fresh_wakes, reuse $reuse_wakes"
 
