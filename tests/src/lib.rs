@@ -118,19 +118,27 @@ impl Wharf {
         )
     }
 
+    /// Starts `wharf serve APPS --listen 127.0.0.1:0 ARGS...` with `envs`.
     pub fn start_with(apps: &Path, envs: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Self {
-        let data = tempfile::tempdir().unwrap();
         let mut command = Command::new(wharf_bin());
         command
             .arg("serve")
             .arg(apps)
             .args(["--listen", "127.0.0.1:0"])
-            .args(args);
-        if !args.contains(&"--data-dir") {
+            .args(args)
+            .envs(envs.iter().copied());
+        Self::spawn(command, apps)
+    }
+
+    /// Runs `command`, a wharf command that serves `apps` on port 0 (`serve`, `dev`),
+    /// and waits for its listening line and app table. Whatever it prints to stderr,
+    /// and to stdout after the table, goes to the log.
+    pub fn spawn(mut command: Command, apps: &Path) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        if !command.get_args().any(|a| a == "--data-dir") {
             command.arg("--data-dir").arg(data.path());
         }
         let mut child = command
-            .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -147,23 +155,32 @@ impl Wharf {
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
+        let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
+                // To the banner while it is being read, to the log once it is complete.
+                if let Err(std::sync::mpsc::SendError(line)) = tx.send(line) {
+                    eprintln!("[wharf] {line}");
+                    sink.lock().unwrap().push(line);
                 }
             }
         });
+        // `wharf dev` prints its first builds before listening; the cold one compiles
+        // the SDK's dependencies.
+        let deadline = Instant::now() + Duration::from_secs(180);
         let mut banner = String::new();
-        let first = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("wharf printed no listening line");
-        banner.push_str(&first);
-        banner.push('\n');
-        let addr = first
-            .strip_prefix("listening on http://")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+        let addr = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("wharf printed no listening line:\n{banner}"));
+            banner.push_str(&line);
+            banner.push('\n');
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                break addr
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad listening line: {line}"));
+            }
+        };
         // The app table follows at once; gather it until stdout goes quiet.
         while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             banner.push_str(&line);

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 use wharf_tests::{HttpClient, Wharf, repo_root, shared_cache_dir, wharf_bin};
 
 /// The builds of these tests share one target directory, so the SDK and its
@@ -141,79 +142,40 @@ async fn build_errors_say_what_to_fix() {
 /// save, a syntax error shown to browsers while the last good version serves the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_rebuilds_on_save_and_keeps_the_last_good_version() {
-    use std::io::{BufRead, BufReader};
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
-
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     succeeds(&["new", "live"], dir);
-    /// Ends `wharf dev` however the test ends, a failed assertion included.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Command::new(wharf_bin())
+    let mut command = Command::new(wharf_bin());
+    command
         .args(["dev", "live", "--apps", "apps", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", build_target_dir())
-        .env("WHARF_CACHE_DIR", shared_cache_dir())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let streams = [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ];
-    let _dev = KillOnDrop(child);
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    for stream in streams {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                eprintln!("[wharf dev] {line}");
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
-    let wait_for = |what: &dyn Fn(&str) -> bool, since: usize| {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if let Some(line) = lines.lock().unwrap()[since..].iter().find(|l| what(l)) {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "wharf dev never printed the line"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    let listening = wait_for(&|l| l.starts_with("listening on http://"), 0);
-    let url = format!("{}/live", listening.trim_start_matches("listening on "));
+        .env("WHARF_CACHE_DIR", shared_cache_dir());
+    let dev = Wharf::spawn(command, &dir.join("apps"));
+    let build = Duration::from_secs(180);
+    let url = dev.url("/live");
     let client = HttpClient::http1();
     let reply = client.get(&url).await.unwrap();
     assert_eq!(reply.body, "Hello from wharf!\n");
 
     let source = dir.join("live/src/lib.rs");
     let original = std::fs::read_to_string(&source).unwrap();
-    let mark = lines.lock().unwrap().len();
+    let mark = dev.log_len();
     std::fs::write(
         &source,
         original.replace("Hello from wharf!", "Hello, edited!"),
     )
     .unwrap();
-    let served = wait_for(&|l| l.contains("new version serving"), mark);
+    let served = dev
+        .wait_for_log_since(mark, &["new version serving"], build)
+        .unwrap();
     println!("save to new response: {served}");
     assert_eq!(client.get(&url).await.unwrap().body, "Hello, edited!\n");
 
-    let mark = lines.lock().unwrap().len();
+    let mark = dev.log_len();
     std::fs::write(&source, "fn oops( {\n").unwrap();
-    wait_for(&|l| l.contains("build failed"), mark);
+    dev.wait_for_log_since(mark, &["build failed"], build)
+        .unwrap();
     let page = client
         .get_with(&url, &[("accept", "text/html")])
         .await
@@ -224,9 +186,10 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_version() {
     assert_eq!((api.status, api.body.as_str()), (200, "Hello, edited!\n"));
 
     // Fixed again: the error page gives way to the app.
-    let mark = lines.lock().unwrap().len();
+    let mark = dev.log_len();
     std::fs::write(&source, &original).unwrap();
-    wait_for(&|l| l.contains("new version serving"), mark);
+    dev.wait_for_log_since(mark, &["new version serving"], build)
+        .unwrap();
     let page = client
         .get_with(&url, &[("accept", "text/html")])
         .await

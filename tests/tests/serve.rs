@@ -51,6 +51,11 @@ async fn no_matching_app_is_404() {
 async fn banner_has_real_port_and_app_table() {
     let dir = apps_dir(&["hello", "api"]);
     let wharf = Wharf::start(dir.path());
+    assert!(
+        wharf.banner.starts_with("listening on http://"),
+        "{}",
+        wharf.banner
+    );
     assert_ne!(wharf.addr.port(), 0);
     let url = wharf.url("/hello");
     assert!(wharf.banner.contains(&url), "{}", wharf.banner);

@@ -53,25 +53,23 @@ impl GatewayError {
         }
     }
 
-    /// A short plain-text answer. Guest internals (trap messages, backtraces) go to the
-    /// log, never to the client.
+    /// A short plain-text answer (under `wharf dev`, a page with a build's errors).
+    /// Guest internals (trap messages, backtraces) go to the log, never to the client.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
+        let plain = |text: &str| {
+            let reason = status.canonical_reason().unwrap_or("");
+            let body = format!("{} {reason}: {text}\n", status.as_u16());
+            ("text/plain; charset=utf-8", body)
+        };
         let (content_type, body) = match &self {
             GatewayError::BuildFailed { app, output } => {
                 ("text/html; charset=utf-8", build_error_page(app, output))
             }
-            other => {
-                let text = match other {
-                    GatewayError::App(InvokeError::Trap(_) | InvokeError::ErrorCode(_)) => {
-                        "the app failed while handling this request".to_string()
-                    }
-                    other => other.to_string(),
-                };
-                let reason = status.canonical_reason().unwrap_or("");
-                let body = format!("{} {reason}: {text}\n", status.as_u16());
-                ("text/plain; charset=utf-8", body)
+            GatewayError::App(InvokeError::Trap(_) | InvokeError::ErrorCode(_)) => {
+                plain("the app failed while handling this request")
             }
+            other => plain(&other.to_string()),
         };
         let mut response = Response::new(
             Full::new(Bytes::from(body))
