@@ -16,6 +16,7 @@ use crate::config::DatabaseConfig;
 use async_trait::async_trait;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// A parameter or column value, as the WIT `value` variant (dates and times as ISO text).
 #[derive(Debug, Clone, PartialEq)]
@@ -69,10 +70,54 @@ pub enum Dialect {
     Sqlite,
 }
 
-/// What one request has done so far: once it has written, its reads go to the primary.
-#[derive(Debug, Default)]
+/// One request's dealings with its database: what it has done so far (once it has
+/// written, its reads go to the primary) and the bounds every call of it runs under.
+#[derive(Debug)]
 pub struct Session {
     pub wrote: bool,
+    /// When the request's time is up: a statement still running then is stopped.
+    pub deadline: Instant,
+    pub limits: ResultLimits,
+}
+
+impl Session {
+    pub fn new(deadline: Instant, limits: ResultLimits) -> Self {
+        Self {
+            wrote: false,
+            deadline,
+            limits,
+        }
+    }
+}
+
+/// How much one call may hand back to the guest. Both are counted while the result is
+/// read, so a huge result fails at the limit instead of first filling the host's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultLimits {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+}
+
+/// Rows one call may return when the app's manifest sets no limit.
+pub const DEFAULT_MAX_ROWS: usize = 100_000;
+
+impl ResultLimits {
+    /// The default for an app whose instances may hold `max_memory` bytes: a result
+    /// larger than that could never be handed to the guest anyway.
+    pub fn for_memory(max_memory: usize) -> Self {
+        Self {
+            max_rows: DEFAULT_MAX_ROWS,
+            max_bytes: max_memory,
+        }
+    }
+
+    /// The error a call gets once its result passes a limit; it names the limit.
+    pub fn exceeded(&self, what: &str) -> DbError {
+        DbError::NotAllowed(format!(
+            "the result is over the limit of {} rows and {} bytes per call ({what})",
+            self.max_rows, self.max_bytes
+        ))
+    }
 }
 
 /// One app's view of its database.

@@ -3,7 +3,7 @@
 use super::cache::{CompileCache, Origin};
 use super::manifest::{Manifest, OutboundRule};
 use super::state::HostState;
-use crate::db::{Database, Provider};
+use crate::db::{Database, Provider, ResultLimits};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,8 @@ pub struct App {
     pub(super) outbound: Arc<[OutboundRule]>,
     /// The database, when the manifest grants it.
     pub(super) db: Option<Arc<dyn Database>>,
+    /// What one database call may return.
+    pub(super) db_limits: ResultLimits,
     pub(super) pre: ProxyPre<HostState>,
     /// Finished instances waiting for the next request (only with `reuse_instances`).
     pub(super) idle: std::sync::Mutex<Vec<super::invoke::Instance>>,
@@ -133,6 +135,7 @@ impl AppSource {
             routes,
             timeout: manifest.timeout(),
             max_memory: manifest.max_memory_bytes(),
+            db_limits: ResultLimits::for_memory(manifest.max_memory_bytes()),
             reuse_instances: manifest.reuse_instances,
             env: manifest.variables.clone().into_iter().collect(),
             outbound: manifest.outbound_rules().into(),

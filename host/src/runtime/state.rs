@@ -62,7 +62,7 @@ impl HostState {
             deadline,
             variables: app.env.clone(),
             db: app.db.clone(),
-            session: Session::default(),
+            session: Session::new(deadline, app.db_limits),
         }
     }
 
@@ -72,7 +72,7 @@ impl HostState {
         self.stdout.set_request_id(request_id.clone());
         self.stderr.set_request_id(request_id);
         self.deadline = deadline;
-        self.session = Session::default();
+        self.session = Session::new(deadline, self.session.limits);
     }
 
     pub fn deadline(&self) -> Instant {
