@@ -111,11 +111,14 @@ impl ResultLimits {
         }
     }
 
-    /// The error a call gets once its result passes a limit; it names the limit.
+    /// The error a call gets once its result passes a limit (`what` says which way);
+    /// it names the limits by their manifest keys, where the app's owner can raise them.
     pub fn exceeded(&self, what: &str) -> DbError {
         DbError::NotAllowed(format!(
-            "the result is over the limit of {} rows and {} bytes per call ({what})",
-            self.max_rows, self.max_bytes
+            "the result is over the limit of one call ({what}): max_result_rows = {}, \
+             max_result_mb = {} (the app's manifest sets both)",
+            self.max_rows,
+            self.max_bytes >> 20
         ))
     }
 }

@@ -135,7 +135,7 @@ impl AppSource {
             routes,
             timeout: manifest.timeout(),
             max_memory: manifest.max_memory_bytes(),
-            db_limits: ResultLimits::for_memory(manifest.max_memory_bytes()),
+            db_limits: manifest.result_limits(),
             reuse_instances: manifest.reuse_instances,
             env: manifest.variables.clone().into_iter().collect(),
             outbound: manifest.outbound_rules().into(),

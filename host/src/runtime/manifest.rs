@@ -1,5 +1,6 @@
 //! `NAME.toml`, the optional manifest that sits beside `NAME.wasm`.
 
+use crate::db::ResultLimits;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,6 +22,12 @@ pub struct Manifest {
     pub timeout_ms: Option<u64>,
     /// Memory limit of one instance in MiB.
     pub max_memory_mb: Option<u64>,
+    /// Rows one database call may return. Default: `DEFAULT_MAX_ROWS`.
+    pub max_result_rows: Option<u64>,
+    /// Bytes of values one database call may return, in MiB; also the largest single
+    /// value the app may write. Default: the instance's memory limit, which a larger
+    /// result could not fit in anyway.
+    pub max_result_mb: Option<u64>,
     /// Hosts the app may call with outbound HTTP: `host`, `host:port`, `*.domain`,
     /// optionally with a scheme (`https://api.example.com`). Empty = no outbound HTTP.
     #[serde(default)]
@@ -64,6 +71,15 @@ impl Manifest {
                 "max_memory_mb: {mb} is outside 1..={MAX_MEMORY_MB}"
             );
         }
+        if let Some(rows) = self.max_result_rows {
+            anyhow::ensure!(rows > 0, "max_result_rows: must be at least 1");
+        }
+        if let Some(mb) = self.max_result_mb {
+            anyhow::ensure!(
+                (1..=MAX_MEMORY_MB).contains(&mb),
+                "max_result_mb: {mb} is outside 1..={MAX_MEMORY_MB}"
+            );
+        }
         for host in &self.allowed_outbound_hosts {
             OutboundRule::parse(host)
                 .map_err(|e| anyhow::anyhow!("allowed_outbound_hosts: {host:?}: {e}"))?;
@@ -83,6 +99,19 @@ impl Manifest {
 
     pub fn max_memory_bytes(&self) -> usize {
         (self.max_memory_mb.unwrap_or(DEFAULT_MAX_MEMORY_MB) << 20) as usize
+    }
+
+    /// What one database call may return.
+    pub fn result_limits(&self) -> ResultLimits {
+        let defaults = ResultLimits::for_memory(self.max_memory_bytes());
+        ResultLimits {
+            max_rows: self
+                .max_result_rows
+                .map_or(defaults.max_rows, |rows| rows as usize),
+            max_bytes: self
+                .max_result_mb
+                .map_or(defaults.max_bytes, |mb| (mb << 20) as usize),
+        }
     }
 
     pub fn outbound_rules(&self) -> Vec<OutboundRule> {
@@ -152,6 +181,32 @@ mod tests {
     fn unknown_key_is_named() {
         let err = toml::from_str::<Manifest>("rutes = ['/x']").unwrap_err();
         assert!(err.to_string().contains("rutes"), "{err}");
+    }
+
+    #[test]
+    fn result_limits_default_to_the_memory_cap_and_bad_values_name_their_key() {
+        let limits = Manifest::parse("max_memory_mb = 64")
+            .unwrap()
+            .result_limits();
+        assert_eq!(limits, ResultLimits::for_memory(64 << 20));
+        let limits = Manifest::parse("max_result_rows = 10\nmax_result_mb = 2")
+            .unwrap()
+            .result_limits();
+        assert_eq!(
+            limits,
+            ResultLimits {
+                max_rows: 10,
+                max_bytes: 2 << 20
+            }
+        );
+        for (text, key) in [
+            ("max_result_rows = 0", "max_result_rows"),
+            ("max_result_mb = 0", "max_result_mb"),
+            ("max_result_mb = 5000", "max_result_mb"),
+        ] {
+            let err = Manifest::parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]
