@@ -62,7 +62,9 @@ async fn measure(runtime: &Runtime, name: &str) -> anyhow::Result<Duration> {
         let req = http::Request::get(format!("http://bench/{name}"))
             .header("host", "bench")
             .body(body)?;
-        let response = app.invoke::<_>(req, "bench".into()).await?;
+        let response = app
+            .invoke::<_>(req, http::uri::Scheme::HTTP, "bench".into())
+            .await?;
         let body = response
             .into_body()
             .collect()

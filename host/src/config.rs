@@ -42,6 +42,10 @@ pub struct AdminConfig {
     /// Client networks let in, as CIDRs ("10.0.0.0/8", "::1/128"); others get 403.
     #[serde(default = "defaults::admin_allow")]
     pub allow: Vec<String>,
+    /// On SIGTERM, how long the listeners keep accepting after `/readyz` turns 503, so
+    /// balancers checking it stop sending before connections are refused.
+    #[serde(default = "defaults::drain_delay_ms")]
+    pub drain_delay_ms: u64,
 }
 
 impl AdminConfig {
@@ -162,13 +166,36 @@ pub enum UnknownHost {
 }
 
 /// `[apps]`
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AppsConfig {
     /// The apps directory (the command line's APPS_DIR wins).
     pub dir: Option<PathBuf>,
     /// Where apps' SQLite files live without `[database]`.
     pub data_dir: Option<PathBuf>,
+    /// Instances alive at once across all apps, busy or idle: the size of the pool
+    /// wasmtime reserves at start. Past it a request gets 503.
+    #[serde(default = "defaults::max_instances")]
+    pub max_instances: u32,
+    /// Finished instances of `reuse_instances` apps kept for their next request,
+    /// across all apps; the least recently used go first.
+    #[serde(default = "defaults::max_idle_instances")]
+    pub max_idle_instances: u32,
+    /// How long a finished instance is kept for reuse before it is dropped.
+    #[serde(default = "defaults::idle_instance_ttl_ms")]
+    pub idle_instance_ttl_ms: u64,
+}
+
+impl Default for AppsConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            data_dir: None,
+            max_instances: defaults::max_instances(),
+            max_idle_instances: defaults::max_idle_instances(),
+            idle_instance_ttl_ms: defaults::idle_instance_ttl_ms(),
+        }
+    }
 }
 
 /// `[limits]`
@@ -236,6 +263,18 @@ mod defaults {
     }
     pub fn drain_timeout_ms() -> u64 {
         30_000
+    }
+    pub fn max_instances() -> u32 {
+        crate::runtime::DEFAULT_MAX_INSTANCES
+    }
+    pub fn max_idle_instances() -> u32 {
+        crate::runtime::DEFAULT_MAX_IDLE_INSTANCES
+    }
+    pub fn idle_instance_ttl_ms() -> u64 {
+        crate::runtime::DEFAULT_IDLE_INSTANCE_TTL.as_millis() as u64
+    }
+    pub fn drain_delay_ms() -> u64 {
+        2_000
     }
     pub fn pool_min() -> usize {
         1
@@ -340,6 +379,15 @@ impl Config {
                     problems.push(format!("admin.allow[{i}]: {why}"));
                 }
             }
+        }
+        if self.apps.max_instances == 0 {
+            problems.push("apps.max_instances: must be at least 1".into());
+        }
+        if self.apps.max_idle_instances > self.apps.max_instances {
+            problems.push(format!(
+                "apps.max_idle_instances: {} is more than apps.max_instances ({})",
+                self.apps.max_idle_instances, self.apps.max_instances
+            ));
         }
         let tls_listener = self.listeners.iter().any(|l| l.tls);
         if tls_listener && !self.sites.iter().any(|s| s.tls.is_some()) {

@@ -15,7 +15,7 @@ use wharf::monitor::admin::Health;
 use wharf::net::tls::CertStore;
 use wharf::project::Template;
 use wharf::project::dev::BuildErrors;
-use wharf::runtime::{LoadEvent, Origin, Runtime};
+use wharf::runtime::{LoadEvent, Origin, PoolOptions, Runtime};
 
 #[derive(Parser)]
 #[command(
@@ -187,7 +187,7 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         }
         Command::Serve(args) => {
-            wharf::monitor::init_logging(args.log_json);
+            let _log = wharf::monitor::init_logging(args.log_json);
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.workers {
                 rt.worker_threads(n.max(1));
@@ -201,7 +201,7 @@ fn main() -> anyhow::Result<ExitCode> {
             listen,
             data_dir,
         } => {
-            wharf::monitor::init_logging(false);
+            let _log = wharf::monitor::init_logging(false);
             std::fs::create_dir_all(&apps)
                 .with_context(|| format!("creating {}", apps.display()))?;
             let args = ServeArgs {
@@ -277,7 +277,12 @@ async fn serve(args: ServeArgs, dev: Option<Vec<PathBuf>>) -> anyhow::Result<()>
         .unwrap_or_else(|| "data".into());
     let databases = Provider::new(config.database.as_ref(), data_dir).await?;
     let database = databases.describe();
-    let runtime = Runtime::new(&apps_dir, cache_dir, databases)?;
+    let pool = PoolOptions {
+        max_instances: config.apps.max_instances,
+        max_idle: config.apps.max_idle_instances as usize,
+        idle_ttl: Duration::from_millis(config.apps.idle_instance_ttl_ms),
+    };
+    let runtime = Runtime::with_pool(&apps_dir, cache_dir, databases, pool)?;
     // Watch before the first load so a file written meanwhile is not missed.
     let _watch = runtime
         .watch()
@@ -340,6 +345,11 @@ async fn serve(args: ServeArgs, dev: Option<Vec<PathBuf>>) -> anyhow::Result<()>
     let gateway = Arc::new(gateway);
     let timeouts = wharf::server::timeouts(&config);
     let drain = Duration::from_millis(config.limits.drain_timeout_ms);
+    // Only a node with an admin listener reports readiness, so only its listeners wait.
+    let drain_delay = config
+        .admin
+        .as_ref()
+        .map_or(Duration::ZERO, |a| Duration::from_millis(a.drain_delay_ms));
     wharf::server::reload_on_change(
         args.config.clone(),
         gateway.clone(),
@@ -347,10 +357,7 @@ async fn serve(args: ServeArgs, dev: Option<Vec<PathBuf>>) -> anyhow::Result<()>
         config,
         https_port,
     );
-    let shutdown = async move {
-        wharf::server::shutdown_signal().await;
-        health.start_draining();
-    };
+    let shutdown = wharf::server::shutdown_after_drain_delay(health, drain_delay);
     wharf::net::serve(listeners, gateway, timeouts, shutdown, drain).await;
     tracing::info!("stopped");
     Ok(())

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::gateway::{Gateway, Sites};
+use crate::monitor::admin::Health;
 use crate::net::tls::{self, CertStore, Certificates, TlsSite};
 use crate::net::{Listener, Timeouts};
 use crate::runtime::watch::SETTLE;
@@ -70,6 +71,26 @@ pub fn timeouts(config: &Config) -> Timeouts {
     Timeouts {
         header_read: Duration::from_millis(config.limits.header_read_timeout_ms),
         tls_handshake: Duration::from_millis(config.limits.tls_handshake_timeout_ms),
+    }
+}
+
+/// Completes when serving should end: on SIGTERM or SIGINT `/readyz` turns 503 at
+/// once, and the listeners keep accepting for `delay` more, so a balancer checking
+/// readiness stops sending before connections are refused. A second signal cuts the
+/// delay short.
+pub async fn shutdown_after_drain_delay(health: Arc<Health>, delay: Duration) {
+    shutdown_signal().await;
+    health.start_draining();
+    if delay.is_zero() {
+        return;
+    }
+    tracing::info!(
+        delay_ms = delay.as_millis() as u64,
+        "not ready any more: closing the listeners after the drain delay"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown_signal() => {}
     }
 }
 

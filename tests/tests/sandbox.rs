@@ -206,3 +206,216 @@ async fn fresh_instance_per_request_unless_reuse_is_opted_in() {
     assert_eq!(client.status(&wharf.url("/misbehave/trap")).await, 500);
     assert_eq!(client.status(&wharf.url("/misbehave/ok")).await, 200);
 }
+
+#[tokio::test]
+async fn refused_outbound_request_is_logged_with_scheme_host_and_port_only() {
+    let denied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let denied_addr = denied.local_addr().unwrap();
+    let (_dir, wharf) = misbehave("");
+    let reply = HttpClient::http1()
+        .get(&wharf.url(&format!(
+            "/misbehave/outbound?url=http://{denied_addr}/private/path?token=hunter2secret"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    let line = wharf
+        .wait_for_log(&["outbound request refused"], Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        line.contains(&format!("http://{denied_addr}")),
+        "no scheme, host and port in: {line}"
+    );
+    assert!(!line.contains("hunter2secret"), "query logged: {line}");
+    assert!(!line.contains("/private/path"), "path logged: {line}");
+}
+
+/// The most a guest may print per request and stream, as `guest_log.rs` bounds it.
+const GUEST_OUTPUT_PER_REQUEST: usize = 64 * 1024;
+
+#[tokio::test]
+async fn guest_printing_in_a_loop_is_cut_at_the_bound_and_the_drop_is_counted() {
+    let (_dir, wharf) = misbehave("");
+    let client = HttpClient::http1();
+    let reply = client
+        .get(&wharf.url("/misbehave/spam?lines=20000"))
+        .await
+        .unwrap();
+    assert_eq!((reply.status, reply.body.as_str()), (200, "spammed"));
+    assert_eq!(client.status(&wharf.url("/misbehave/ok")).await, 200);
+    let id = reply.headers["x-request-id"].to_str().unwrap().to_string();
+    let dropped = wharf
+        .wait_for_log(&[&id, "guest output dropped"], Duration::from_secs(10))
+        .unwrap();
+    assert!(dropped.contains(r#"stream="stdout""#), "{dropped}");
+    let spam: Vec<String> = wharf
+        .log()
+        .into_iter()
+        .filter(|l| l.contains(&id) && l.contains("spam line"))
+        .collect();
+    // Each line is about 50 bytes of guest text.
+    let bytes = spam.len() * "spam line 00000000 of a guest that prints in a loop".len();
+    assert!(
+        bytes <= GUEST_OUTPUT_PER_REQUEST,
+        "{} lines ({bytes} bytes) of one request's output logged",
+        spam.len()
+    );
+    assert!(!spam.is_empty(), "the output before the bound was lost");
+    let reports = wharf
+        .log()
+        .iter()
+        .filter(|l| l.contains(&id) && l.contains("guest output dropped"))
+        .count();
+    assert_eq!(reports, 1, "one line says how much was dropped");
+}
+
+#[tokio::test]
+async fn control_characters_in_guest_output_are_escaped_in_the_log() {
+    let (_dir, wharf) = misbehave("");
+    let reply = HttpClient::http1()
+        .get(&wharf.url("/misbehave/control?marker=ctl7q"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let line = wharf
+        .wait_for_log(&["ctl7q", "end"], Duration::from_secs(5))
+        .unwrap();
+    for c in ['\x1b', '\r', '\0'] {
+        assert!(!line.contains(c), "raw {c:?} in the log: {line:?}");
+    }
+    assert!(line.contains(r"\u{1b}[2Jred\rforged\u{0}end"), "{line:?}");
+}
+
+/// Whatever wharf writes to stderr goes to a pipe nobody reads: once the pipe is full,
+/// every write to it would block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_pipe_nobody_reads_does_not_stall_serving() {
+    use std::io::BufRead;
+    let dir = apps_dir(&["misbehave"]);
+    let data = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(wharf_tests::wharf_bin())
+        .arg("serve")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("WHARF_CACHE_DIR", wharf_tests::shared_cache_dir())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let _stalled = child.0.stderr.take();
+    let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "no listening line"
+        );
+        if let Some(addr) = line.trim().strip_prefix("listening on http://") {
+            break addr.to_string();
+        }
+    };
+    let client = HttpClient::http1();
+    // Far more than a pipe holds (64 KiB), from several requests.
+    for _ in 0..8 {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(20),
+            client.get(&format!("http://{addr}/misbehave/spam?lines=5000")),
+        )
+        .await
+        .expect("a guest printing to a stalled log never finished")
+        .unwrap();
+        assert_eq!(reply.status, 200);
+    }
+    let ok = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get(&format!("http://{addr}/misbehave/ok")),
+    )
+    .await
+    .expect("serving stalled behind the log")
+    .unwrap();
+    assert_eq!(ok.status, 200);
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Like `misbehave`, with `config` as the node's wharf.toml.
+fn misbehave_with_config(
+    manifest: &str,
+    config: &str,
+) -> (tempfile::TempDir, tempfile::TempDir, Wharf) {
+    let dir = apps_dir(&["misbehave", "hello"]);
+    std::fs::write(
+        dir.path().join("misbehave.toml"),
+        format!("timeout_ms = 5000\nmax_memory_mb = 32\n{manifest}"),
+    )
+    .unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let path = config_dir.path().join("wharf.toml");
+    std::fs::write(&path, config).unwrap();
+    let cache = wharf_tests::shared_cache_dir();
+    let wharf = Wharf::start_with(
+        dir.path(),
+        &[("WHARF_CACHE_DIR", cache.as_os_str())],
+        &["--config", path.to_str().unwrap()],
+    );
+    (dir, config_dir, wharf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_of_one_app_never_leave_the_others_without_one() {
+    // Idle instances may fill the whole pool; a request for another app then takes
+    // the place of one of them.
+    let config = "[apps]\nmax_instances = 8\nmax_idle_instances = 8\n";
+    let (_apps, _config, wharf) = misbehave_with_config("reuse_instances = true\n", config);
+    let client = HttpClient::http1();
+    // Eight at once (each busy for 1.5 s), so eight instances exist, then go idle.
+    let busy: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url) = (client.clone(), wharf.url("/misbehave/spin?ms=1500"));
+            tokio::spawn(async move { client.get(&url).await.unwrap() })
+        })
+        .collect();
+    for request in busy {
+        let reply = request.await.unwrap();
+        assert_eq!((reply.status, reply.body.as_str()), (200, "spun"));
+    }
+    let hello = client.get(&wharf.url("/hello")).await.unwrap();
+    assert_eq!(hello.status, 200, "{}", hello.body);
+    assert_eq!(client.status(&wharf.url("/misbehave/ok")).await, 200);
+}
+
+#[tokio::test]
+async fn idle_instances_expire_after_their_time_to_live() {
+    let config = "[apps]\nidle_instance_ttl_ms = 500\n";
+    let (_apps, _config, wharf) = misbehave_with_config("reuse_instances = true\n", config);
+    let client = HttpClient::http1();
+    let count =
+        |client: HttpClient, url: String| async move { client.get(&url).await.unwrap().body };
+    let url = wharf.url("/misbehave/count");
+    assert_eq!(count(client.clone(), url.clone()).await, "1");
+    assert_eq!(count(client.clone(), url.clone()).await, "2", "not reused");
+    let mark = wharf.log_len();
+    wharf
+        .wait_for_log_since(
+            mark,
+            &["idle instances expired", "app=misbehave"],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(
+        count(client, url).await,
+        "1",
+        "an expired instance was reused"
+    );
+}

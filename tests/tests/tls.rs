@@ -325,3 +325,43 @@ async fn reload_adds_a_tls_site_and_keeps_it_over_a_bad_key() {
         .unwrap();
     assert_eq!(a.certificate, der(&a_cert));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_see_the_scheme_the_request_came_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = cert_dev(dir.path(), &["api.test"]);
+    let ca = dir.path().join("wharf-dev-ca.pem");
+    let config = format!(
+        r#"
+[[listener]]
+address = "127.0.0.1:0"
+tls = true
+
+[[site]]
+hosts = ["api.test"]
+tls = {{ cert = "{cert}", key = "{key}" }}
+"#,
+        cert = cert.display(),
+        key = key.display(),
+    );
+    let apps = apps_dir(&["raw"]);
+    let (wharf, https) = start(&config, apps.path(), dir.path());
+    let tls = https_get(https, "api.test", None, &ca, "/raw/url")
+        .await
+        .unwrap();
+    assert_eq!(tls.reply.status, 200, "{}", tls.reply.body);
+    assert!(
+        tls.reply.body.starts_with("scheme=https "),
+        "over TLS: {}",
+        tls.reply.body
+    );
+    let plain = HttpClient::http1()
+        .get_with(&wharf.url("/raw/url"), &[("host", "api.test")])
+        .await
+        .unwrap();
+    assert!(
+        plain.body.starts_with("scheme=http "),
+        "over plain HTTP: {}",
+        plain.body
+    );
+}

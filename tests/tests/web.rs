@@ -317,6 +317,43 @@ async fn sigterm_lets_requests_in_flight_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigterm_readiness_drops_at_once_and_listeners_accept_for_the_drain_delay() {
+    let apps = apps_dir(&["misbehave"]);
+    let delay = Duration::from_millis(1500);
+    let config = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\ndrain_delay_ms = {}\n",
+        delay.as_millis()
+    );
+    let (mut wharf, _config) = start_with_config(apps.path(), &config);
+    let admin = admin_addr(&wharf);
+    let addr = wharf.addr;
+    let signalled = Instant::now();
+    wharf.signal("TERM");
+    while admin_get(admin, "127.0.0.1", "/readyz").await.0 == 200 {
+        assert!(signalled.elapsed() < SECOND, "/readyz still 200");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let readiness_dropped = signalled.elapsed();
+    // New connections are still served while balancers notice.
+    let get = b"GET /misbehave/ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let reply = raw_exchange(addr, get)
+        .await
+        .expect("the listener closed with readiness");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let closed = loop {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            break signalled.elapsed();
+        }
+        assert!(signalled.elapsed() < delay + 5 * SECOND, "still accepting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(closed >= delay, "closed after {closed:?}, before the delay");
+    let status = wharf.wait_exit(10 * SECOND).expect("wharf did not exit");
+    assert!(status.success(), "exit status {status}");
+    eprintln!("readiness dropped after {readiness_dropped:?}, listener closed after {closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_keeps_a_good_config_over_a_bad_one() {
     let tree = site_tree();
     let apps = apps_dir(&["hello"]);

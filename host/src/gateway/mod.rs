@@ -58,6 +58,16 @@ pub struct Connection {
     pub sni: Option<Arc<str>>,
 }
 
+impl Connection {
+    /// What the client used: `https` when TLS ended here.
+    pub fn scheme(&self) -> http::uri::Scheme {
+        match self.tls {
+            true => http::uri::Scheme::HTTPS,
+            false => http::uri::Scheme::HTTP,
+        }
+    }
+}
+
 impl Gateway {
     pub fn new(runtime: Arc<Runtime>, sites: Sites) -> Self {
         // Ids from different runs of the process should not collide in a shared log.
@@ -134,7 +144,10 @@ impl Gateway {
         let target = site.route(req.uri().path(), &self.runtime.registry())?;
         drop(sites);
         let mut response = match target {
-            Target::App(app) => app.invoke(req, id.to_string().into()).await?,
+            Target::App(app) => {
+                app.invoke(req, conn.scheme(), id.to_string().into())
+                    .await?
+            }
             Target::Static { files, prefix } => files.serve(req, &prefix).await,
             Target::Redirect { to, status } => redirect(status, &to),
         };

@@ -3,7 +3,8 @@
 //!
 //! - `GET /healthz`: 200 while the process serves at all (liveness).
 //! - `GET /readyz`: 200 while it takes new requests, 503 once it is draining for a
-//!   shutdown, so a balancer stops sending before the listeners close (readiness).
+//!   shutdown (readiness). The listeners stay open for `[admin] drain_delay_ms` after
+//!   that, so a balancer has time to notice and stop sending before they close.
 
 use crate::config::AdminConfig;
 use bytes::Bytes;

@@ -1,16 +1,16 @@
 //! An app: one component loaded from `NAME.wasm`, its manifest and its routes.
 
-use super::cache::{CompileCache, Origin};
+use super::Runtime;
+use super::cache::Origin;
+use super::idle::AppIdle;
 use super::manifest::{Manifest, OutboundRule};
 use super::state::HostState;
-use crate::db::{Database, Provider, ResultLimits};
+use crate::db::{Database, ResultLimits};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::Engine;
-use wasmtime::component::Linker;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// A loaded, ready-to-instantiate app. Immutable: a reload builds a new one, and
@@ -30,10 +30,12 @@ pub struct App {
     pub(super) db_limits: ResultLimits,
     pub(super) pre: ProxyPre<HostState>,
     /// Finished instances waiting for the next request (only with `reuse_instances`).
-    pub(super) idle: std::sync::Mutex<Vec<super::invoke::Instance>>,
+    pub(super) idle: AppIdle,
     /// Hash of the component bytes and the manifest text: equal means nothing changed.
     pub fingerprint: [u8; 32],
     pub origin: Origin,
+    /// Its compiled code in the compile cache, which keeps it while the app is loaded.
+    pub(super) artifact: Option<PathBuf>,
 }
 
 impl App {
@@ -89,20 +91,21 @@ impl AppSource {
 
     /// Validates and compiles. Runs on a blocking thread, never on the request path.
     /// Errors say what is wrong with which file.
-    pub fn load(
-        self,
-        engine: &Engine,
-        linker: &Linker<HostState>,
-        cache: &CompileCache,
-        databases: &Provider,
-    ) -> anyhow::Result<App> {
+    pub fn load(self, runtime: &Runtime) -> anyhow::Result<App> {
+        let Runtime {
+            engine,
+            linker,
+            cache,
+            databases,
+            ..
+        } = runtime;
         let manifest = match &self.manifest_text {
             Some(text) => Manifest::parse(text)
                 .with_context(|| format!("{}", self.manifest_path.display()))?,
             None => Manifest::default(),
         };
         check_component_header(&self.wasm).with_context(|| self.wasm_path.display().to_string())?;
-        let (component, origin) = cache
+        let (component, origin, artifact) = cache
             .load(engine, &self.wasm)
             .with_context(|| format!("{}: not a valid component", self.wasm_path.display()))?;
         let instance_pre = linker
@@ -129,6 +132,7 @@ impl AppSource {
             ),
             false => None,
         };
+        let idle = runtime.idle.for_app(self.name.as_str().into());
         Ok(App {
             name: self.name.into(),
             file: self.wasm_path,
@@ -141,9 +145,10 @@ impl AppSource {
             outbound: manifest.outbound_rules().into(),
             db,
             pre,
-            idle: Default::default(),
+            idle,
             fingerprint: self.fingerprint,
             origin,
+            artifact,
         })
     }
 }

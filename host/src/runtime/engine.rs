@@ -8,25 +8,23 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// a spinning guest can hold a worker thread.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Instances alive at once across all apps. Past it a request gets 503 instead of
-/// the process growing without bound.
-pub const MAX_CONCURRENT_INSTANCES: u32 = 1000;
-
 /// Dirty linear-memory bytes reset in place (not returned to the kernel) per instance.
 const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
 /// Table bytes reset in place per instance.
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
-/// Builds the engine: pooling allocator with copy-on-write memory images, epoch
-/// interruption, and a per-slot memory size large enough for any manifest's limit
-/// (the per-app limit itself is enforced by the store's limiter).
-pub fn build() -> anyhow::Result<Engine> {
+/// Builds the engine: pooling allocator for `max_instances` instances alive at once
+/// across all apps (past it a request gets 503 instead of the process growing without
+/// bound), copy-on-write memory images, epoch interruption, and a per-slot memory size
+/// large enough for any manifest's limit (the per-app limit itself is enforced by the
+/// store's limiter).
+pub fn build(max_instances: u32) -> anyhow::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
-        .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
-        .total_memories(MAX_CONCURRENT_INSTANCES)
-        .total_tables(MAX_CONCURRENT_INSTANCES * 4)
-        .total_stacks(MAX_CONCURRENT_INSTANCES)
+    pool.total_component_instances(max_instances)
+        .total_core_instances(max_instances * 4)
+        .total_memories(max_instances)
+        .total_tables(max_instances * 4)
+        .total_stacks(max_instances)
         // Components from other toolchains link several core modules together.
         .max_core_instances_per_component(64)
         .max_memories_per_component(super::limits::MAX_MEMORIES as u32)

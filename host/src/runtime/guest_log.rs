@@ -1,4 +1,10 @@
 //! Guest stdout/stderr, turned into log lines tagged with the app and request id.
+//!
+//! A guest's output is its own text in wharf's log, so it is bounded and defanged: at
+//! most [`MAX_OUTPUT_PER_REQUEST`] bytes per stream and request are logged (the rest
+//! is counted, and one line says how much was dropped), and control characters are
+//! escaped so a guest cannot forge log lines or drive an operator's terminal. The log
+//! itself never blocks the guest's thread (see `monitor::log_queue`).
 
 use bytes::Bytes;
 use std::pin::Pin;
@@ -12,6 +18,10 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// unbounded output.
 const MAX_LINE: usize = 8 * 1024;
 
+/// Bytes of one stream (stdout or stderr) logged per request; a guest printing in a
+/// loop fills the log with this much per request, not more.
+pub const MAX_OUTPUT_PER_REQUEST: usize = 64 * 1024;
+
 #[derive(Clone)]
 pub struct GuestLog {
     inner: Arc<Mutex<LineBuffer>>,
@@ -22,6 +32,9 @@ struct LineBuffer {
     request_id: Arc<str>,
     stream: &'static str,
     pending: Vec<u8>,
+    /// This request's bytes taken so far, and those dropped past the bound.
+    taken: usize,
+    dropped: u64,
 }
 
 impl GuestLog {
@@ -31,18 +44,19 @@ impl GuestLog {
             request_id,
             stream,
             pending: Vec::new(),
+            taken: 0,
+            dropped: 0,
         };
         Self {
             inner: Arc::new(Mutex::new(inner)),
         }
     }
 
-    /// Flushes any partial line under the old id, then tags later output with `id`.
+    /// Ends the last request's output (partial line, dropped count) under its id, then
+    /// tags later output with `id`, with a fresh bound.
     pub fn set_request_id(&self, id: Arc<str>) {
         let mut inner = self.inner.lock().unwrap();
-        if !inner.pending.is_empty() {
-            inner.emit();
-        }
+        inner.finish();
         inner.request_id = id;
     }
 
@@ -52,7 +66,11 @@ impl GuestLog {
 }
 
 impl LineBuffer {
-    fn push(&mut self, mut bytes: &[u8]) {
+    fn push(&mut self, bytes: &[u8]) {
+        let room = MAX_OUTPUT_PER_REQUEST - self.taken;
+        let (mut bytes, over) = bytes.split_at(bytes.len().min(room));
+        self.dropped += over.len() as u64;
+        self.taken += bytes.len();
         while !bytes.is_empty() {
             let room = MAX_LINE - self.pending.len();
             match bytes[..bytes.len().min(room)]
@@ -78,17 +96,47 @@ impl LineBuffer {
 
     fn emit(&mut self) {
         let line = String::from_utf8_lossy(&self.pending);
-        let line = line.strip_suffix('\r').unwrap_or(&line);
+        let line = escape_controls(line.strip_suffix('\r').unwrap_or(&line));
         tracing::info!(target: "guest", app = %self.app, request_id = %self.request_id, stream = self.stream, "{line}");
         self.pending.clear();
     }
+
+    /// The end of a request's output: its partial line, and how much was dropped.
+    fn finish(&mut self) {
+        if !self.pending.is_empty() {
+            self.emit();
+        }
+        if self.dropped > 0 {
+            tracing::warn!(
+                target: "guest", app = %self.app, request_id = %self.request_id, stream = self.stream,
+                "guest output dropped: {} bytes past the limit of {MAX_OUTPUT_PER_REQUEST} bytes per request",
+                self.dropped
+            );
+        }
+        self.taken = 0;
+        self.dropped = 0;
+    }
+}
+
+/// `line` with every control character (ESC, CR, NUL...) written as its Rust escape
+/// (`\u{1b}`, `\r`, `\u{0}`), so what the guest printed reads back unambiguously.
+fn escape_controls(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(char::is_control) {
+        return line.into();
+    }
+    let mut escaped = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        match c.is_control() {
+            true => escaped.extend(c.escape_default()),
+            false => escaped.push(c),
+        }
+    }
+    escaped.into()
 }
 
 impl Drop for LineBuffer {
     fn drop(&mut self) {
-        if !self.pending.is_empty() {
-            self.emit();
-        }
+        self.finish();
     }
 }
 

@@ -25,8 +25,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body of every response wharf sends.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Idle instances kept per app with `reuse_instances`; past it, finished ones are dropped.
-const MAX_IDLE_INSTANCES: usize = 64;
+/// Times an instantiation that finds the engine's pool full drops an idle instance (of
+/// any app) and tries again; requests racing for the freed slots can take them first.
+const MAX_POOL_FULL_RETRIES: usize = 4;
 
 /// Why an app did not produce a response.
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +53,12 @@ pub struct Instance {
 }
 
 impl App {
-    /// Serves `req` on this app. `request_id` tags the guest's log output.
+    /// Serves `req`, which came over `scheme` (the connection's: HTTPS when TLS ended
+    /// at wharf), on this app. `request_id` tags the guest's log output.
     pub async fn invoke<B>(
         self: &Arc<Self>,
         req: http::Request<B>,
+        scheme: http::uri::Scheme,
         request_id: Arc<str>,
     ) -> Result<http::Response<Body>, InvokeError>
     where
@@ -67,7 +70,7 @@ impl App {
         let mut guest: GuestRun = Box::pin(async move {
             // Dropping this future (deadline passed) drops the store and aborts the guest
             // even while it waits on host I/O, where epoch interruption cannot reach it.
-            let run = app.run(req, tx, request_id.clone(), deadline);
+            let run = app.run(req, scheme, tx, request_id.clone(), deadline);
             let result = match tokio::time::timeout_at(deadline, run).await {
                 Ok(result) => result,
                 Err(_) => Err(InvokeError::Timeout(app.timeout)),
@@ -101,6 +104,7 @@ impl App {
     async fn run<B>(
         self: &Arc<Self>,
         req: http::Request<B>,
+        scheme: http::uri::Scheme,
         tx: oneshot::Sender<Result<http::Response<GuestBody>, ErrorCode>>,
         request_id: Arc<str>,
         deadline: Instant,
@@ -121,7 +125,7 @@ impl App {
         };
         let mut http = instance.store.data_mut().http();
         let req = http
-            .new_incoming_request(Scheme::Http, req)
+            .new_incoming_request(wasi_scheme(&scheme), req)
             .map_err(|e| InvokeError::BadRequest(e.to_string()))?;
         let out = http
             .new_response_outparam(tx)
@@ -138,11 +142,30 @@ impl App {
         Ok(())
     }
 
+    /// A fresh instance. When the engine's pool is full, idle instances (of other apps:
+    /// this one had none to reuse) give up their slots first.
     async fn instantiate(
         &self,
         request_id: Arc<str>,
         deadline: std::time::Instant,
     ) -> Result<Instance, InvokeError> {
+        for _ in 0..MAX_POOL_FULL_RETRIES {
+            match self.try_instantiate(request_id.clone(), deadline).await {
+                Err(e)
+                    if e.is::<wasmtime::PoolConcurrencyLimitError>() && self.idle.evict_one() => {}
+                result => return result.map_err(|e| classify(e, self.timeout)),
+            }
+        }
+        self.try_instantiate(request_id, deadline)
+            .await
+            .map_err(|e| classify(e, self.timeout))
+    }
+
+    async fn try_instantiate(
+        &self,
+        request_id: Arc<str>,
+        deadline: std::time::Instant,
+    ) -> wasmtime::Result<Instance> {
         let state = HostState::new(self, request_id, deadline);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
@@ -156,11 +179,7 @@ impl App {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let proxy = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| classify(e, self.timeout))?;
+        let proxy = self.pre.instantiate_async(&mut store).await?;
         Ok(Instance { store, proxy })
     }
 
@@ -168,7 +187,7 @@ impl App {
         if !self.reuse_instances {
             return None;
         }
-        self.idle.lock().unwrap().pop()
+        self.idle.take()
     }
 
     fn put_idle(&self, mut instance: Instance) {
@@ -178,10 +197,15 @@ impl App {
         if !table.is_empty() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap();
-        if idle.len() < MAX_IDLE_INSTANCES {
-            idle.push(instance);
-        }
+        self.idle.put(instance);
+    }
+}
+
+fn wasi_scheme(scheme: &http::uri::Scheme) -> Scheme {
+    match scheme.as_str() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => Scheme::Other(other.to_string()),
     }
 }
 

@@ -5,6 +5,7 @@ mod app;
 mod cache;
 mod engine;
 mod guest_log;
+mod idle;
 mod invoke;
 mod limits;
 pub mod manifest;
@@ -16,6 +17,9 @@ pub use watch::report;
 
 pub use app::{App, route_matches};
 pub use cache::Origin;
+pub use idle::{
+    DEFAULT_IDLE_INSTANCE_TTL, DEFAULT_MAX_IDLE_INSTANCES, DEFAULT_MAX_INSTANCES, PoolOptions,
+};
 pub use invoke::{Body, BoxError, InvokeError};
 pub use registry::Registry;
 
@@ -23,6 +27,7 @@ use crate::db::Provider;
 use app::AppSource;
 use arc_swap::ArcSwap;
 use cache::CompileCache;
+use idle::IdlePool;
 use state::HostState;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +54,8 @@ pub struct Runtime {
     cache: CompileCache,
     apps_dir: PathBuf,
     databases: Provider,
+    /// Finished instances of `reuse_instances` apps, across apps.
+    idle: Arc<IdlePool>,
     registry: ArcSwap<Registry>,
     /// Fingerprint of the last version of each app that failed to load, so one bad file
     /// is reported once, not on every change event.
@@ -68,13 +75,23 @@ pub enum LoadEvent {
 
 impl Runtime {
     /// A runtime serving the apps in `apps_dir`; apps whose manifest grants a database
-    /// get theirs from `databases`.
+    /// get theirs from `databases`. Instances as [`PoolOptions::default`].
     pub fn new(
         apps_dir: &Path,
         cache_dir: Option<PathBuf>,
         databases: Provider,
     ) -> anyhow::Result<Arc<Self>> {
-        let engine = engine::build()?;
+        Self::with_pool(apps_dir, cache_dir, databases, PoolOptions::default())
+    }
+
+    /// Like [`Runtime::new`], with `pool` bounding the instances.
+    pub fn with_pool(
+        apps_dir: &Path,
+        cache_dir: Option<PathBuf>,
+        databases: Provider,
+        pool: PoolOptions,
+    ) -> anyhow::Result<Arc<Self>> {
+        let engine = engine::build(pool.max_instances)?;
         engine::start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         // All of WASI 0.2 is linked, not just the proxy world, because real toolchains
@@ -89,6 +106,7 @@ impl Runtime {
             cache,
             apps_dir: apps_dir.to_path_buf(),
             databases,
+            idle: IdlePool::start(&pool),
             registry: Default::default(),
             failed: Default::default(),
             reloading: Default::default(),
@@ -117,7 +135,20 @@ impl Runtime {
         for name in names {
             events.push(self.reload(&name).await);
         }
+        self.remove_unused_artifacts().await;
         Ok(events)
+    }
+
+    /// Clears the compile cache of artifacts nobody uses any more: at start, and after
+    /// reloads.
+    pub(super) async fn remove_unused_artifacts(self: &Arc<Self>) {
+        let in_use = self
+            .registry()
+            .apps()
+            .filter_map(|app| app.artifact.clone())
+            .collect();
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.cache.remove_unused(&in_use)).await;
     }
 
     /// Brings app `name` in line with its files: loads, replaces or removes it.
@@ -152,11 +183,9 @@ impl Runtime {
         }
         let fingerprint = source.fingerprint;
         let this = self.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            source.load(&this.engine, &this.linker, &this.cache, &this.databases)
-        })
-        .await
-        .unwrap_or_else(|e| Err(anyhow::anyhow!("compiler thread failed: {e}")));
+        let loaded = tokio::task::spawn_blocking(move || source.load(&this))
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("compiler thread failed: {e}")));
         let result = loaded.and_then(|app| {
             let app = Arc::new(app);
             // `reloading` is held, so no other writer can slip in between load and store.

@@ -120,15 +120,42 @@ struct OutboundPolicy {
 }
 
 impl OutboundPolicy {
-    fn allows(&self, uri: &http::Uri) -> bool {
-        let scheme = uri.scheme_str().unwrap_or("https");
-        let Some(host) = uri.host() else {
+    fn allows(&self, target: &Target) -> bool {
+        let Some(host) = target.host else {
             return false;
         };
+        self.rules
+            .iter()
+            .any(|r| r.allows(target.scheme, host, target.port))
+    }
+}
+
+/// Where an outbound request goes: what the policy checks and the log may show. The
+/// path and query stay out of it: they can carry tokens and personal data.
+struct Target<'a> {
+    scheme: &'a str,
+    host: Option<&'a str>,
+    port: u16,
+}
+
+impl<'a> Target<'a> {
+    fn of(uri: &'a http::Uri) -> Self {
+        let scheme = uri.scheme_str().unwrap_or("https");
         let port = uri
             .port_u16()
             .unwrap_or(if scheme == "http" { 80 } else { 443 });
-        self.rules.iter().any(|r| r.allows(scheme, host, port))
+        Self {
+            scheme,
+            host: uri.host(),
+            port,
+        }
+    }
+}
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = self.host.unwrap_or("(no host)");
+        write!(f, "{}://{host}:{}", self.scheme, self.port)
     }
 }
 
@@ -148,8 +175,9 @@ impl WasiHttpHooks for OutboundPolicy {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
-        if !self.allows(request.uri()) {
-            tracing::warn!(app = %self.app, uri = %request.uri(), "outbound request refused: host not in allowed_outbound_hosts");
+        let target = Target::of(request.uri());
+        if !self.allows(&target) {
+            tracing::warn!(app = %self.app, %target, "outbound request refused: host not in allowed_outbound_hosts");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         Box::new(async move {

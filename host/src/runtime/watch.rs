@@ -51,6 +51,7 @@ pub fn start(runtime: Arc<Runtime>) -> anyhow::Result<WatchHandle> {
             for name in pending {
                 report(runtime.reload(&name).await);
             }
+            runtime.remove_unused_artifacts().await;
         }
     });
     Ok(WatchHandle {

@@ -39,6 +39,19 @@ fn app(req: Request) -> Response {
             std::thread::sleep(std::time::Duration::from_millis(ms));
             "slept"
         })
+        .get("/misbehave/spin", |req| {
+            let ms = req
+                .query_param("ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000);
+            // Busy for `ms` without printing or sleeping, which would leave resources
+            // (the stdout stream, a pollable) behind and keep the instance from reuse.
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_millis(ms) {
+                std::hint::spin_loop();
+            }
+            "spun"
+        })
         .get("/misbehave/env", |_| {
             Response::json(&std::env::vars().collect::<Vec<_>>())
         })
@@ -46,6 +59,23 @@ fn app(req: Request) -> Response {
             let marker = req.query_param("marker").unwrap_or_default();
             println!("stdout says {marker}");
             eprintln!("stderr says {marker}");
+            "printed"
+        })
+        .get("/misbehave/spam", |req| {
+            let lines: u64 = req
+                .query_param("lines")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10_000);
+            for i in 0..lines {
+                println!("spam line {i:08} of a guest that prints in a loop");
+            }
+            "spammed"
+        })
+        .get("/misbehave/control", |req| {
+            let marker = req.query_param("marker").unwrap_or_default();
+            // A terminal escape, a carriage return and a NUL, as a hostile guest might
+            // print to forge or hide log lines.
+            println!("{marker} \x1b[2Jred\rforged\0end");
             "printed"
         })
         .get("/misbehave/count", |_| {

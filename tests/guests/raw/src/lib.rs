@@ -23,6 +23,16 @@ impl wasi::exports::http::incoming_handler::Guest for Raw {
                     Err(e) => format!("net: denied ({e})"),
                 }
             }
+            "/raw/url" => format!(
+                "scheme={} authority={} path={path}",
+                match request.scheme() {
+                    Some(wasi::http::types::Scheme::Http) => "http".to_string(),
+                    Some(wasi::http::types::Scheme::Https) => "https".to_string(),
+                    Some(wasi::http::types::Scheme::Other(s)) => s,
+                    None => "none".to_string(),
+                },
+                request.authority().unwrap_or_default()
+            ),
             "/raw/env" => format!("env: {}", std::env::vars().count()),
             _ => format!("raw guest saw {} {path}", request.method_name()),
         };
