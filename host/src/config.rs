@@ -120,7 +120,8 @@ pub struct RouteConfig {
     pub app: Option<String>,
     /// A directory of static files.
     pub root: Option<PathBuf>,
-    /// A URL to redirect to; the rest of the path is appended.
+    /// Where to redirect: an http(s) URL with a host, or a path from the root ("/").
+    /// The rest of the request's path is appended.
     pub redirect: Option<String>,
     /// Status of the redirect (301, 302, 303, 307 or 308).
     #[serde(default = "permanent")]
@@ -129,6 +130,22 @@ pub struct RouteConfig {
 
 fn permanent() -> u16 {
     308
+}
+
+/// An http(s) URL with a host, or a path from the root. Anything else a browser resolves
+/// against the page or takes for another host: `evil.example` is a relative path,
+/// `//evil.example` and `/\evil.example` (a backslash counts as a slash) are other hosts.
+fn is_redirect_target(to: &str) -> bool {
+    if to.contains('\\') {
+        return false;
+    }
+    match to.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme().is_some() => {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some()
+        }
+        Ok(_) => to.starts_with('/') && !to.starts_with("//"),
+        Err(_) => false,
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -407,9 +424,12 @@ impl Config {
                     check_dir(&mut problems, &format!("{key}.root"), root);
                 }
                 if let Some(to) = &route.redirect
-                    && to.parse::<http::Uri>().is_err()
+                    && !is_redirect_target(to)
                 {
-                    problems.push(format!("{key}.redirect: {to:?} is not a URL"));
+                    problems.push(format!(
+                        "{key}.redirect: {to:?} must be an absolute URL (https://host/path) \
+                         or an absolute path (/path)"
+                    ));
                 }
                 if ![301, 302, 303, 307, 308].contains(&route.status) {
                     problems.push(format!(

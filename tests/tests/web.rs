@@ -443,3 +443,188 @@ async fn admin_listener_answers_health_checks_to_allowed_networks_only() {
     let reply = HttpClient::http1().get(&wharf.url("/hello")).await.unwrap();
     assert_eq!(reply.status, 200);
 }
+
+/// A site whose root holds `old/secret.txt`, under a route `/old` that redirects to `/`:
+/// no spelling of a path below `/old` may reach the file.
+fn covered_site() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("public");
+    std::fs::create_dir_all(public.join("old")).unwrap();
+    std::fs::write(public.join("index.html"), "<h1>home</h1>\n").unwrap();
+    std::fs::write(public.join("old/secret.txt"), CANARY).unwrap();
+    let config = format!(
+        r#"
+[[site]]
+hosts = ["www.foobar.com"]
+root = "{root}"
+apps = false
+routes = [{{ path = "/old", redirect = "/" }}]
+"#,
+        root = public.display()
+    );
+    (dir, config)
+}
+
+/// The status and Location of a raw GET of `target` on www.foobar.com, and the whole reply.
+async fn raw_get(wharf: &Wharf, target: &str) -> (String, Option<String>, String) {
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: www.foobar.com\r\nConnection: close\r\n\r\n");
+    let reply = raw_exchange(wharf.addr, request.as_bytes()).await.unwrap();
+    let status = reply.split(' ').nth(1).unwrap_or("").to_string();
+    let location = reply
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .map(str::to_string);
+    (status, location, reply)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_the_root_never_sends_the_client_to_another_host() {
+    let (_tree, config) = covered_site();
+    let apps = apps_dir(&[]);
+    let (wharf, _config) = start_with_config(apps.path(), &config);
+    for (target, expected) in [
+        ("/old", "/"),
+        ("/old/", "/"),
+        ("/old/post/7", "/post/7"),
+        ("/old//evil.example/x", "/evil.example/x"),
+        ("/old/\\evil.example/x", "/%5Cevil.example/x"),
+    ] {
+        let (status, location, reply) = raw_get(&wharf, target).await;
+        assert_eq!(status, "308", "{target}: {reply}");
+        assert_eq!(location.as_deref(), Some(expected), "{target}: {reply}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_canonical_spellings_of_a_routed_path_never_reach_the_static_files_below_it() {
+    let (_tree, config) = covered_site();
+    let apps = apps_dir(&[]);
+    let (wharf, _config) = start_with_config(apps.path(), &config);
+    // The route answers each spelling of /old/secret.txt as it answers the plain one.
+    for target in [
+        "/old/secret.txt",
+        "/%6fld/secret.txt",
+        "/%6Fld/secret.txt",
+        "//old/secret.txt",
+        "/./old/secret.txt",
+        "/x/../old/secret.txt",
+        "/old/./secret.txt",
+    ] {
+        let (status, location, reply) = raw_get(&wharf, target).await;
+        assert_eq!(
+            (status.as_str(), location.as_deref()),
+            ("308", Some("/secret.txt")),
+            "{target}: {reply}"
+        );
+        assert!(!reply.contains(CANARY), "{target} leaked the file: {reply}");
+    }
+    // An encoded slash is a character of a segment, not a separator: it neither
+    // escapes the route nor becomes one in a file name.
+    for (target, expected) in [("/old%2Fsecret.txt", "400"), ("/..", "400")] {
+        let (status, _, reply) = raw_get(&wharf, target).await;
+        assert_eq!(status, expected, "{target}: {reply}");
+        assert!(!reply.contains(CANARY), "{target} leaked the file: {reply}");
+    }
+    let (status, _, reply) = raw_get(&wharf, "/%69ndex.html").await;
+    assert_eq!(status, "200", "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_under_the_static_root_is_not_found_and_blocks_nothing() {
+    let (tree, config) = covered_site();
+    let fifo = tree.path().join("public/pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let apps = apps_dir(&[]);
+    let (wharf, _config) = start_with_config(apps.path(), &config);
+    let c = HttpClient::http1();
+    // Several at once: each would hold a worker thread if the open waited for a writer.
+    let fetches: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, url) = (c.clone(), wharf.url("/pipe"));
+            tokio::spawn(async move {
+                tokio::time::timeout(5 * SECOND, c.get_with(&url, &[("host", "www.foobar.com")]))
+                    .await
+            })
+        })
+        .collect();
+    for fetch in fetches {
+        let reply = fetch.await.unwrap().expect("GET /pipe hung").unwrap();
+        assert_eq!(reply.status, 404, "{}", reply.body);
+    }
+    let home = tokio::time::timeout(
+        5 * SECOND,
+        c.get_with(&wharf.url("/"), &[("host", "www.foobar.com")]),
+    )
+    .await
+    .expect("the server stopped serving")
+    .unwrap();
+    assert_eq!(home.status, 200);
+}
+
+/// A value of the wharf process's /proc status, in KiB.
+fn proc_status_kib(wharf: &Wharf, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", wharf.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc status"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_paths_and_accept_encodings_do_not_grow_the_static_file_cache() {
+    let (tree, config) = covered_site();
+    let file = tree.path().join("public/small.txt");
+    std::fs::write(&file, "small and cacheable\n").unwrap();
+    // The cache skips files changed within the last second (coarse timestamps).
+    let settled = Instant::now() + 10 * SECOND;
+    while std::fs::metadata(&file)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .elapsed()
+        .unwrap_or_default()
+        < 2 * SECOND
+    {
+        assert!(Instant::now() < settled, "the file never got old enough");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let apps = apps_dir(&[]);
+    let (wharf, _config) = start_with_config(apps.path(), &config);
+    let c = HttpClient::http1();
+    // Each request spells the one file its own way.
+    let url = |i: usize| wharf.url(&format!("/{}small.txt", "./".repeat(i)));
+    let padding = "x".repeat(60 * 1024);
+    let get = |i: usize| {
+        let (c, url, accept) = (c.clone(), url(i), format!("x-{i}-{padding}, gzip"));
+        async move {
+            let reply = c
+                .get_with(
+                    &url,
+                    &[("host", "www.foobar.com"), ("accept-encoding", &accept)],
+                )
+                .await
+                .unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.body);
+        }
+    };
+    // Warm up: the first requests allocate what every later one reuses.
+    for i in 0..50 {
+        get(i).await;
+    }
+    let before = proc_status_kib(&wharf, "VmRSS");
+    // 1,000 unique keys of 60 KiB would be 60 MiB held if the cache kept each.
+    for i in 50..1050 {
+        get(i).await;
+    }
+    let grown = proc_status_kib(&wharf, "VmRSS").saturating_sub(before);
+    assert!(
+        grown < 16 * 1024,
+        "resident memory grew by {grown} KiB over 1,000 requests for one file"
+    );
+}

@@ -1,7 +1,9 @@
-//! The L7 pipeline: request id, request checks, the site and target a request is
-//! for, and the one place where errors become HTTP responses.
+//! The L7 pipeline: request id, request checks, the one normal form of the path (see
+//! [`path`]), the site and target a request is for, and the one place where errors
+//! become HTTP responses.
 
 mod error;
+mod path;
 pub mod sites;
 pub mod static_files;
 
@@ -13,9 +15,11 @@ use crate::runtime::{Body, Runtime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue, LOCATION, STRICT_TRANSPORT_SECURITY};
-use http::{Request, Response, StatusCode, Version};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use sites::{Decision, Target};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -109,6 +113,7 @@ impl Gateway {
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
         check_host(&req)?;
+        let req = with_normal_path(req)?;
         if let Some(errors) = &self.build_errors
             && accepts_html(&req)
             && let Some((app, output)) = errors.for_path(req.uri().path())
@@ -140,6 +145,26 @@ impl Gateway {
         }
         Ok(response)
     }
+}
+
+/// `req` with its path in normal form (see [`path`]), so that routing, static files
+/// and apps all see the one path.
+fn with_normal_path<B>(mut req: Request<B>) -> Result<Request<B>, GatewayError> {
+    let Cow::Owned(normal) = path::normalize(req.uri().path())? else {
+        return Ok(req);
+    };
+    let path_and_query = match req.uri().query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut uri = req.uri().clone().into_parts();
+    uri.path_and_query = Some(
+        PathAndQuery::try_from(path_and_query)
+            .map_err(|_| GatewayError::BadRequest("the path is not valid"))?,
+    );
+    *req.uri_mut() =
+        Uri::from_parts(uri).map_err(|_| GatewayError::BadRequest("the path is not valid"))?;
+    Ok(req)
 }
 
 /// An empty answer sending the client to `location`.

@@ -179,7 +179,7 @@ impl Site {
                     config.cache_control.as_deref(),
                 )?)),
                 (_, _, Some(to)) => Configured::Redirect {
-                    to: to.trim_end_matches('/').to_string(),
+                    to: to.clone(),
                     status: StatusCode::from_u16(route.status)?,
                 },
                 (None, None, None) => anyhow::bail!("route {} has no target", route.path),
@@ -250,7 +250,7 @@ impl Site {
                 Configured::Redirect { to, status } => {
                     let rest = &path[prefix.trim_end_matches('/').len()..];
                     Target::Redirect {
-                        to: format!("{to}{rest}"),
+                        to: redirect_location(to, rest),
                         status: *status,
                     }
                 }
@@ -264,6 +264,20 @@ impl Site {
             None => Err(GatewayError::NotFound),
         }
     }
+}
+
+/// Where a redirect route to `to` sends a request for `rest`, the part of the path below
+/// the route's prefix: `to` itself when nothing is below, else `to` and `rest` joined by
+/// one slash. A target of "/" stays "/" rather than becoming empty, and the join never
+/// starts with "//" (which a browser takes as another host) whatever slashes `rest`
+/// begins with. A backslash, which browsers read as a slash, goes out encoded.
+fn redirect_location(to: &str, rest: &str) -> String {
+    if rest.is_empty() {
+        return to.to_string();
+    }
+    let base = to.trim_end_matches('/');
+    let rest = rest.trim_start_matches('/').replace('\\', "%5C");
+    format!("{base}/{rest}")
 }
 
 /// The host a request is for, lower case and without port or trailing dot: the URI's
@@ -320,6 +334,36 @@ fn host_of(value: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redirect_keeps_a_lone_slash_and_never_points_at_another_host() {
+        let cases = [
+            ("/", "", "/"),
+            ("/", "/", "/"),
+            ("/", "/post/7", "/post/7"),
+            ("/", "//evil.example/x", "/evil.example/x"),
+            ("/", "/\\evil.example", "/%5Cevil.example"),
+            ("/new/", "/post", "/new/post"),
+            (
+                "https://blog.foobar.com/new",
+                "",
+                "https://blog.foobar.com/new",
+            ),
+            (
+                "https://blog.foobar.com/new",
+                "/",
+                "https://blog.foobar.com/new/",
+            ),
+            (
+                "https://blog.foobar.com",
+                "/post/7",
+                "https://blog.foobar.com/post/7",
+            ),
+        ];
+        for (to, rest, location) in cases {
+            assert_eq!(redirect_location(to, rest), location, "{to} + {rest}");
+        }
+    }
 
     fn host(value: &str) -> Option<Cow<'static, str>> {
         let req = http::Request::get("/")

@@ -1,9 +1,12 @@
 //! Small static files kept in memory as complete answers, so that serving one again
 //! costs a `statx` instead of an open, a stat, a read, a close and ServeDir's header work.
 //!
-//! An entry is the answer ServeDir and the compressor gave for a request path and an
-//! `Accept-Encoding` value, with the identity of the file it was read from: device,
-//! inode, size, modification and change times. Each hit compares that identity with a
+//! An entry is the answer ServeDir and the compressor gave for one file of the root and
+//! one negotiated encoding (identity, gzip or br), with the identity of the file it was
+//! read from: device, inode, size, modification and change times. The key is what the
+//! answer depends on, not how the request spelled it: every path that names the file and
+//! every `Accept-Encoding` value that negotiates the encoding share the one entry, so
+//! clients cannot fill the cache with keys, and each key is weighed with its entry. Each hit compares that identity with a
 //! fresh `statx` of the file, so a file changed in place, replaced or removed is read
 //! from disk again at once. The `statx` follows the path as it is now, even through a
 //! symlink that leads out of the root; it can only confirm the file that the confined
@@ -27,7 +30,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub const MAX_FILE_LEN: u64 = 64 * 1024;
 /// Bytes of answers kept, over all entries of one root.
 const CAPACITY_BYTES: u64 = 32 << 20;
-/// What an entry costs beyond its body (headers, key, bookkeeping).
+/// What an entry costs beyond the bytes of its body, headers, key and source path
+/// (allocations, bookkeeping).
 const ENTRY_OVERHEAD: u64 = 512;
 const RACY_WINDOW: Duration = Duration::from_secs(1);
 const MAX_AGE: Duration = Duration::from_secs(5);
@@ -38,20 +42,50 @@ pub struct FileCache {
 
 #[derive(Hash, PartialEq, Eq)]
 struct Key {
-    path: Box<str>,
-    accept_encoding: Box<[u8]>,
+    file: Box<str>,
+    encoding: Encoding,
 }
 
 /// A [`Key`] made of borrowed parts, for lookups that allocate nothing. Hashes as `Key`.
 #[derive(Hash)]
 pub struct KeyRef<'a> {
-    pub path: &'a str,
-    pub accept_encoding: &'a [u8],
+    /// The file's path relative to the root, as ServeDir resolves it.
+    pub file: &'a str,
+    pub encoding: Encoding,
 }
 
 impl Equivalent<Key> for KeyRef<'_> {
     fn equivalent(&self, key: &Key) -> bool {
-        *self.path == *key.path && *self.accept_encoding == *key.accept_encoding
+        *self.file == *key.file && self.encoding == key.encoding
+    }
+}
+
+/// The content coding of an answer.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Br,
+}
+
+impl Encoding {
+    /// The Accept-Encoding value that asks for exactly this coding.
+    pub fn accept_value(self) -> Option<&'static str> {
+        match self {
+            Encoding::Identity => None,
+            Encoding::Gzip => Some("gzip"),
+            Encoding::Br => Some("br"),
+        }
+    }
+
+    /// The coding a Content-Encoding header names; `None` for one wharf does not make.
+    pub fn of_content(value: Option<&http::HeaderValue>) -> Option<Self> {
+        match value.map(|v| v.as_bytes()) {
+            None => Some(Encoding::Identity),
+            Some(b"gzip") => Some(Encoding::Gzip),
+            Some(b"br") => Some(Encoding::Br),
+            Some(_) => None,
+        }
     }
 }
 
@@ -116,8 +150,14 @@ impl Identity {
 struct ByLength;
 
 impl quick_cache::Weighter<Key, Arc<Entry>> for ByLength {
-    fn weight(&self, _: &Key, entry: &Arc<Entry>) -> u64 {
-        entry.body.len() as u64 + ENTRY_OVERHEAD
+    fn weight(&self, key: &Key, entry: &Arc<Entry>) -> u64 {
+        let headers: usize = entry
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        let bytes = entry.body.len() + headers + key.file.len() + entry.source.as_os_str().len();
+        bytes as u64 + ENTRY_OVERHEAD
     }
 }
 
@@ -165,8 +205,8 @@ impl FileCache {
         });
         if !identity.is_racy() {
             let key = Key {
-                path: key.path.into(),
-                accept_encoding: key.accept_encoding.into(),
+                file: key.file.into(),
+                encoding: key.encoding,
             };
             self.entries.insert(key, entry.clone());
         }
@@ -182,6 +222,29 @@ impl FileCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_weighs_its_key_as_well_as_its_body() {
+        let entry = Arc::new(Entry {
+            source: PathBuf::from("a.txt"),
+            identity: Identity {
+                dev: 0,
+                ino: 0,
+                len: 3,
+                modified: (0, 0),
+                changed: (0, 0),
+            },
+            filled: Instant::now(),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"one"),
+        });
+        let key = |len: usize| Key {
+            file: "a".repeat(len).into(),
+            encoding: Encoding::Identity,
+        };
+        let weight = |len| quick_cache::Weighter::weight(&ByLength, &key(len), &entry);
+        assert!(weight(60_000) >= weight(1) + 59_999);
+    }
 
     #[test]
     fn statx_identity_matches_the_open_files_metadata() {

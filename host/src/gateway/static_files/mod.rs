@@ -4,7 +4,9 @@
 //! conditional requests on them, precompressed `.br` / `.gz` siblings, `index.html` for
 //! directories and content types. This module adds what a server facing the internet
 //! needs on top: every file `ServeDir` opens is confined to the root even through
-//! symlinks, hostile paths are refused before they reach the file system, text without a
+//! symlinks, only regular files are read (opened without blocking, so a FIFO cannot
+//! hold a worker), hostile paths are refused before they reach the file system, the
+//! content coding is negotiated once (so the cache keys on it), text without a
 //! precompressed sibling is compressed on the fly, the site's Cache-Control is set, and
 //! small files are answered from memory while they stay unchanged (see [`cache`]).
 
@@ -14,7 +16,7 @@ use super::GatewayError;
 use crate::runtime::Body;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use cache::{Entry, FileCache, Identity, KeyRef};
+use cache::{Encoding, Entry, FileCache, Identity, KeyRef};
 use http::header::RANGE;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
@@ -135,20 +137,33 @@ impl StaticFiles {
         if !is_safe_path(rest) {
             return GatewayError::BadRequest("the path is not allowed").into_response();
         }
-        // Requests that only ask for the whole file can be answered from memory; a
-        // miss on GET remembers what the request needs to fill the cache afterwards.
-        let cache_key = if is_plain_fetch(&parts.headers) {
-            let accept_encoding = parts.headers.get(header::ACCEPT_ENCODING);
-            let key = KeyRef {
-                path: parts.uri.path(),
-                accept_encoding: accept_encoding.map_or(b"", |v| v.as_bytes()),
-            };
-            if let Some(entry) = self.cache.get(&key, &self.root_dir) {
-                return cached(&entry, is_head);
+        // The encoding is chosen here, once, and ServeDir and the compressor are asked
+        // for exactly that one: the answer then depends on the file and the encoding
+        // alone, which is what the cache keys on.
+        let encoding = negotiate(&parts.headers);
+        if let Some(encoding) = encoding {
+            parts.headers.remove(header::ACCEPT_ENCODING);
+            if let Some(value) = encoding.accept_value() {
+                parts
+                    .headers
+                    .insert(header::ACCEPT_ENCODING, HeaderValue::from_static(value));
             }
-            (!is_head).then(|| (parts.uri.path().to_owned(), accept_encoding.cloned()))
-        } else {
-            None
+        }
+        // Requests that only ask for the whole file can be answered from memory; a
+        // miss on GET remembers the file to fill the cache afterwards.
+        let cache_key = match encoding {
+            Some(encoding) if is_plain_fetch(&parts.headers) => {
+                let file = resolved_file(rest);
+                let key = KeyRef {
+                    file: &file,
+                    encoding,
+                };
+                if let Some(entry) = self.cache.get(&key, &self.root_dir) {
+                    return cached(&entry, is_head);
+                }
+                (!is_head).then_some(file)
+            }
+            _ => None,
         };
         if !prefix.is_empty() {
             // Mounted below "/": ServeDir sees the path relative to the mount point.
@@ -201,7 +216,7 @@ impl StaticFiles {
     /// Reads the whole of a small file's answer into the cache and answers from there.
     async fn remember(
         &self,
-        (path, accept_encoding): (String, Option<HeaderValue>),
+        file: String,
         source: PathBuf,
         identity: Identity,
         response: Response<Body>,
@@ -219,9 +234,13 @@ impl StaticFiles {
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let Some(encoding) = Encoding::of_content(parts.headers.get(header::CONTENT_ENCODING))
+        else {
+            return cached_answer(parts.headers, body);
+        };
         let key = KeyRef {
-            path: &path,
-            accept_encoding: accept_encoding.as_ref().map_or(b"", |v| v.as_bytes()),
+            file: &file,
+            encoding,
         };
         let entry = self
             .cache
@@ -310,28 +329,118 @@ fn cached(entry: &Entry, is_head: bool) -> Response<Body> {
     } else {
         entry.body.clone()
     };
+    cached_answer(entry.headers.clone(), body)
+}
+
+/// A 200 with these headers and this whole body.
+fn cached_answer(headers: HeaderMap, body: Bytes) -> Response<Body> {
     let mut response = Response::new(
         Full::new(body)
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
-    *response.headers_mut() = entry.headers.clone();
+    *response.headers_mut() = headers;
     response
 }
 
+/// The encoding the answer to these `Accept-Encoding` headers gets: of br and gzip, the
+/// accepted one with the highest q-value (br on a tie, as tower-http prefers it),
+/// else identity; `None` when the client refuses identity too, which is left to
+/// tower-http to answer. Unknown codings and malformed items are ignored; a `*` stands
+/// for br and gzip where they are not named (RFC 9110 §12.5.3).
+fn negotiate(headers: &HeaderMap) -> Option<Encoding> {
+    let (mut br, mut gzip, mut identity, mut any) = (None, None, None, None);
+    let items = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    for item in items {
+        let (name, q) = match item.split_once(';') {
+            Some((name, q)) => match q_value(q.trim()) {
+                Some(q) => (name.trim(), q),
+                None => continue,
+            },
+            None => (item.trim(), 1000),
+        };
+        let slot = match name.to_ascii_lowercase().as_str() {
+            "br" => &mut br,
+            "gzip" | "x-gzip" => &mut gzip,
+            "identity" => &mut identity,
+            "*" => &mut any,
+            _ => continue,
+        };
+        // The first mention of a coding is the one that counts.
+        slot.get_or_insert(q);
+    }
+    let br = br.or(any).unwrap_or(0);
+    let gzip = gzip.or(any).unwrap_or(0);
+    if br > 0 && br >= gzip {
+        Some(Encoding::Br)
+    } else if gzip > 0 {
+        Some(Encoding::Gzip)
+    } else if identity.or(any).unwrap_or(1) > 0 {
+        Some(Encoding::Identity)
+    } else {
+        None
+    }
+}
+
+/// A `q=` weight in thousandths (RFC 9110 §12.4.2), if well formed.
+fn q_value(param: &str) -> Option<u16> {
+    let value = param
+        .strip_prefix("q=")
+        .or_else(|| param.strip_prefix("Q="))?;
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{fraction:0<3}").parse::<u16>().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+/// The file ServeDir reads for `path` (below the mount point, checked by
+/// [`is_safe_path`]): its decoded segments less the empty and `.` ones, and `index.html`
+/// after a directory's slash. Every spelling of one file gives the one cache key.
+fn resolved_file(path: &str) -> String {
+    let decoded = percent_decode_str(path).decode_utf8_lossy();
+    let mut file = decoded
+        .split('/')
+        .filter(|segment| !segment.is_empty() && *segment != ".")
+        .collect::<Vec<_>>()
+        .join("/");
+    if path.ends_with('/') {
+        if !file.is_empty() {
+            file.push('/');
+        }
+        file.push_str("index.html");
+    }
+    file
+}
+
 /// Refuses request paths that can only be attempts to leave the root or confuse the file
-/// system: `..` segments (also percent-encoded), backslashes, NUL and bytes that are not
-/// UTF-8 (overlong encodings such as `%c0%ae` among them). It decodes exactly once, as
-/// ServeDir does, so a double-encoded `%252e` stays the literal name `%2e`.
-/// ConfinedBackend is what actually guarantees confinement; this gives hostile requests a
-/// 400 instead of a file-system lookup.
+/// system: `..` segments (also percent-encoded), backslashes, NUL, bytes that are not
+/// UTF-8 (overlong encodings such as `%c0%ae` among them) and encoded slashes, which
+/// ServeDir would turn into separators after routing saw one segment (see
+/// `gateway::path`). It decodes exactly once, as ServeDir does, so a double-encoded
+/// `%252e` stays the literal name `%2e`. ConfinedBackend is what actually guarantees
+/// confinement; this gives hostile requests a 400 instead of a file-system lookup.
 fn is_safe_path(path: &str) -> bool {
+    let encoded_slash = path
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'));
     let Ok(decoded) = percent_decode_str(path).decode_utf8() else {
         return false;
     };
-    decoded
-        .split('/')
-        .all(|segment| segment != ".." && !segment.contains(['\\', '\0']))
+    !encoded_slash
+        && decoded
+            .split('/')
+            .all(|segment| segment != ".." && !segment.contains(['\\', '\0']))
 }
 
 /// Compress on the fly only complete answers of text, which shrinks well; precompressed
@@ -406,23 +515,40 @@ struct Stashed {
 }
 
 impl ConfinedBackend {
-    /// Opens `path` (under the root) for reading, or just as a handle for `stat`. The
-    /// kernel resolves it with RESOLVE_BENEATH: symlinks that stay under the root work,
-    /// any that lead out (and `..` past the root) fail, in one system call.
-    fn open_beneath(&self, path: &Path, flags: OFlags) -> io::Result<std::fs::File> {
+    /// Opens `path` (under the root) for reading, or just as a handle for `stat`, with
+    /// its metadata. The kernel resolves it with RESOLVE_BENEATH: symlinks that stay
+    /// under the root work, any that lead out (and `..` past the root) fail, in one
+    /// system call. Only regular files and directories are served: the open does not
+    /// block (a FIFO without a writer would hold the worker thread forever, in the open
+    /// or in the first read), and anything else it finds (FIFO, socket, device) is
+    /// reported as absent before a byte is read.
+    fn open_beneath(
+        &self,
+        path: &Path,
+        flags: OFlags,
+    ) -> io::Result<(std::fs::File, std::fs::Metadata)> {
         let relative = self.relative(path)?;
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        match openat2(
+        let file: std::fs::File = match openat2(
             &*self.root_dir,
             relative,
-            flags | OFlags::CLOEXEC,
+            flags | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
             Mode::empty(),
             resolve,
         ) {
-            Ok(fd) => Ok(fd.into()),
-            Err(Errno::XDEV) => Err(outside(path)),
-            Err(e) => Err(e.into()),
+            Ok(fd) => fd.into(),
+            Err(Errno::XDEV) => return Err(outside(path)),
+            Err(e) => return Err(e.into()),
+        };
+        let metadata = file.metadata()?;
+        if !metadata.is_file() && !metadata.is_dir() {
+            tracing::warn!(path = %path.display(), "refusing to serve what is not a regular file");
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "not a regular file",
+            ));
         }
+        Ok((file, metadata))
     }
 
     /// `path` relative to the root: ServeDir joins the request path onto the root it was
@@ -459,10 +585,7 @@ impl Backend for ConfinedBackend {
         let mut files = self.files.lock().unwrap();
         let opened = match files.stash.take() {
             Some(stashed) if stashed.path == path => Ok((stashed.file, stashed.metadata)),
-            _ => self.open_beneath(&path, OFlags::RDONLY).and_then(|file| {
-                let metadata = file.metadata()?;
-                Ok((file, metadata))
-            }),
+            _ => self.open_beneath(&path, OFlags::RDONLY),
         };
         if let (Ok((_, metadata)), Ok(relative)) = (&opened, self.relative(&path)) {
             files.served = Some((relative.to_owned(), Identity::of(metadata)));
@@ -483,19 +606,19 @@ impl Backend for ConfinedBackend {
         }
         // Opened for reading, so that `open` can take it.
         let metadata = match self.open_beneath(&path, OFlags::RDONLY) {
-            Ok(file) => file.metadata().inspect(|metadata| {
-                let metadata = metadata.clone();
+            Ok((file, metadata)) => {
                 files.stash = Some(Stashed {
                     path,
                     file,
-                    metadata,
+                    metadata: metadata.clone(),
                 });
-            }),
+                Ok(metadata)
+            }
             // May be stat'ed but not read (a directory with only search permission):
             // answer from a handle `open` cannot use.
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => self
                 .open_beneath(&path, OFlags::PATH)
-                .and_then(|handle| handle.metadata()),
+                .map(|(_, metadata)| metadata),
             Err(e) => Err(e),
         };
         std::future::ready(metadata)
@@ -667,6 +790,8 @@ mod tests {
             ("/%2e%2e/secret.txt", StatusCode::BAD_REQUEST),
             ("/%2E%2E/secret.txt", StatusCode::BAD_REQUEST),
             ("/..%2fsecret.txt", StatusCode::BAD_REQUEST),
+            // An encoded slash is never a separator (see gateway::path).
+            ("/docs%2Findex.html", StatusCode::BAD_REQUEST),
             ("/%252e%252e/secret.txt", StatusCode::NOT_FOUND),
             ("/%252e%252e%252fsecret.txt", StatusCode::NOT_FOUND),
             ("/..%5csecret.txt", StatusCode::BAD_REQUEST),
@@ -1062,6 +1187,79 @@ mod tests {
         let (response, body) = get(&site, "/linked.txt", &[]).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert!(!String::from_utf8_lossy(&body).contains(CANARY));
+    }
+
+    #[tokio::test]
+    async fn the_cache_keeps_one_entry_per_file_and_encoding_whatever_the_spelling() {
+        let site = site(None);
+        let root = site.tmp.path().join("root");
+        std::fs::write(root.join("cached.txt"), long_text("cached")).unwrap();
+        let settled = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Identity::of(&std::fs::metadata(root.join("cached.txt")).unwrap()).is_racy() {
+            assert!(
+                std::time::Instant::now() < settled,
+                "timestamps never settled"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Unique paths that name the same file, and unique Accept-Encoding values that
+        // negotiate the same two encodings: padding of unknown codings, large and unique.
+        let padding = "x".repeat(8 * 1024);
+        for i in 0..64 {
+            let path = match i % 4 {
+                0 => format!("/{}cached.txt", "./".repeat(i)),
+                1 => format!("/{}cached.txt", "/".repeat(i)),
+                2 => "/%63ached.txt".to_string(),
+                _ => format!("/./{}/cached.txt", "/.".repeat(i)),
+            };
+            let accept = match i % 2 {
+                0 => format!("x-{i}-{padding}, gzip"),
+                _ => format!("x-{i}-{padding}"),
+            };
+            let (response, body) = get(&site, &path, &[("accept-encoding", &accept)]).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(
+                response.headers().contains_key(header::CONTENT_ENCODING),
+                i % 2 == 0,
+                "{path}"
+            );
+            assert!(!body.is_empty());
+        }
+        assert_eq!(
+            site.files.cache.len(),
+            2,
+            "one entry for cached.txt as gzip, one as identity"
+        );
+    }
+
+    #[test]
+    fn the_encoding_is_negotiated_from_br_gzip_and_their_weights() {
+        use Encoding::{Br, Gzip, Identity};
+        let cases: &[(&[&str], Option<Encoding>)] = &[
+            (&[], Some(Identity)),
+            (&["gzip"], Some(Gzip)),
+            (&["gzip, br"], Some(Br)),
+            (&["br;q=0.5, gzip"], Some(Gzip)),
+            (&["br;q=0.5, gzip;q=0.5"], Some(Br)),
+            (&["x-gzip"], Some(Gzip)),
+            (&["GZIP;Q=1.0"], Some(Gzip)),
+            (&["deflate, zstd"], Some(Identity)),
+            (&["gzip;q=0, br;q=0"], Some(Identity)),
+            (&["*"], Some(Br)),
+            (&["br;q=0, *"], Some(Gzip)),
+            (&["gzip;q=2, br;q=0.x"], Some(Identity)),
+            (&["identity;q=0"], None),
+            (&["*;q=0"], None),
+            (&["identity;q=0, gzip"], Some(Gzip)),
+            (&["junk", "gzip;q=0.1"], Some(Gzip)),
+        ];
+        for (values, expected) in cases {
+            let mut headers = HeaderMap::new();
+            for value in *values {
+                headers.append(header::ACCEPT_ENCODING, HeaderValue::from_static(value));
+            }
+            assert_eq!(negotiate(&headers), *expected, "{values:?}");
+        }
     }
 
     #[test]
