@@ -130,7 +130,7 @@ impl Database for SqliteDb {
         sql: &str,
         params: Vec<Value>,
     ) -> Result<Rows, DbError> {
-        check(sql, Call::Query)?;
+        check(sql, Call::Query, Dialect::Sqlite)?;
         let sql = sql.to_string();
         self.run(move |conn| read(conn, &sql, &params)).await
     }
@@ -141,7 +141,7 @@ impl Database for SqliteDb {
         sql: &str,
         params: Vec<Value>,
     ) -> Result<ExecResult, DbError> {
-        check(sql, Call::Execute)?;
+        check(sql, Call::Execute, Dialect::Sqlite)?;
         let sql = sql.to_string();
         self.run(move |conn| write(conn, &sql, &params)).await
     }
@@ -204,13 +204,13 @@ impl SqliteTransaction {
 #[async_trait]
 impl Transaction for SqliteTransaction {
     async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<Rows, DbError> {
-        check(sql, Call::Query)?;
+        check(sql, Call::Query, Dialect::Sqlite)?;
         let sql = sql.to_string();
         self.run(move |tx| read(&tx.conn, &sql, &params)).await
     }
 
     async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<ExecResult, DbError> {
-        check(sql, Call::Execute)?;
+        check(sql, Call::Execute, Dialect::Sqlite)?;
         let sql = sql.to_string();
         self.run(move |tx| write(&tx.conn, &sql, &params)).await
     }
