@@ -116,6 +116,8 @@ pub fn check(sql: &str, call: Call, dialect: Dialect) -> Result<bool, DbError> {
     if agreed || matches!(first, Err(DbError::NotAllowed(_))) {
         return first;
     }
+    // Neither reading is refused, yet they disagree on where a string ends: what runs
+    // depends on a server mode the app cannot see.
     Err(DbError::BadStatement(
         "a backslash in a quoted string reads differently under the server's \
          NO_BACKSLASH_ESCAPES mode: double the quote ('') or pass the value as a parameter"
