@@ -185,6 +185,15 @@ impl Cluster {
             .with_context(|| format!("{node:?}: {stmt}"))
     }
 
+    /// A root connection to the node (over its unix socket) that the caller keeps, e.g.
+    /// to hold a row lock while wharf's statement waits on it.
+    pub async fn connect(&self, node: NodeId) -> anyhow::Result<Conn> {
+        let n = self.node(node);
+        tokio::time::timeout(SQL_TIMEOUT, n.connect_root())
+            .await
+            .map_err(|_| anyhow!("{node:?}: no connection within {SQL_TIMEOUT:?}"))?
+    }
+
     /// Kills the node with SIGKILL and waits for the process to exit. Does nothing
     /// if it is not running.
     pub async fn kill(&mut self, node: NodeId) {

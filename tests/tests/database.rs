@@ -4,10 +4,12 @@
 //! `todo` is the example CRUD app; `sqlprobe` runs the statements a test sends it and
 //! reports each result or error kind, and which server answered (`@@server_id`).
 
+use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use wharf_tests::mariadb::{Cluster, NodeId, PASSWORD};
 use wharf_tests::{HttpClient, Reply, Wharf, apps_dir, shared_cache_dir};
 
@@ -16,9 +18,20 @@ const SECOND: Duration = Duration::from_secs(1);
 /// wharf serving `todo` and `sqlprobe` with the database granted; on `cluster` when
 /// given, else on SQLite.
 fn start(cluster: Option<&Cluster>) -> (Wharf, tempfile::TempDir) {
+    start_configured(cluster, "", "")
+}
+
+/// As [`start`], with `database` added to the `[database]` section and `probe` to
+/// sqlprobe's manifest.
+fn start_configured(
+    cluster: Option<&Cluster>,
+    database: &str,
+    probe: &str,
+) -> (Wharf, tempfile::TempDir) {
     let apps = apps_dir(&["todo", "sqlprobe", "hello"]);
-    for app in ["todo", "sqlprobe"] {
-        std::fs::write(apps.path().join(format!("{app}.toml")), "database = true\n").unwrap();
+    for (app, extra) in [("todo", ""), ("sqlprobe", probe)] {
+        let manifest = format!("database = true\n{extra}");
+        std::fs::write(apps.path().join(format!("{app}.toml")), manifest).unwrap();
     }
     let envs = [
         ("WHARF_CACHE_DIR", shared_cache_dir().into_os_string()),
@@ -28,13 +41,14 @@ fn start(cluster: Option<&Cluster>) -> (Wharf, tempfile::TempDir) {
     let wharf = match cluster {
         None => Wharf::start_with(apps.path(), &envs, &[]),
         Some(cluster) => {
-            let replicas: Vec<String> = (0..2)
+            let replicas: Vec<String> = (0..cluster.replicas())
                 .map(|i| format!("{:?}", cluster.url(NodeId::Replica(i))))
                 .collect();
             let config = format!(
                 "[database]\nprimary = {:?}\nreplicas = [{}]\n\
                  password_env = \"WHARF_TEST_DB_PASSWORD\"\n\
-                 check_interval_ms = 100\nconnect_timeout_ms = 500\nmax_replica_lag_s = 1\n",
+                 check_interval_ms = 100\nconnect_timeout_ms = 500\nmax_replica_lag_s = 1\n\
+                 {database}",
                 cluster.url(NodeId::Primary),
                 replicas.join(", ")
             );
@@ -413,10 +427,12 @@ async fn mysql_routes_reads_to_replicas_and_writes_to_primary() {
     todo_suite(&wharf).await;
 
     // A connection killed mid-statement: a clear error, and the pool recovers.
+    let mut lock = lock_row(&cluster, "probe_lock").await;
     let slow = {
         let url = wharf.url("/sqlprobe");
         tokio::spawn(async move {
-            let body = json!({"steps": [step("execute", "SELECT SLEEP(20)", json!([]))]});
+            let update = locked_update("probe_lock");
+            let body = json!({"steps": [step("execute", &update, json!([]))]});
             let reply = HttpClient::http1()
                 .post_json(&url, &body.to_string())
                 .await
@@ -425,23 +441,7 @@ async fn mysql_routes_reads_to_replicas_and_writes_to_primary() {
         })
     };
     let started = Instant::now();
-    let id: u64 = loop {
-        let rows = cluster
-            .sql(
-                NodeId::Primary,
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(20)%'",
-            )
-            .await
-            .unwrap();
-        if let Some(row) = rows.first() {
-            break row.get(0).unwrap();
-        }
-        assert!(
-            started.elapsed() < 10 * SECOND,
-            "the slow statement never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let id = wait_running(&cluster, "UPDATE probe_lock").await;
     cluster
         .sql(NodeId::Primary, &format!("KILL {id}"))
         .await
@@ -453,6 +453,7 @@ async fn mysql_routes_reads_to_replicas_and_writes_to_primary() {
         Some("unavailable"),
         "{report}"
     );
+    lock.query_drop("COMMIT").await.unwrap();
     for _ in 0..5 {
         let report = probe(
             &wharf,
@@ -462,6 +463,245 @@ async fn mysql_routes_reads_to_replicas_and_writes_to_primary() {
         .await;
         assert_eq!(report["results"][0]["rows_affected"], 0, "{report}");
     }
+}
+
+/// The statement the lock tests send: it waits on the row [`lock_row`] holds in `table`.
+fn locked_update(table: &str) -> String {
+    format!("UPDATE {table} SET n = n + 1 WHERE id = 1")
+}
+
+/// Creates table `table` with row 1 and holds that row locked from the test's own
+/// connection (until it commits or drops), so an UPDATE of it from wharf waits as long
+/// as the test wants: a slow statement of the kind real apps send, which no filter
+/// refuses.
+async fn lock_row(cluster: &Cluster, table: &str) -> mysql_async::Conn {
+    for sql in [
+        format!("CREATE TABLE {table} (id INT PRIMARY KEY, n INT)"),
+        format!("INSERT INTO {table} VALUES (1, 0)"),
+    ] {
+        cluster.sql(NodeId::Primary, &sql).await.unwrap();
+    }
+    let mut conn = cluster.connect(NodeId::Primary).await.unwrap();
+    conn.query_drop("START TRANSACTION").await.unwrap();
+    conn.query_drop(format!("SELECT n FROM {table} WHERE id = 1 FOR UPDATE"))
+        .await
+        .unwrap();
+    conn
+}
+
+/// The server thread running a statement that starts with `prefix`, if one is.
+async fn running(cluster: &Cluster, prefix: &str) -> Option<u64> {
+    let sql = format!("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '{prefix}%'");
+    let rows = cluster.sql(NodeId::Primary, &sql).await.unwrap();
+    rows.first().map(|row| row.get(0).unwrap())
+}
+
+/// Waits until a statement starting with `prefix` runs on the primary; its thread id.
+async fn wait_running(cluster: &Cluster, prefix: &str) -> u64 {
+    let started = Instant::now();
+    loop {
+        if let Some(id) = running(cluster, prefix).await {
+            return id;
+        }
+        assert!(started.elapsed() < 10 * SECOND, "{prefix}... never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether no statement starting with `prefix` runs on the primary any more within `limit`.
+async fn stops_within(cluster: &Cluster, prefix: &str, limit: Duration) -> bool {
+    let started = Instant::now();
+    while running(cluster, prefix).await.is_some() {
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// The one value of a one-row, one-column result, as a number of any kind.
+fn only_number(result: &Value) -> Option<u64> {
+    result["rows"][0][0].as_object()?.values().next()?.as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_transaction_statement_never_returns_its_connection_to_the_pool() {
+    let cluster = Cluster::start(0).await.unwrap();
+    // One connection: whatever the cancelled request leaves on it, the next ones get.
+    let (wharf, _apps) = start_configured(Some(&cluster), "pool_max = 1\n", "");
+    let mut lock = lock_row(&cluster, "held").await;
+    let create = "CREATE TABLE marks (id INT AUTO_INCREMENT PRIMARY KEY, m VARCHAR(20))";
+    cluster.sql(NodeId::Primary, create).await.unwrap();
+
+    // A client sends a transaction whose UPDATE waits on the lock, and goes away.
+    let body =
+        json!({"tx": "commit", "steps": [step("execute", &locked_update("held"), json!([]))]})
+            .to_string();
+    let mut client = tokio::net::TcpStream::connect(wharf.addr).await.unwrap();
+    let request = format!(
+        "POST /sqlprobe HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    wait_running(&cluster, "UPDATE held").await;
+    drop(client);
+    let stopped = stops_within(&cluster, "UPDATE held", 5 * SECOND).await;
+    lock.query_drop("COMMIT").await.unwrap();
+
+    for i in 0..5 {
+        let mark = format!("m{i}");
+        let report = probe(
+            &wharf,
+            "none",
+            json!([
+                step("execute", "INSERT INTO marks (m) VALUES (?)", json!([mark])),
+                step("query", "SELECT m FROM marks WHERE m = ?", json!([mark])),
+            ]),
+        )
+        .await;
+        let results = &report["results"];
+        assert_eq!(results[0]["rows_affected"], 1, "request {i}: {report}");
+        assert_eq!(
+            results[1]["rows"],
+            json!([[{ "text": mark }]]),
+            "request {i}: {report}"
+        );
+    }
+    assert!(
+        stopped,
+        "the cancelled UPDATE still ran on the server 5 s after its client left"
+    );
+    // The server rolled the abandoned transaction back.
+    let rows = cluster
+        .sql(NodeId::Primary, "SELECT n FROM held")
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<i64, _>(0), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_past_the_query_timeout_is_stopped_on_the_server_too() {
+    let cluster = Cluster::start(0).await.unwrap();
+    let (wharf, _apps) = start_configured(Some(&cluster), "query_timeout_ms = 1000\n", "");
+    let _lock = lock_row(&cluster, "held").await;
+
+    let started = Instant::now();
+    let report = probe(
+        &wharf,
+        "none",
+        json!([step("execute", &locked_update("held"), json!([]))]),
+    )
+    .await;
+    assert_eq!(
+        error_kind(&report["results"][0]),
+        Some("timeout"),
+        "{report}"
+    );
+    assert!(started.elapsed() < 5 * SECOND, "{:?}", started.elapsed());
+    assert!(
+        stops_within(&cluster, "UPDATE held", 2 * SECOND).await,
+        "the UPDATE kept waiting on the server after wharf's timeout"
+    );
+    // Every pooled connection carries the server's own limit, reset or not.
+    for _ in 0..3 {
+        let report = probe(
+            &wharf,
+            "none",
+            json!([step("query", "SELECT @@max_statement_time", json!([]))]),
+        )
+        .await;
+        assert_eq!(
+            report["results"][0]["rows"],
+            json!([[{"float": 1.0}]]),
+            "{report}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_state_survives_into_the_next_request_on_a_pooled_connection() {
+    let cluster = Cluster::start(0).await.unwrap();
+    let (wharf, _apps) = start_configured(Some(&cluster), "pool_max = 1\n", "");
+    let create = "CREATE TABLE ids (id INT AUTO_INCREMENT PRIMARY KEY)";
+    cluster.sql(NodeId::Primary, create).await.unwrap();
+
+    // What the filter lets through still ends with the request: the server resets the
+    // connection before the next request gets it.
+    let report = probe(
+        &wharf,
+        "none",
+        json!([step("execute", "INSERT INTO ids () VALUES ()", json!([]))]),
+    )
+    .await;
+    assert_eq!(report["results"][0]["last_insert_id"], 1, "{report}");
+    let report = probe(
+        &wharf,
+        "none",
+        json!([step("query", "SELECT LAST_INSERT_ID()", json!([]))]),
+    )
+    .await;
+    assert_eq!(
+        only_number(&report["results"][0]),
+        Some(0),
+        "the previous request's insert id leaked: {report}"
+    );
+
+    // A backticked name is the same function to the server: refused, and no lock taken.
+    let report = probe(
+        &wharf,
+        "none",
+        json!([
+            step("query", "SELECT `GET_LOCK`('x', 0)", json!([])),
+            step("query", "SELECT GET_LOCK ('x', 0)", json!([])),
+            step("execute", "SELECT 1 --\u{a0}, BENCHMARK(1, 1)", json!([])),
+        ]),
+    )
+    .await;
+    for result in report["results"].as_array().unwrap() {
+        assert_eq!(error_kind(result), Some("not_allowed"), "{report}");
+    }
+    let rows = cluster
+        .sql(NodeId::Primary, "SELECT IS_USED_LOCK('x')")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0].get::<Option<u64>, _>(0),
+        Some(None),
+        "a lock outlived its request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_over_the_limit_fail_naming_it_and_the_next_request_is_served() {
+    let cluster = Cluster::start(0).await.unwrap();
+    // An 8 MiB app: no call may hand it more than 8 MiB.
+    let (wharf, _apps) = start_configured(Some(&cluster), "pool_max = 1\n", "max_memory_mb = 8\n");
+    let report = probe(
+        &wharf,
+        "none",
+        json!([
+            step(
+                "query",
+                "SELECT REPEAT('x', 1000000) FROM seq_1_to_64",
+                json!([])
+            ),
+            step("query", "SELECT seq FROM seq_1_to_200000", json!([])),
+            step("query", "SELECT COUNT(*) FROM seq_1_to_200000", json!([])),
+        ]),
+    )
+    .await;
+    let results = report["results"].as_array().unwrap();
+    for (result, limit) in results.iter().zip(["8388608 bytes", "100000 rows"]) {
+        assert_eq!(error_kind(result), Some("not_allowed"), "{report}");
+        let message = result["error"]["message"].as_str().unwrap();
+        assert!(message.contains(limit), "{message}");
+    }
+    assert_eq!(only_number(&results[2]), Some(200_000), "{report}");
+    // The cut-off results did not stay on the wire: no thread still sends them.
+    assert!(stops_within(&cluster, "SELECT REPEAT", 2 * SECOND).await);
+    assert!(stops_within(&cluster, "SELECT seq", 2 * SECOND).await);
 }
 
 /// Reads in a bounded loop from several clients until stopped; counts failures.

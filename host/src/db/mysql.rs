@@ -1,8 +1,23 @@
 //! MySQL/MariaDB: a pool per node, writes and transactions to the primary, reads round
 //! robin over the replicas that a background check finds healthy.
+//!
+//! A pooled connection is handed from request to request, so two rules keep one
+//! request's doings out of the next one's:
+//! - A connection goes back to the pool only in step: a [`Lease`] dropped or cut off
+//!   while a command is on the wire (the request was cancelled, a limit was reached)
+//!   is closed, and the server is told to stop the statement.
+//! - The server resets every connection that goes back to the pool
+//!   (`COM_RESET_CONNECTION`): an open transaction rolls back, and locks, variables
+//!   and temporary tables go, whatever the statement filter missed. It costs a round
+//!   trip on the way back to the pool (off the request path) and the connection's
+//!   prepared statements: each request prepares its statements again, one round trip
+//!   per distinct statement. Correct over fast: the alternative is trusting that no
+//!   statement can leave state behind.
 
 use super::statement::{Call, check};
-use super::{Database, DbError, Dialect, ExecResult, Rows, Session, Transaction, Value};
+use super::{
+    Database, DbError, Dialect, ExecResult, ResultLimits, Rows, Session, Transaction, Value,
+};
 use crate::config::DatabaseConfig;
 use async_trait::async_trait;
 use mysql_async::consts::{ColumnFlags, ColumnType};
@@ -10,7 +25,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Column, Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
 
 pub struct MysqlCluster {
     primary: Node,
@@ -28,7 +44,10 @@ struct Node {
     /// `user@host:port`, for logs (never shown to guests).
     name: String,
     opts: Opts,
-    pool: Pool,
+    /// Made on first use: its connections' setup depends on the server's kind.
+    pool: OnceCell<Pool>,
+    /// The statement time limit every pooled connection gets from the server itself.
+    statement_limit: Duration,
     healthy: AtomicBool,
     /// Why a replica is out of rotation; empty while it is in.
     reason: Mutex<String>,
@@ -52,10 +71,8 @@ impl MysqlCluster {
                 PoolConstraints::new(config.pool_min, config.pool_max)
                     .ok_or_else(|| anyhow::anyhow!("database.pool_min is above pool_max"))?,
             )
-            // No COM_RESET_CONNECTION when a connection goes back to the pool: it would
-            // drop the prepared-statement cache. Guests cannot leave session state
-            // behind (see `statement`), and transactions are closed by the host.
-            .with_reset_connection(false);
+            // See the module doc: nothing of one request's session reaches the next.
+            .with_reset_connection(true);
         let node = |url: &str| -> anyhow::Result<Node> {
             let url_opts = Opts::from_url(url)?;
             let name = format!(
@@ -73,8 +90,9 @@ impl MysqlCluster {
                 .into();
             Ok(Node {
                 name,
-                pool: Pool::new(opts.clone()),
+                pool: OnceCell::new(),
                 opts,
+                statement_limit: config.query_timeout(),
                 healthy: AtomicBool::new(false),
                 reason: Mutex::new("not checked yet".into()),
             })
@@ -127,12 +145,21 @@ impl MysqlCluster {
             .find(|&i| Some(i) != skip && self.replicas[i].healthy.load(Ordering::Relaxed))
     }
 
-    /// Takes a connection from `node`'s pool within the connect timeout.
-    async fn lease(&self, node: &Node) -> Result<Lease, Failure> {
-        match tokio::time::timeout(self.connect_timeout, node.pool.get_conn()).await {
+    /// Takes a connection from `node`'s pool within the connect timeout, for a
+    /// statement of `session`.
+    async fn lease(&self, node: &Node, session: &Session) -> Result<Lease, Failure> {
+        let conn = async { node.pool().await?.get_conn().await };
+        match tokio::time::timeout(self.connect_timeout, conn).await {
             Ok(Ok(conn)) => Ok(Lease {
                 conn: Some(conn),
+                in_flight: false,
                 limit: self.query_timeout,
+                deadline: session.deadline,
+                limits: session.limits,
+                stopper: Stopper {
+                    opts: node.opts.clone(),
+                    within: self.connect_timeout,
+                },
             }),
             Ok(Err(e)) => Err(Failure::Connection(format!("cannot connect: {e}"))),
             Err(_) => Err(Failure::Connection(format!(
@@ -142,8 +169,14 @@ impl MysqlCluster {
         }
     }
 
-    async fn read_on(&self, node: &Node, sql: &str, params: &[Value]) -> Result<Rows, Failure> {
-        self.lease(node).await?.read(sql, params).await
+    async fn read_on(
+        &self,
+        node: &Node,
+        session: &Session,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Rows, Failure> {
+        self.lease(node, session).await?.read(sql, params).await
     }
 
     /// Logs a connection failure with the node's address and turns it into what the
@@ -307,11 +340,14 @@ impl Database for MysqlCluster {
         sql: &str,
         params: Vec<Value>,
     ) -> Result<Rows, DbError> {
-        check(sql, Call::Query)?;
+        check(sql, Call::Query, Dialect::Mysql)?;
         if !session.wrote
             && let Some(first) = self.pick_replica(None)
         {
-            let detail = match self.read_on(&self.replicas[first], sql, &params).await {
+            let detail = match self
+                .read_on(&self.replicas[first], session, sql, &params)
+                .await
+            {
                 Err(Failure::Connection(detail)) => detail,
                 Ok(rows) => return Ok(rows),
                 Err(Failure::Db(e)) => return Err(e),
@@ -322,10 +358,10 @@ impl Database for MysqlCluster {
                 Some(i) => &self.replicas[i],
                 None => &self.primary,
             };
-            let result = self.read_on(node, sql, &params).await;
+            let result = self.read_on(node, session, sql, &params).await;
             return result.map_err(|f| self.read_failed(node, f));
         }
-        let detail = match self.read_on(&self.primary, sql, &params).await {
+        let detail = match self.read_on(&self.primary, session, sql, &params).await {
             Err(Failure::Connection(detail)) => detail,
             result => return result.map_err(|f| self.read_failed(&self.primary, f)),
         };
@@ -335,7 +371,7 @@ impl Database for MysqlCluster {
         match self.replicas.len() {
             n if n > 0 && !session.wrote => {
                 let node = &self.replicas[self.next.fetch_add(1, Ordering::Relaxed) % n];
-                let result = self.read_on(node, sql, &params).await;
+                let result = self.read_on(node, session, sql, &params).await;
                 result.map_err(|f| self.read_failed(node, f))
             }
             _ => Err(self.unavailable(&self.primary, "read", &detail)),
@@ -348,9 +384,13 @@ impl Database for MysqlCluster {
         sql: &str,
         params: Vec<Value>,
     ) -> Result<ExecResult, DbError> {
-        let writes = check(sql, Call::Execute)?;
+        let writes = check(sql, Call::Execute, Dialect::Mysql)?;
         session.wrote |= writes;
-        let result = async { self.lease(&self.primary).await?.write(sql, &params).await };
+        let session = &*session;
+        let result = async {
+            let mut lease = self.lease(&self.primary, session).await?;
+            lease.write(sql, &params).await
+        };
         result.await.map_err(|f| match f {
             Failure::Connection(detail) => self.unavailable(&self.primary, "write", &detail),
             Failure::Db(e) => e,
@@ -360,7 +400,8 @@ impl Database for MysqlCluster {
     async fn begin(&self, session: &mut Session) -> Result<Box<dyn Transaction>, DbError> {
         session.wrote = true;
         let started = async {
-            let mut lease = self.lease(&self.primary).await?;
+            // The transaction's statements run under this request's deadline and limits.
+            let mut lease = self.lease(&self.primary, session).await?;
             lease.text("START TRANSACTION").await?;
             Ok(lease)
         };
@@ -372,7 +413,10 @@ impl Database for MysqlCluster {
     }
 }
 
-/// A transaction holding its primary connection until commit or rollback.
+/// A transaction holding its primary connection until commit or rollback. Dropped
+/// without either (the guest dropped it, trapped or ran out of time), its lease goes:
+/// back to the pool, whose reset rolls the transaction back, or, with a statement in
+/// flight, closed, and the server rolls back.
 struct MysqlTransaction {
     lease: Lease,
 }
@@ -400,12 +444,12 @@ fn in_transaction(f: Failure) -> DbError {
 #[async_trait]
 impl Transaction for MysqlTransaction {
     async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<Rows, DbError> {
-        check(sql, Call::Query)?;
+        check(sql, Call::Query, Dialect::Mysql)?;
         self.lease.read(sql, &params).await.map_err(in_transaction)
     }
 
     async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<ExecResult, DbError> {
-        check(sql, Call::Execute)?;
+        check(sql, Call::Execute, Dialect::Mysql)?;
         self.lease.write(sql, &params).await.map_err(in_transaction)
     }
 
@@ -418,97 +462,223 @@ impl Transaction for MysqlTransaction {
     }
 }
 
-impl Drop for MysqlTransaction {
-    /// Dropped without commit (the guest dropped it, trapped or ran out of time): roll
-    /// back before the connection goes back to the pool, or close it if that fails.
-    fn drop(&mut self) {
-        if let Some(mut conn) = self.lease.conn.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(async move {
-                if conn.query_drop("ROLLBACK").await.is_err() {
-                    let _ = conn.disconnect().await;
-                }
-            });
-        }
-    }
-}
-
-/// A pooled connection in use. A statement that breaks the connection or runs out of
-/// time leaves it in an unknown state (a response may still be on the wire), so it is
-/// closed instead of going back to the pool.
+/// A pooled connection in use. A statement that breaks the connection, runs out of
+/// time, or whose result is cut off at a limit leaves it in an unknown state (a
+/// response may still be on the wire), and so does a lease dropped mid-command: the
+/// connection is closed instead of going back to the pool, and the server is told to
+/// stop the statement.
 struct Lease {
     conn: Option<Conn>,
+    /// A command was sent and its reply not read in full: the state that must never
+    /// go back to the pool.
+    in_flight: bool,
+    /// The longest one statement may run (`query_timeout_ms`).
     limit: Duration,
+    /// When the request's time is up.
+    deadline: Instant,
+    limits: ResultLimits,
+    stopper: Stopper,
 }
 
 type Outcome<T> = Result<Result<T, mysql_async::Error>, tokio::time::error::Elapsed>;
 
 impl Lease {
-    fn conn(&mut self) -> Result<&mut Conn, Failure> {
-        self.conn
+    /// The connection, marked busy until [`Lease::settle`] sees the command's outcome.
+    fn start(&mut self) -> Result<&mut Conn, Failure> {
+        let conn = self
+            .conn
             .as_mut()
-            .ok_or_else(|| Failure::Connection("the connection was closed".into()))
+            .ok_or_else(|| Failure::Connection("the connection was closed".into()))?;
+        self.in_flight = true;
+        Ok(conn)
+    }
+
+    /// When the statement about to run must have finished: its own limit or the
+    /// request's deadline, whichever comes first.
+    fn statement_deadline(&self) -> tokio::time::Instant {
+        (Instant::now() + self.limit).min(self.deadline).into()
     }
 
     async fn read(&mut self, sql: &str, params: &[Value]) -> Result<Rows, Failure> {
-        let limit = self.limit;
-        let outcome = tokio::time::timeout(limit, read(self.conn()?, sql, params)).await;
-        self.settle(outcome)
+        let (deadline, limits) = (self.statement_deadline(), self.limits);
+        let command = read(self.start()?, sql, params, limits);
+        let outcome = tokio::time::timeout_at(deadline, command).await;
+        self.settle(outcome)?.map_err(|over| {
+            // The rest of the result is still coming: never drain it into the pool.
+            self.abandon();
+            Failure::Db(over)
+        })
     }
 
     async fn write(&mut self, sql: &str, params: &[Value]) -> Result<ExecResult, Failure> {
-        let limit = self.limit;
-        let outcome = tokio::time::timeout(limit, write(self.conn()?, sql, params)).await;
+        let deadline = self.statement_deadline();
+        let command = write(self.start()?, sql, params);
+        let outcome = tokio::time::timeout_at(deadline, command).await;
         self.settle(outcome)
     }
 
     /// A fixed statement of the host's own (transaction control).
     async fn text(&mut self, sql: &'static str) -> Result<(), Failure> {
-        let limit = self.limit;
-        let outcome = tokio::time::timeout(limit, self.conn()?.query_drop(sql)).await;
+        let deadline = self.statement_deadline();
+        let command = self.start()?.query_drop(sql);
+        let outcome = tokio::time::timeout_at(deadline, command).await;
         self.settle(outcome)
     }
 
     fn settle<T>(&mut self, outcome: Outcome<T>) -> Result<T, Failure> {
         let failure = match outcome {
-            Ok(Ok(value)) => return Ok(value),
+            Ok(Ok(value)) => {
+                self.in_flight = false;
+                return Ok(value);
+            }
             Ok(Err(e)) => failure(e),
+            Err(_) if Instant::now() >= self.deadline => Failure::Db(DbError::Timeout(
+                "the request ran out of time during the statement".into(),
+            )),
             Err(_) => Failure::Db(DbError::Timeout(format!(
                 "the statement took longer than {:?}",
                 self.limit
             ))),
         };
-        if matches!(
-            failure,
-            Failure::Connection(_) | Failure::Db(DbError::Timeout(_))
-        ) && let Some(conn) = self.conn.take()
-        {
-            tokio::spawn(async move {
-                let _ = conn.disconnect().await;
-            });
+        match failure {
+            Failure::Connection(_) | Failure::Db(DbError::Timeout(_)) => self.abandon(),
+            // The server answered with an error: the connection is in step.
+            Failure::Db(_) => self.in_flight = false,
         }
         Err(failure)
     }
+
+    /// Closes the connection without reading what is still on its way, and has the
+    /// server stop the statement: until it notices the closed socket, a statement left
+    /// running keeps its locks and its transaction open.
+    fn abandon(&mut self) {
+        self.in_flight = false;
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let id = conn.id();
+        let stopper = self.stopper.clone();
+        // Always inside the runtime that ran the statement; without one the process
+        // is shutting down and the connection goes with it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::join!(conn.disconnect(), stopper.stop(id));
+            });
+        }
+    }
 }
 
-async fn read(conn: &mut Conn, sql: &str, params: &[Value]) -> Result<Rows, mysql_async::Error> {
-    let result = conn.exec_iter(sql, to_params(params)).await?;
-    let columns = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
-    let rows: Vec<Row> = result.collect_and_drop().await?;
-    Ok(Rows {
-        columns: columns.iter().map(|c| c.name_str().into_owned()).collect(),
-        rows: rows
-            .into_iter()
-            .map(|row| {
-                row.unwrap()
-                    .into_iter()
-                    .zip(columns.iter())
-                    .map(|(v, c)| from_mysql(v, c))
-                    .collect()
+impl Drop for Lease {
+    /// Dropped mid-command (the request's future was dropped): the reply is unread.
+    fn drop(&mut self) {
+        if self.in_flight {
+            self.abandon();
+        }
+    }
+}
+
+/// Stops a statement that wharf gave up on, over a connection of its own (the
+/// statement's connection is busy with it).
+#[derive(Clone)]
+struct Stopper {
+    opts: Opts,
+    /// Bounds connecting and the `KILL` itself.
+    within: Duration,
+}
+
+impl Stopper {
+    async fn stop(self, connection_id: u32) {
+        let kill = async {
+            let mut conn = Conn::new(self.opts).await?;
+            // QUERY, not CONNECTION: the connection is closed by wharf already, and
+            // the server then ends its session and rolls back.
+            let killed = conn.query_drop(format!("KILL QUERY {connection_id}")).await;
+            let _ = conn.disconnect().await;
+            killed
+        };
+        match tokio::time::timeout(self.within, kill).await {
+            Ok(Ok(())) => {}
+            // The statement ended and its connection closed in the meantime.
+            Ok(Err(mysql_async::Error::Server(e))) if e.code == ER_NO_SUCH_THREAD => {}
+            Ok(Err(e)) => tracing::warn!("stopping statement {connection_id} failed: {e}"),
+            Err(_) => tracing::warn!(
+                "stopping statement {connection_id} failed: no answer within {:?}",
+                self.within
+            ),
+        }
+    }
+}
+
+/// MySQL's "Unknown thread id".
+const ER_NO_SUCH_THREAD: u16 = 1094;
+
+impl Node {
+    /// The node's pool. Its connections get the server's own statement time limit,
+    /// set again after each reset (a reset clears session variables); the variable
+    /// differs between MariaDB and MySQL, so the first connection tells which.
+    async fn pool(&self) -> Result<&Pool, mysql_async::Error> {
+        self.pool
+            .get_or_try_init(|| async {
+                let conn = Conn::new(self.opts.clone()).await?;
+                let setup = statement_limit(conn.server_version(), self.statement_limit);
+                let _ = conn.disconnect().await;
+                let opts = OptsBuilder::from_opts(self.opts.clone()).setup(vec![setup]);
+                Ok(Pool::new(opts))
             })
-            .collect(),
-    })
+            .await
+    }
+}
+
+/// The session setting that makes the server stop any statement after `limit`, for a
+/// server of `version`. MariaDB (versions 10 and up; MySQL is at 9) bounds every
+/// statement; MySQL's `max_execution_time` bounds only SELECTs, which is what it has.
+fn statement_limit(version: (u16, u16, u16), limit: Duration) -> String {
+    if version.0 >= 10 {
+        format!(
+            "SET SESSION max_statement_time = {:.3}",
+            limit.as_secs_f64()
+        )
+    } else {
+        format!("SET SESSION max_execution_time = {}", limit.as_millis())
+    }
+}
+
+/// Reads the result row by row, counting rows and bytes against `limits`; the inner
+/// error is the limit passed, with the rest of the result still on the wire.
+async fn read(
+    conn: &mut Conn,
+    sql: &str,
+    params: &[Value],
+    limits: ResultLimits,
+) -> Result<Result<Rows, DbError>, mysql_async::Error> {
+    let mut result = conn.exec_iter(sql, to_params(params)).await?;
+    let columns = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
+    let mut rows = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = result.next().await? {
+        if rows.len() == limits.max_rows {
+            return Ok(Err(limits.exceeded("it has more rows")));
+        }
+        let values = row.unwrap();
+        bytes = bytes.saturating_add(values.iter().map(size).sum());
+        if bytes > limits.max_bytes {
+            return Ok(Err(limits.exceeded("it has more bytes")));
+        }
+        let values = values.into_iter().zip(columns.iter());
+        rows.push(values.map(|(v, c)| from_mysql(v, c)).collect());
+    }
+    Ok(Ok(Rows {
+        columns: columns.iter().map(|c| c.name_str().into_owned()).collect(),
+        rows,
+    }))
+}
+
+/// What a value costs the guest: its bytes, or 8 for a number, date or time.
+fn size(value: &mysql_async::Value) -> usize {
+    match value {
+        mysql_async::Value::Bytes(bytes) => bytes.len(),
+        _ => 8,
+    }
 }
 
 async fn write(

@@ -162,7 +162,7 @@ impl Database for SqliteDb {
         sql: &str,
         params: Vec<Value>,
     ) -> Result<Rows, DbError> {
-        check(sql, Call::Query)?;
+        check(sql, Call::Query, Dialect::Sqlite)?;
         self.read(session, sql, params).await
     }
 
@@ -172,7 +172,7 @@ impl Database for SqliteDb {
         sql: &str,
         params: Vec<Value>,
     ) -> Result<ExecResult, DbError> {
-        check(sql, Call::Execute)?;
+        check(sql, Call::Execute, Dialect::Sqlite)?;
         self.write(session, sql, params).await
     }
 
@@ -526,13 +526,13 @@ impl SqliteTransaction {
 #[async_trait]
 impl Transaction for SqliteTransaction {
     async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<Rows, DbError> {
-        check(sql, Call::Query)?;
+        check(sql, Call::Query, Dialect::Sqlite)?;
         let sql = sql.to_string();
         self.run(move |tx| tx.conn.read(&sql, &params)).await
     }
 
     async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<ExecResult, DbError> {
-        check(sql, Call::Execute)?;
+        check(sql, Call::Execute, Dialect::Sqlite)?;
         let sql = sql.to_string();
         self.run(move |tx| tx.conn.write(&sql, &params)).await
     }

@@ -3,10 +3,18 @@
 //! Guests get prepared statements only, one per call. On top of that, wharf runs only
 //! reads and writes for them: nothing that changes the connection's session (SET,
 //! USE, user variables, temporary tables, named locks), controls transactions behind
-//! the host's back, or touches the server's files. Pooled connections stay clean
-//! without a reset round trip, and a read can never write.
+//! the host's back, waits on purpose, or touches the server's files. A read can never
+//! write.
+//!
+//! The filter reads the text the way the server's own lexer does, per dialect: which
+//! characters are whitespace, when `--` starts a comment, how strings and quoted
+//! names end. Where the two could disagree, it reads the text every way the server
+//! might and refuses if any reading is refused. A quoted name is still a name:
+//! `` `GET_LOCK`(...) `` calls the function. The filter is the first line only: MySQL
+//! connections are also reset before they go back to the pool, so whatever it
+//! misses ends with the request.
 
-use super::DbError;
+use super::{DbError, Dialect};
 
 /// Which call the statement came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +38,7 @@ const REFUSED: &[&str] = &[
     "USE",
     "BEGIN",
     "START",
+    "END",
     "COMMIT",
     "ROLLBACK",
     "SAVEPOINT",
@@ -70,22 +79,68 @@ const REFUSED: &[&str] = &[
     "VACUUM",
     "REINDEX",
 ];
-/// Functions whose effect outlives the statement (they stay with the pooled
-/// connection) or reach outside the database.
-const FORBIDDEN_FUNCTIONS: &[&str] =
-    &["GET_LOCK", "RELEASE_LOCK", "RELEASE_ALL_LOCKS", "LOAD_FILE"];
+/// Functions that wait on purpose (holding a connection and a request slot), whose
+/// effect outlives the statement (it stays with the pooled connection), that look at
+/// other sessions' locks, or that reach outside the database.
+const FORBIDDEN_FUNCTIONS: &[&str] = &[
+    "SLEEP",
+    "BENCHMARK",
+    "GET_LOCK",
+    "RELEASE_LOCK",
+    "RELEASE_ALL_LOCKS",
+    "IS_FREE_LOCK",
+    "IS_USED_LOCK",
+    "MASTER_POS_WAIT",
+    "MASTER_GTID_WAIT",
+    "SOURCE_POS_WAIT",
+    "WAIT_FOR_EXECUTED_GTID_SET",
+    "WAIT_UNTIL_SQL_THREAD_AFTER_GTIDS",
+    "LOAD_FILE",
+    "LOAD_EXTENSION",
+];
 
-/// Checks `sql` for `call`: `Ok(true)` for a write, `Ok(false)` for a read.
-pub fn check(sql: &str, call: Call) -> Result<bool, DbError> {
-    let tokens = tokenize(sql)?;
+/// Checks `sql` for `call` as the `dialect`'s server reads it: `Ok(true)` for a
+/// write, `Ok(false)` for a read.
+pub fn check(sql: &str, call: Call, dialect: Dialect) -> Result<bool, DbError> {
+    let mut verdicts = Lexer::readings(dialect)
+        .iter()
+        .map(|&lexer| check_tokens(&tokenize(sql, lexer)?, call));
+    let first = verdicts.next().expect("every dialect has a reading");
+    let mut agreed = true;
+    for verdict in verdicts {
+        if let Err(refused @ DbError::NotAllowed(_)) = verdict {
+            return Err(refused);
+        }
+        agreed &= verdict == first;
+    }
+    if agreed || matches!(first, Err(DbError::NotAllowed(_))) {
+        return first;
+    }
+    // Neither reading is refused, yet they disagree on where a string ends: what runs
+    // depends on a server mode the app cannot see.
+    Err(DbError::BadStatement(
+        "a backslash in a quoted string reads differently under the server's \
+         NO_BACKSLASH_ESCAPES mode: double the quote ('') or pass the value as a parameter"
+            .into(),
+    ))
+}
+
+fn check_tokens(tokens: &[Token], call: Call) -> Result<bool, DbError> {
     let words = || {
         tokens.iter().filter_map(|t| match t {
-            Token::Word(w, depth) => Some((w.as_str(), *depth)),
+            Token::Word(w, depth) => Some((w.as_str(), *depth, false)),
+            Token::Name(w, depth) => Some((w.as_str(), *depth, true)),
             _ => None,
         })
     };
-    let Some((first, _)) = words().next() else {
-        return Err(DbError::BadStatement("empty statement".into()));
+    let first = match words().next() {
+        None => return Err(DbError::BadStatement("empty statement".into())),
+        Some((_, _, true)) => {
+            return Err(DbError::BadStatement(
+                "a quoted name does not start an SQL statement".into(),
+            ));
+        }
+        Some((first, _, false)) => first,
     };
     if let Some(pos) = tokens.iter().position(|t| *t == Token::Semicolon)
         && pos + 1 < tokens.len()
@@ -111,9 +166,13 @@ pub fn check(sql: &str, call: Call) -> Result<bool, DbError> {
             "{first} does not start an SQL statement"
         )));
     }
-    for (word, depth) in words().skip(1) {
+    for (word, depth, quoted) in words().skip(1) {
+        // Quoted or not, the server calls the function of that name.
         if FORBIDDEN_FUNCTIONS.contains(&word) {
             return Err(not_allowed(&format!("{word}() is not available to apps")));
+        }
+        if quoted {
+            continue;
         }
         match word {
             "OUTFILE" | "DUMPFILE" => {
@@ -122,7 +181,7 @@ pub fn check(sql: &str, call: Call) -> Result<bool, DbError> {
             "INTO" if is_read => {
                 return Err(not_allowed("SELECT ... INTO would outlive the request"));
             }
-            "TEMPORARY" if first == "CREATE" => {
+            "TEMPORARY" | "TEMP" if first == "CREATE" => {
                 return Err(not_allowed("temporary tables would outlive the request"));
             }
             // `WITH ... UPDATE` and friends: a CTE in front of a write.
@@ -148,33 +207,106 @@ fn not_allowed(what: &str) -> DbError {
 enum Token {
     /// An upper-cased keyword or identifier, with its parenthesis depth.
     Word(String, u32),
+    /// A quoted identifier (or, where the server's mode decides, a double-quoted
+    /// string), upper-cased, with its parenthesis depth: a name, never a keyword.
+    Name(String, u32),
     Semicolon,
     Assign,
     Other,
 }
 
-/// Splits `sql` into the tokens the checks need, skipping string literals, quoted
-/// identifiers and comments, so a keyword inside a string is data, not SQL. Quotes
-/// follow MySQL's default mode (backslash escapes); apps cannot change the mode.
-fn tokenize(sql: &str) -> Result<Vec<Token>, DbError> {
+/// One way a server may read statement text.
+#[derive(Debug, Clone, Copy)]
+enum Lexer {
+    /// MySQL/MariaDB: `#` and `-- ` comments, executable `/*! */` comments,
+    /// backslash escapes in strings unless the server's global `sql_mode` has
+    /// `NO_BACKSLASH_ESCAPES`, which apps cannot see or change.
+    Mysql { backslash_escapes: bool },
+    /// SQLite: `--` always a comment, no backslash escapes, `[names]`.
+    Sqlite,
+}
+
+impl Lexer {
+    fn readings(dialect: Dialect) -> &'static [Lexer] {
+        match dialect {
+            Dialect::Mysql => &[
+                Lexer::Mysql {
+                    backslash_escapes: true,
+                },
+                Lexer::Mysql {
+                    backslash_escapes: false,
+                },
+            ],
+            Dialect::Sqlite => &[Lexer::Sqlite],
+        }
+    }
+
+    /// The server's whitespace: ASCII only (a non-breaking space is part of a name to
+    /// both servers). MySQL's `my_isspace` and SQLite's `sqlite3Isspace` agree.
+    fn is_space(c: char) -> bool {
+        matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+    }
+
+    /// Whether `--` followed by `next` starts a comment. MariaDB's lexer wants a space
+    /// or a control character after it (`1--1` is arithmetic); SQLite always.
+    fn dash_comment(self, next: Option<char>) -> bool {
+        match self {
+            Lexer::Mysql { .. } => next.is_none_or(|c| Self::is_space(c) || c.is_ascii_control()),
+            Lexer::Sqlite => true,
+        }
+    }
+}
+
+/// Characters of a bare keyword or name: ASCII letters, digits, `_`, `$`, and, to
+/// both servers, every non-ASCII character.
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()
+}
+
+type Chars<'a> = std::iter::Peekable<std::str::CharIndices<'a>>;
+
+/// Splits `sql` into the tokens the checks need, skipping string literals and
+/// comments, so a keyword inside a string is data, not SQL.
+fn tokenize(sql: &str, lexer: Lexer) -> Result<Vec<Token>, DbError> {
+    let mysql = matches!(lexer, Lexer::Mysql { .. });
+    let backslash = matches!(
+        lexer,
+        Lexer::Mysql {
+            backslash_escapes: true
+        }
+    );
     let mut tokens = Vec::new();
     let mut depth = 0u32;
     let mut chars = sql.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
         match c {
-            c if c.is_whitespace() => {}
-            '\'' | '"' | '`' => skip_quoted(&mut chars, c)?,
-            '#' => skip_line(&mut chars),
-            // MySQL starts a `--` comment only when whitespace follows (`1--1` is
-            // arithmetic); reading anything else as code can only refuse more.
+            c if Lexer::is_space(c) => {}
+            '\'' => {
+                skip_quoted(&mut chars, c, backslash)?;
+            }
+            // A string in MySQL's default mode, a name with ANSI_QUOTES or in SQLite:
+            // checked as a name, which can only refuse more.
+            '"' => {
+                let name = skip_quoted(&mut chars, c, backslash)?;
+                tokens.push(Token::Name(name.to_ascii_uppercase(), depth));
+            }
+            '`' => {
+                let name = skip_quoted(&mut chars, c, false)?;
+                tokens.push(Token::Name(name.to_ascii_uppercase(), depth));
+            }
+            '[' if !mysql => {
+                let name = skip_until(&mut chars, ']')?;
+                tokens.push(Token::Name(name.to_ascii_uppercase(), depth));
+            }
+            '#' if mysql => skip_line(&mut chars),
             '-' if sql[i..].starts_with("--")
-                && sql[i + 2..].chars().next().is_none_or(char::is_whitespace) =>
+                && lexer.dash_comment(sql[i + 2..].chars().next()) =>
             {
                 skip_line(&mut chars)
             }
             '/' if sql[i..].starts_with("/*") => {
                 // MySQL runs the text of `/*! ... */` comments as SQL.
-                if sql[i..].starts_with("/*!") || sql[i..].starts_with("/*M!") {
+                if mysql && (sql[i..].starts_with("/*!") || sql[i..].starts_with("/*M!")) {
                     return Err(not_allowed("executable comments (`/*! ... */`)"));
                 }
                 chars.next();
@@ -199,10 +331,10 @@ fn tokenize(sql: &str) -> Result<Vec<Token>, DbError> {
                 depth = depth.saturating_sub(1);
                 tokens.push(Token::Other);
             }
-            c if c.is_alphanumeric() || c == '_' || c == '$' => {
+            c if is_word_char(c) => {
                 let mut end = i + c.len_utf8();
                 while let Some(&(j, n)) = chars.peek() {
-                    if !(n.is_alphanumeric() || n == '_' || n == '$') {
+                    if !is_word_char(n) {
                         break;
                     }
                     end = j + n.len_utf8();
@@ -216,26 +348,39 @@ fn tokenize(sql: &str) -> Result<Vec<Token>, DbError> {
     Ok(tokens)
 }
 
-fn skip_quoted(
-    chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>,
-    quote: char,
-) -> Result<(), DbError> {
+/// Skips to the end of a literal or name opened by `quote` and returns its content
+/// (escapes left as they are: names never need them).
+fn skip_quoted(chars: &mut Chars<'_>, quote: char, backslash: bool) -> Result<String, DbError> {
+    let mut content = String::new();
     while let Some((_, c)) = chars.next() {
-        if c == '\\' && quote != '`' {
+        if c == '\\' && backslash {
             chars.next();
         } else if c == quote {
             // A doubled quote is an escaped quote, not the end.
             if chars.peek().is_some_and(|&(_, n)| n == quote) {
                 chars.next();
             } else {
-                return Ok(());
+                return Ok(content);
             }
         }
+        content.push(c);
     }
     Err(DbError::BadStatement(format!("unterminated {quote} quote")))
 }
 
-fn skip_line(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>) {
+/// Skips to `close` (SQLite's `[name]`, which has no escapes) and returns the content.
+fn skip_until(chars: &mut Chars<'_>, close: char) -> Result<String, DbError> {
+    let mut content = String::new();
+    for (_, c) in chars.by_ref() {
+        if c == close {
+            return Ok(content);
+        }
+        content.push(c);
+    }
+    Err(DbError::BadStatement(format!("unterminated {close} name")))
+}
+
+fn skip_line(chars: &mut Chars<'_>) {
     for (_, c) in chars.by_ref() {
         if c == '\n' {
             break;
@@ -248,7 +393,14 @@ mod tests {
     use super::*;
 
     fn kind(sql: &str, call: Call) -> Result<bool, DbError> {
-        check(sql, call)
+        check(sql, call, Dialect::Mysql)
+    }
+
+    fn refused(sql: &str, dialect: Dialect) -> bool {
+        matches!(
+            check(sql, Call::Execute, dialect),
+            Err(DbError::NotAllowed(_))
+        )
     }
 
     #[test]
@@ -261,6 +413,23 @@ mod tests {
         assert_eq!(
             kind("WITH c AS (SELECT 1) UPDATE t SET x = 1", Call::Execute),
             Ok(true)
+        );
+        // Quoted names that are keywords are names, not keywords.
+        assert_eq!(
+            kind("SELECT `into`, `temporary` FROM t", Call::Query),
+            Ok(false)
+        );
+        assert_eq!(
+            check(
+                "SELECT [into] FROM t -- ; DROP",
+                Call::Query,
+                Dialect::Sqlite
+            ),
+            Ok(false)
+        );
+        assert_eq!(
+            check("SELECT 'it''s' FROM t", Call::Query, Dialect::Sqlite),
+            Ok(false)
         );
     }
 
@@ -293,11 +462,89 @@ mod tests {
             "ATTACH DATABASE '/tmp/x' AS y",
             "PRAGMA journal_mode = OFF",
         ] {
-            assert!(
-                matches!(kind(sql, Call::Execute), Err(DbError::NotAllowed(_))),
-                "{sql}"
-            );
+            assert!(refused(sql, Dialect::Mysql), "{sql}");
         }
+    }
+
+    #[test]
+    fn mysql_names_in_backticks_and_spaced_calls_are_the_functions_they_name() {
+        for sql in [
+            "SELECT `GET_LOCK`('x',0)",
+            "SELECT `get_lock` ('x', 0)",
+            "SELECT GET_LOCK ('x', 0)",
+            "SELECT GET_LOCK/**/('x', 0)",
+            "SELECT `LOAD_FILE`('/etc/passwd')",
+            "SELECT \"RELEASE_LOCK\"('x')",
+            "SELECT IS_USED_LOCK('x')",
+        ] {
+            assert!(refused(sql, Dialect::Mysql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn mysql_refuses_functions_that_wait_on_purpose() {
+        for sql in [
+            "SELECT SLEEP(5)",
+            "SELECT BENCHMARK(100000000, MD5('x'))",
+            "SELECT MASTER_POS_WAIT('log', 4)",
+            "SELECT MASTER_GTID_WAIT('0-1-100')",
+            "SELECT * FROM t WHERE id = 1 AND sleep(1) = 0",
+        ] {
+            assert!(refused(sql, Dialect::Mysql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn mysql_dash_comments_follow_the_servers_whitespace_rule() {
+        // A non-breaking space is no whitespace to the server: what follows is code.
+        assert!(refused("SELECT 1 --\u{a0}, SLEEP(5)", Dialect::Mysql));
+        assert!(refused("SELECT 1 --\u{a0}\n, SLEEP(5)", Dialect::Mysql));
+        // Any control character after `--` makes a comment to the server.
+        assert_eq!(kind("SELECT 1 --\x01, SLEEP(5)", Call::Query), Ok(false));
+        assert_eq!(kind("SELECT 1 --\x0b, SLEEP(5)", Call::Query), Ok(false));
+        assert_eq!(kind("SELECT 1 --", Call::Query), Ok(false));
+        // `#` is a comment to MySQL.
+        assert_eq!(kind("SELECT 1 # , SLEEP(5)", Call::Query), Ok(false));
+    }
+
+    #[test]
+    fn mysql_strings_are_read_with_and_without_backslash_escapes() {
+        // With NO_BACKSLASH_ESCAPES the string ends at the second quote and the call
+        // after it is code; the filter refuses whichever way the server reads it.
+        assert!(refused("SELECT '\\' , SLEEP(5) -- '", Dialect::Mysql));
+        assert!(refused("SELECT 'a\\'', SLEEP(5) -- '", Dialect::Mysql));
+        assert_eq!(
+            kind("SELECT 'a\\\\b', 'it''s' FROM t", Call::Query),
+            Ok(false)
+        );
+        let Err(DbError::BadStatement(msg)) = kind("SELECT 'a\\'b' FROM t", Call::Query) else {
+            panic!("a string whose end depends on the mode passed");
+        };
+        assert!(msg.contains("parameter"), "{msg}");
+    }
+
+    #[test]
+    fn sqlite_dash_always_starts_a_comment() {
+        for sql in [
+            "--SELECT\nATTACH DATABASE 'x' AS y",
+            "--SELECT\nBEGIN",
+            "--\u{a0}SELECT\nDETACH y",
+            "/* SELECT */ PRAGMA writable_schema = ON",
+            "CREATE TEMP TABLE x (a)",
+            "CREATE TEMPORARY TABLE x (a)",
+        ] {
+            assert!(refused(sql, Dialect::Sqlite), "{sql}");
+        }
+        // No backslash escapes and no `#` comments in SQLite: the call is code.
+        assert!(refused(
+            "SELECT 'a\\', load_extension('x') --'",
+            Dialect::Sqlite
+        ));
+        assert!(matches!(
+            check("SELECT 1 # x", Call::Query, Dialect::Sqlite),
+            Ok(false)
+        ));
+        assert!(refused("SELECT [load_extension]('x')", Dialect::Sqlite));
     }
 
     #[test]
@@ -322,6 +569,10 @@ mod tests {
         )); // A typo is the app's mistake, not a refused statement.
         assert!(matches!(
             kind("SELEC 1", Call::Query),
+            Err(DbError::BadStatement(_))
+        ));
+        assert!(matches!(
+            kind("`SELECT` 1", Call::Query),
             Err(DbError::BadStatement(_))
         ));
     }
