@@ -4,7 +4,7 @@
 //! most [`MAX_OUTPUT_PER_REQUEST`] bytes per stream and request are logged (the rest
 //! is counted, and one line says how much was dropped), and control characters are
 //! escaped so a guest cannot forge log lines or drive an operator's terminal. The log
-//! itself never blocks the guest's thread (see `monitor::log_queue`).
+//! itself never blocks the guest's thread (see `monitor::init_logging`).
 
 use bytes::Bytes;
 use std::pin::Pin;
