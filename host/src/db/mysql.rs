@@ -657,12 +657,12 @@ async fn read(
     let mut bytes = 0usize;
     while let Some(row) = result.next().await? {
         if rows.len() == limits.max_rows {
-            return Ok(Err(limits.exceeded("it has more rows")));
+            return Ok(Err(limits.exceeded("too many rows")));
         }
         let values = row.unwrap();
         bytes = bytes.saturating_add(values.iter().map(size).sum());
         if bytes > limits.max_bytes {
-            return Ok(Err(limits.exceeded("it has more bytes")));
+            return Ok(Err(limits.exceeded("too many bytes")));
         }
         let values = values.into_iter().zip(columns.iter());
         rows.push(values.map(|(v, c)| from_mysql(v, c)).collect());
