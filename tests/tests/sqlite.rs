@@ -282,6 +282,17 @@ async fn sqlite_reports_the_row_id_and_row_count_of_the_statement_itself() {
                 "execute",
                 "INSERT OR IGNORE INTO b (id, v) VALUES (1, 'again')"
             ),
+            step(
+                "execute",
+                "CREATE TABLE u (id INTEGER PRIMARY KEY, k TEXT UNIQUE, v INT)"
+            ),
+            step("execute", "INSERT INTO u (k, v) VALUES ('a', 1)"),
+            step("execute", "INSERT INTO u (k, v) VALUES ('b', 1)"),
+            step(
+                "execute",
+                "INSERT INTO u (k, v) VALUES ('a', 2) ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+            ),
+            step("execute", "INSERT INTO u (k, v) SELECT k, v FROM u WHERE 0"),
         ]),
     )
     .await;
@@ -300,6 +311,20 @@ async fn sqlite_reports_the_row_id_and_row_count_of_the_statement_itself() {
         r[6]["last_insert_id"],
         Value::Null,
         "ignored INSERT: {report}"
+    );
+    assert_eq!(r[9]["last_insert_id"], 2, "{report}");
+    // The upsert updated row 1 and inserted nothing: row 2 is not its id.
+    assert_eq!(r[10]["rows_affected"], 1, "{report}");
+    assert_eq!(
+        r[10]["last_insert_id"],
+        Value::Null,
+        "upsert that updated: {report}"
+    );
+    assert_eq!(r[11]["rows_affected"], 0, "{report}");
+    assert_eq!(
+        r[11]["last_insert_id"],
+        Value::Null,
+        "INSERT ... SELECT of no rows: {report}"
     );
 
     // Inside a transaction the same.

@@ -434,6 +434,13 @@ impl SqliteConn {
         let mut stmt = self.conn.prepare(sql).map_err(|e| self.error(e))?;
         let effect = *self.hooks.effect.lock().unwrap();
         let params = rusqlite::params_from_iter(params);
+        // The last row id stays as it was when a statement inserts no row (an upsert
+        // that updated, an ignored insert, a table without row ids); cleared here, a
+        // non-zero id afterwards is one this statement inserted, never an earlier
+        // statement's row on this connection.
+        // SAFETY: the handle is this open connection's, used on the thread that holds
+        // it, and setting the last row id touches nothing else.
+        unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(self.conn.handle(), 0) };
         if stmt.column_count() > 0 {
             // A statement that returns rows (a read, or `RETURNING`): run it to the end.
             let mut rows = stmt.query(params).map_err(|e| self.error(e))?;
@@ -441,17 +448,19 @@ impl SqliteConn {
         } else {
             stmt.execute(params).map_err(|e| self.error(e))?;
         }
-        // `changes()` and the last row id keep their values through statements that do
-        // not set them (DDL, an insert that inserted nothing): only the statement's own
-        // effect says whether they are its.
+        // `changes()` keeps its value through statements that do not set it (DDL): only
+        // the statement's own effect says whether it is its. DDL can insert rows of its
+        // own (a virtual table's shadow tables), so the row id also needs an insert.
         let rows_affected = match effect {
             Effect::None => 0,
             Effect::Changes | Effect::Inserts => self.conn.changes(),
         };
-        let inserted = effect == Effect::Inserts && rows_affected > 0;
+        // 0 is no row, as MySQL reports it.
+        let id = self.conn.last_insert_rowid();
+        let inserted = effect == Effect::Inserts && rows_affected > 0 && id != 0;
         Ok(ExecResult {
             rows_affected,
-            last_insert_id: inserted.then(|| self.conn.last_insert_rowid() as u64),
+            last_insert_id: inserted.then_some(id as u64),
         })
     }
 
@@ -721,6 +730,41 @@ mod tests {
         );
         let delete = run("DELETE FROM b").await.unwrap();
         assert_eq!((delete.rows_affected, delete.last_insert_id), (2, None));
+        // Statements that insert no row report no id, not the connection's last one.
+        run("CREATE TABLE u (id INTEGER PRIMARY KEY, k UNIQUE, v)")
+            .await
+            .unwrap();
+        let first = run("INSERT INTO u (k, v) VALUES ('a', 1)").await.unwrap();
+        assert_eq!((first.rows_affected, first.last_insert_id), (1, Some(1)));
+        let second = run("INSERT INTO u (k, v) VALUES ('b', 1)").await.unwrap();
+        assert_eq!((second.rows_affected, second.last_insert_id), (1, Some(2)));
+        let upsert = run(
+            "INSERT INTO u (k, v) VALUES ('a', 2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+        )
+        .await
+        .unwrap();
+        assert_eq!((upsert.rows_affected, upsert.last_insert_id), (1, None));
+        let nothing = run("INSERT INTO u (k, v) VALUES ('a', 3) ON CONFLICT DO NOTHING")
+            .await
+            .unwrap();
+        assert_eq!((nothing.rows_affected, nothing.last_insert_id), (0, None));
+        let ignored = run("INSERT OR IGNORE INTO u (k, v) VALUES ('b', 3)")
+            .await
+            .unwrap();
+        assert_eq!((ignored.rows_affected, ignored.last_insert_id), (0, None));
+        let none_selected = run("INSERT INTO u (k, v) SELECT k, v FROM u WHERE 0")
+            .await
+            .unwrap();
+        assert_eq!(
+            (none_selected.rows_affected, none_selected.last_insert_id),
+            (0, None)
+        );
+        // A table without row ids gives none to report.
+        run("CREATE TABLE w (k PRIMARY KEY) WITHOUT ROWID")
+            .await
+            .unwrap();
+        let keyed = run("INSERT INTO w (k) VALUES ('a')").await.unwrap();
+        assert_eq!((keyed.rows_affected, keyed.last_insert_id), (1, None));
     }
 
     #[tokio::test]
