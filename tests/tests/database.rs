@@ -621,6 +621,51 @@ async fn statement_past_the_query_timeout_is_stopped_on_the_server_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_wait_timeout_reported_by_the_server_keeps_the_transaction_going() {
+    let cluster = Cluster::start(0).await.unwrap();
+    // The server gives up on the lock after 1 s, well inside wharf's own limit (the
+    // pool's connections are made after this, and take the global value).
+    let set = "SET GLOBAL innodb_lock_wait_timeout = 1";
+    cluster.sql(NodeId::Primary, set).await.unwrap();
+    let (wharf, _apps) = start_configured(
+        Some(&cluster),
+        "query_timeout_ms = 10000
+",
+        "",
+    );
+    let _lock = lock_row(&cluster, "held").await;
+    let create = "CREATE TABLE marks (id INT AUTO_INCREMENT PRIMARY KEY, m VARCHAR(20))";
+    cluster.sql(NodeId::Primary, create).await.unwrap();
+
+    let report = probe(
+        &wharf,
+        "commit",
+        json!([
+            step("execute", &locked_update("held"), json!([])),
+            step(
+                "execute",
+                "INSERT INTO marks (m) VALUES ('after')",
+                json!([])
+            ),
+        ]),
+    )
+    .await;
+    let results = &report["results"];
+    assert_eq!(error_kind(&results[0]), Some("timeout"), "{report}");
+    assert_eq!(results[1]["rows_affected"], 1, "{report}");
+    // InnoDB rolled back the one statement, and the transaction committed the rest.
+    let rows = cluster
+        .sql(NodeId::Primary, "SELECT m FROM marks")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "the INSERT after the lock wait timeout was not committed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_session_state_survives_into_the_next_request_on_a_pooled_connection() {
     let cluster = Cluster::start(0).await.unwrap();
     let (wharf, _apps) = start_configured(Some(&cluster), "pool_max = 1\n", "");

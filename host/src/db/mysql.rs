@@ -462,9 +462,10 @@ impl Transaction for MysqlTransaction {
     }
 }
 
-/// A pooled connection in use. A statement that breaks the connection, runs out of
-/// time, or whose result is cut off at a limit leaves it in an unknown state (a
-/// response may still be on the wire), and so does a lease dropped mid-command: the
+/// A pooled connection in use. A statement that breaks the connection, that wharf
+/// stops waiting for, or whose result is cut off at a limit leaves it in an unknown
+/// state (a response may still be on the wire; a timeout the server reports is an
+/// answer, and leaves it in step), and so does a lease dropped mid-command: the
 /// connection is closed instead of going back to the pool, and the server is told to
 /// stop the statement.
 struct Lease {
@@ -532,17 +533,22 @@ impl Lease {
                 return Ok(value);
             }
             Ok(Err(e)) => failure(e),
-            Err(_) if Instant::now() >= self.deadline => Failure::Db(DbError::Timeout(
-                "the request ran out of time during the statement".into(),
-            )),
-            Err(_) => Failure::Db(DbError::Timeout(format!(
-                "the statement took longer than {:?}",
-                self.limit
-            ))),
+            // wharf gave up waiting: the reply may still come.
+            Err(_) => {
+                self.abandon();
+                return Err(Failure::Db(DbError::Timeout(
+                    if Instant::now() >= self.deadline {
+                        "the request ran out of time during the statement".into()
+                    } else {
+                        format!("the statement took longer than {:?}", self.limit)
+                    },
+                )));
+            }
         };
         match failure {
-            Failure::Connection(_) | Failure::Db(DbError::Timeout(_)) => self.abandon(),
-            // The server answered with an error: the connection is in step.
+            Failure::Connection(_) => self.abandon(),
+            // The server answered with an error, its own timeouts included (a lock
+            // wait timeout rolls back only the statement): the connection is in step.
             Failure::Db(_) => self.in_flight = false,
         }
         Err(failure)

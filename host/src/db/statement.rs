@@ -120,7 +120,8 @@ pub fn check(sql: &str, call: Call, dialect: Dialect) -> Result<bool, DbError> {
     // depends on a server mode the app cannot see.
     Err(DbError::BadStatement(
         "a backslash in a quoted string reads differently under the server's \
-         NO_BACKSLASH_ESCAPES mode: double the quote ('') or pass the value as a parameter"
+         NO_BACKSLASH_ESCAPES or ANSI_QUOTES mode: double the quote ('') or pass the \
+         value as a parameter"
             .into(),
     ))
 }
@@ -218,10 +219,14 @@ enum Token {
 /// One way a server may read statement text.
 #[derive(Debug, Clone, Copy)]
 enum Lexer {
-    /// MySQL/MariaDB: `#` and `-- ` comments, executable `/*! */` comments,
-    /// backslash escapes in strings unless the server's global `sql_mode` has
-    /// `NO_BACKSLASH_ESCAPES`, which apps cannot see or change.
-    Mysql { backslash_escapes: bool },
+    /// MySQL/MariaDB: `#` and `-- ` comments, executable `/*! */` comments. The
+    /// server's global `sql_mode`, which apps cannot see or change, decides the rest:
+    /// backslash escapes in strings unless it has `NO_BACKSLASH_ESCAPES`, and with
+    /// `ANSI_QUOTES` a `"` opens a name, which never has backslash escapes.
+    Mysql {
+        backslash_escapes: bool,
+        ansi_quotes: bool,
+    },
     /// SQLite: `--` always a comment, no backslash escapes, `[names]`.
     Sqlite,
 }
@@ -229,12 +234,20 @@ enum Lexer {
 impl Lexer {
     fn readings(dialect: Dialect) -> &'static [Lexer] {
         match dialect {
+            // Without backslash escapes `"` ends at the same place whether it opens a
+            // string or a name, so `{ false, true }` reads as `{ false, false }`.
             Dialect::Mysql => &[
                 Lexer::Mysql {
                     backslash_escapes: true,
+                    ansi_quotes: false,
                 },
                 Lexer::Mysql {
                     backslash_escapes: false,
+                    ansi_quotes: false,
+                },
+                Lexer::Mysql {
+                    backslash_escapes: true,
+                    ansi_quotes: true,
                 },
             ],
             Dialect::Sqlite => &[Lexer::Sqlite],
@@ -268,13 +281,13 @@ type Chars<'a> = std::iter::Peekable<std::str::CharIndices<'a>>;
 /// Splits `sql` into the tokens the checks need, skipping string literals and
 /// comments, so a keyword inside a string is data, not SQL.
 fn tokenize(sql: &str, lexer: Lexer) -> Result<Vec<Token>, DbError> {
-    let mysql = matches!(lexer, Lexer::Mysql { .. });
-    let backslash = matches!(
-        lexer,
+    let (mysql, backslash, ansi_quotes) = match lexer {
         Lexer::Mysql {
-            backslash_escapes: true
-        }
-    );
+            backslash_escapes,
+            ansi_quotes,
+        } => (true, backslash_escapes, ansi_quotes),
+        Lexer::Sqlite => (false, false, false),
+    };
     let mut tokens = Vec::new();
     let mut depth = 0u32;
     let mut chars = sql.char_indices().peekable();
@@ -287,7 +300,7 @@ fn tokenize(sql: &str, lexer: Lexer) -> Result<Vec<Token>, DbError> {
             // A string in MySQL's default mode, a name with ANSI_QUOTES or in SQLite:
             // checked as a name, which can only refuse more.
             '"' => {
-                let name = skip_quoted(&mut chars, c, backslash)?;
+                let name = skip_quoted(&mut chars, c, backslash && !ansi_quotes)?;
                 tokens.push(Token::Name(name.to_ascii_uppercase(), depth));
             }
             '`' => {
@@ -521,6 +534,23 @@ mod tests {
             panic!("a string whose end depends on the mode passed");
         };
         assert!(msg.contains("parameter"), "{msg}");
+    }
+
+    #[test]
+    fn mysql_double_quotes_are_also_read_as_names_without_backslash_escapes() {
+        // ANSI_QUOTES: `"\"` is a whole name while `'\' '` is still one string with
+        // an escaped quote, so the call after them is code.
+        for sql in [
+            "SELECT 1 AS \"\\\", '\\' ' , LOAD_FILE(0x2f6574632f706173737764) -- ' -- \"",
+            "SELECT 1 AS \"\\\", '\\' ' , GET_LOCK('x', 1) -- ' -- \"",
+            "SELECT 1 AS \"\\\", '\\' ' INTO OUTFILE '/tmp/x' -- ' -- \"",
+        ] {
+            assert!(refused(sql, Dialect::Mysql), "{sql}");
+        }
+        assert_eq!(
+            kind("SELECT 1 AS \"a\"\"b\" FROM t", Call::Query),
+            Ok(false)
+        );
     }
 
     #[test]
