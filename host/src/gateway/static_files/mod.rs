@@ -1146,7 +1146,10 @@ mod tests {
         for (uri, file) in [("/photo.png", "photo.png"), ("/tiny.txt", "tiny.txt")] {
             let (first, _) = get(&site, uri, &browser).await;
             assert_eq!(first.status(), StatusCode::OK, "{uri}");
-            assert!(!first.headers().contains_key(header::CONTENT_ENCODING), "{uri}");
+            assert!(
+                !first.headers().contains_key(header::CONTENT_ENCODING),
+                "{uri}"
+            );
             // The next request with the same Accept-Encoding looks up this key.
             let key = KeyRef {
                 file,
