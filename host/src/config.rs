@@ -383,6 +383,13 @@ impl Config {
         if self.apps.max_instances == 0 {
             problems.push("apps.max_instances: must be at least 1".into());
         }
+        if self.apps.max_instances > crate::runtime::MAX_INSTANCES {
+            problems.push(format!(
+                "apps.max_instances: {} is more than the most wharf supports ({})",
+                self.apps.max_instances,
+                crate::runtime::MAX_INSTANCES
+            ));
+        }
         if self.apps.max_idle_instances > self.apps.max_instances {
             problems.push(format!(
                 "apps.max_idle_instances: {} is more than apps.max_instances ({})",
@@ -450,6 +457,8 @@ impl Config {
                         "{key}.path: {:?} must be a path starting with '/'",
                         route.path
                     ));
+                } else if let Some(why) = crate::gateway::path::route_problem(&route.path) {
+                    problems.push(format!("{key}.path: {why}"));
                 }
                 let norm = route.path.trim_end_matches('/').to_string();
                 if let Some(other) = paths.insert(norm, j) {

@@ -489,13 +489,18 @@ fn covered_site() -> (tempfile::TempDir, String) {
     std::fs::create_dir_all(public.join("old")).unwrap();
     std::fs::write(public.join("index.html"), "<h1>home</h1>\n").unwrap();
     std::fs::write(public.join("old/secret.txt"), CANARY).unwrap();
+    std::fs::create_dir_all(public.join("@internal")).unwrap();
+    std::fs::write(public.join("@internal/secret.txt"), CANARY).unwrap();
     let config = format!(
         r#"
 [[site]]
 hosts = ["www.foobar.com"]
 root = "{root}"
 apps = false
-routes = [{{ path = "/old", redirect = "/" }}]
+routes = [
+    {{ path = "/old", redirect = "/" }},
+    {{ path = "/@internal", redirect = "/" }},
+]
 "#,
         root = public.display()
     );
@@ -547,6 +552,9 @@ async fn non_canonical_spellings_of_a_routed_path_never_reach_the_static_files_b
         "/./old/secret.txt",
         "/x/../old/secret.txt",
         "/old/./secret.txt",
+        // A character that may stand raw in a path has one spelling: raw.
+        "/@internal/secret.txt",
+        "/%40internal/secret.txt",
     ] {
         let (status, location, reply) = raw_get(&wharf, target).await;
         assert_eq!(

@@ -3,7 +3,7 @@
 //! become HTTP responses.
 
 mod error;
-mod path;
+pub mod path;
 pub mod sites;
 pub mod static_files;
 

@@ -5,8 +5,14 @@
 //! slip past a route for `/old` and still name `old/secret.txt` on disk. So, as nginx does
 //! before it matches locations, the gateway normalises the path once, before routing,
 //! and the request carries only the normal form from there on:
-//! - `%XX` of an unreserved character (letters, digits, `-._~`; RFC 3986 §2.3) is
-//!   decoded; every other escape stays encoded, its hex in upper case (§6.2.2.1);
+//! - every byte has one spelling. A character that may stand raw in a segment
+//!   (`pchar` of RFC 3986 §3.3: letters, digits, `-._~`, the sub-delims `!$&'()*+,;=`,
+//!   `:` and `@`) is written raw, its `%XX` decoded; `/`, `%` and every other byte
+//!   (controls, space, non-ASCII, ``"<>[\]^`{|}``) is written `%XX` with upper-case
+//!   hex (§6.2.2.1), encoded when it arrives raw (hyper lets `"{|}[\]^` and UTF-8
+//!   through).
+//!   Otherwise `/%40internal` would miss a route for `/@internal` and still name
+//!   `@internal` on disk;
 //! - runs of `/` are merged into one;
 //! - `.` segments are dropped and `..` removes the segment before it (§5.2.4);
 //!   a `..` above the root is a 400, as in nginx;
@@ -57,51 +63,80 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, GatewayError> {
     Ok(Cow::Owned(normal))
 }
 
-/// True for most paths, which have no escape, no empty segment before the last, and no
-/// dot segment: those need no copy.
+/// True for most paths, which have only raw `pchar` bytes, no empty segment before the
+/// last, and no dot segment: those need no copy.
 fn is_normal(path: &str) -> bool {
+    if !path.bytes().all(|b| b == b'/' || stands_raw(b)) {
+        return false;
+    }
     let mut segments = path.split('/').skip(1).peekable();
     while let Some(segment) = segments.next() {
         let last = segments.peek().is_none();
-        if segment.contains('%')
-            || segment == "."
-            || segment == ".."
-            || (segment.is_empty() && !last)
-        {
+        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
             return false;
         }
     }
     true
 }
 
-/// `path` with escapes of unreserved characters decoded and the others in upper case.
+/// A byte that is written raw in a normal path segment: `pchar` minus escapes
+/// (RFC 3986 §3.3).
+fn stands_raw(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'.' | b'_' | b'~' // unreserved
+                | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' // sub-delims
+                | b':' | b'@'
+        )
+}
+
+/// `path` with each byte in its one spelling: raw if it [`stands_raw`] (or is `/`),
+/// else `%XX` in upper case.
 fn decode_unreserved(path: &str) -> Result<String, GatewayError> {
     let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut out = String::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] != b'%' {
-            out.push(bytes[i]);
-            i += 1;
-            continue;
-        }
-        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
-        let (Some(high), Some(low)) = (hex(i + 1), hex(i + 2)) else {
-            return Err(GatewayError::BadRequest(
-                "the path has a malformed percent-escape",
-            ));
-        };
-        let byte = (high * 16 + low) as u8;
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte);
+        let byte = if bytes[i] == b'%' {
+            let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+            let (Some(high), Some(low)) = (hex(i + 1), hex(i + 2)) else {
+                return Err(GatewayError::BadRequest(
+                    "the path has a malformed percent-escape",
+                ));
+            };
+            i += 3;
+            // An escaped `/` stays a character of its segment, never a separator.
+            let byte = (high * 16 + low) as u8;
+            if !stands_raw(byte) {
+                out.push_str(&format!("%{byte:02X}"));
+                continue;
+            }
+            byte
         } else {
-            out.push(b'%');
-            out.extend(bytes[i + 1..i + 3].iter().map(u8::to_ascii_uppercase));
+            i += 1;
+            bytes[i - 1]
+        };
+        if byte == b'/' || stands_raw(byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
         }
-        i += 3;
     }
-    // Only ASCII escapes were replaced by ASCII bytes: still the UTF-8 it was.
-    Ok(String::from_utf8(out).expect("escapes replaced by ASCII keep UTF-8 valid"))
+    Ok(out)
+}
+
+/// Why a configured route prefix `route` would never match as written: requests are
+/// matched in normal form, so a prefix must be written in it. `None` when it is.
+pub fn route_problem(route: &str) -> Option<String> {
+    match normalize(route) {
+        Ok(normal) if normal == route => None,
+        Ok(normal) => Some(format!(
+            "{route:?} must be written {normal:?}, the form requests are matched in"
+        )),
+        Err(GatewayError::BadRequest(why)) => Some(format!("{route:?}: {why}")),
+        Err(e) => Some(format!("{route:?}: {e}")),
+    }
 }
 
 #[cfg(test)]
@@ -128,18 +163,29 @@ mod tests {
             ("/..a/b..", "/..a/b.."),
             ("/a/..", "/"),
             ("//", "/"),
-            // Escapes of reserved and other characters stay, with upper-case hex.
+            // Escapes of `/`, `%` and characters that may not stand raw stay, with
+            // upper-case hex; those characters sent raw are encoded.
             ("/old%2fsecret.txt", "/old%2Fsecret.txt"),
             ("/a%20b/%c3%a9", "/a%20b/%C3%A9"),
             ("/%252e%252e/x", "/%252e%252e/x"),
-            ("/caf\u{e9}", "/caf\u{e9}"),
+            ("/caf\u{e9}", "/caf%C3%A9"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("/a\"b/{c}|d[e]\\f^g", "/a%22b/%7Bc%7D%7Cd%5Be%5D%5Cf%5Eg"),
+            ("/%3c%3e%60%7f%00", "/%3C%3E%60%7F%00"),
+            // Sub-delims, `:` and `@` stand raw, however they were sent.
+            ("/%40internal/secret.txt", "/@internal/secret.txt"),
+            ("/@internal", "/@internal"),
+            ("/%21%24%26%27%28%29%2A%2B%2C%3B%3D%3A%40", "/!$&'()*+,;=:@"),
+            ("/!$&'()*+,;=:@", "/!$&'()*+,;=:@"),
             ("*", "*"),
         ];
         for (raw, normal) in cases {
             assert_eq!(normalize(raw).unwrap(), normal, "{raw}");
         }
-        // A path already normal is not copied.
+        // A path already normal is not copied; one with a raw byte to encode is.
         assert!(matches!(normalize("/old/secret.txt"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(normalize("/caf\u{e9}"), Ok(Cow::Owned(_))));
+        assert!(matches!(normalize("/%40x"), Ok(Cow::Owned(_))));
     }
 
     #[test]

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 /// Instances alive at once across all apps, busy or idle, by default.
 pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// The most `[apps] max_instances` may be: the engine's pool sizes some of its parts at
+/// four per instance in a u32, and a million instances is far past any machine's memory.
+pub const MAX_INSTANCES: u32 = 1_000_000;
 /// Idle instances kept across all apps by default: a quarter of the pool, so idle ones
 /// alone can never take the slots busy apps need.
 pub const DEFAULT_MAX_IDLE_INSTANCES: u32 = 250;

@@ -56,11 +56,14 @@ impl Manifest {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        for route in self.routes.iter().flatten() {
+        for (i, route) in self.routes.iter().flatten().enumerate() {
             anyhow::ensure!(
                 route.starts_with('/') && !route.contains(['?', '#', ' ']),
                 "routes: {route:?} must be a path starting with '/'"
             );
+            if let Some(why) = crate::gateway::path::route_problem(route) {
+                anyhow::bail!("routes[{i}]: {why}");
+            }
         }
         if let Some(ms) = self.timeout_ms {
             anyhow::ensure!(ms > 0, "timeout_ms: must be at least 1");
@@ -207,6 +210,18 @@ mod tests {
             let err = Manifest::parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_route_not_in_the_form_requests_are_matched_in_is_refused_with_that_form() {
+        let err = Manifest::parse("routes = ['/api', '/caf\u{e9}']")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            r#"routes[1]: "/café" must be written "/caf%C3%A9", the form requests are matched in"#
+        );
+        assert!(Manifest::parse("routes = ['/caf%C3%A9', '/@x', '/api/']").is_ok());
     }
 
     #[test]

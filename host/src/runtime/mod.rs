@@ -18,7 +18,8 @@ pub use watch::report;
 pub use app::{App, route_matches};
 pub use cache::Origin;
 pub use idle::{
-    DEFAULT_IDLE_INSTANCE_TTL, DEFAULT_MAX_IDLE_INSTANCES, DEFAULT_MAX_INSTANCES, PoolOptions,
+    DEFAULT_IDLE_INSTANCE_TTL, DEFAULT_MAX_IDLE_INSTANCES, DEFAULT_MAX_INSTANCES, MAX_INSTANCES,
+    PoolOptions,
 };
 pub use invoke::{Body, BoxError, InvokeError};
 pub use registry::Registry;

@@ -161,7 +161,7 @@ impl StaticFiles {
                 if let Some(entry) = self.cache.get(&key, &self.root_dir) {
                     return cached(&entry, is_head);
                 }
-                (!is_head).then_some(file)
+                (!is_head).then_some((file, encoding))
             }
             _ => None,
         };
@@ -214,9 +214,12 @@ impl StaticFiles {
     }
 
     /// Reads the whole of a small file's answer into the cache and answers from there.
+    /// It is kept under the encoding negotiated for the request, not the one the answer
+    /// has: a png or a tiny file goes out uncompressed to a client that asked for br, and
+    /// that client's next request looks it up under br.
     async fn remember(
         &self,
-        file: String,
+        (file, encoding): (String, Encoding),
         source: PathBuf,
         identity: Identity,
         response: Response<Body>,
@@ -234,10 +237,9 @@ impl StaticFiles {
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        let Some(encoding) = Encoding::of_content(parts.headers.get(header::CONTENT_ENCODING))
-        else {
+        if Encoding::of_content(parts.headers.get(header::CONTENT_ENCODING)).is_none() {
             return cached_answer(parts.headers, body);
-        };
+        }
         let key = KeyRef {
             file: &file,
             encoding,
@@ -1121,6 +1123,45 @@ mod tests {
         assert!(format!("{err:#}").contains("file.txt"), "{err:#}");
 
         assert!(StaticFiles::new(tmp.path(), Some("bad\nvalue")).is_err());
+    }
+
+    #[tokio::test]
+    async fn files_left_uncompressed_are_answered_from_memory_to_clients_that_accept_compression() {
+        let site = site(None);
+        let root = site.tmp.path().join("root");
+        // A png is never compressed; a tiny text is below the compression threshold.
+        std::fs::write(root.join("tiny.txt"), "tiny").unwrap();
+        let settled = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ["photo.png", "tiny.txt"]
+            .iter()
+            .any(|name| Identity::of(&std::fs::metadata(root.join(name)).unwrap()).is_racy())
+        {
+            assert!(
+                std::time::Instant::now() < settled,
+                "timestamps never settled"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let browser = [("accept-encoding", "gzip, br")];
+        for (uri, file) in [("/photo.png", "photo.png"), ("/tiny.txt", "tiny.txt")] {
+            let (first, _) = get(&site, uri, &browser).await;
+            assert_eq!(first.status(), StatusCode::OK, "{uri}");
+            assert!(
+                !first.headers().contains_key(header::CONTENT_ENCODING),
+                "{uri}"
+            );
+            // The next request with the same Accept-Encoding looks up this key.
+            let key = KeyRef {
+                file,
+                encoding: Encoding::Br,
+            };
+            assert!(
+                site.files.cache.get(&key, &site.files.root_dir).is_some(),
+                "{uri} is kept under the encoding its requests negotiate"
+            );
+            let (again, _) = get(&site, uri, &browser).await;
+            assert_eq!(again.status(), StatusCode::OK, "{uri}");
+        }
     }
 
     #[tokio::test]
