@@ -1125,14 +1125,11 @@ mod tests {
         assert!(StaticFiles::new(tmp.path(), Some("bad\nvalue")).is_err());
     }
 
-    #[tokio::test]
-    async fn files_left_uncompressed_are_answered_from_memory_to_clients_that_accept_compression() {
-        let site = site(None);
-        let root = site.tmp.path().join("root");
-        // A png is never compressed; a tiny text is below the compression threshold.
-        std::fs::write(root.join("tiny.txt"), "tiny").unwrap();
+    /// Waits until the files' timestamps are old enough for the cache to keep them
+    /// (just-written files are not kept: the next write may not change them).
+    async fn settle(root: &Path, names: &[&str]) {
         let settled = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while ["photo.png", "tiny.txt"]
+        while names
             .iter()
             .any(|name| Identity::of(&std::fs::metadata(root.join(name)).unwrap()).is_racy())
         {
@@ -1142,6 +1139,15 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn files_left_uncompressed_are_answered_from_memory_to_clients_that_accept_compression() {
+        let site = site(None);
+        let root = site.tmp.path().join("root");
+        // A png is never compressed; a tiny text is below the compression threshold.
+        std::fs::write(root.join("tiny.txt"), "tiny").unwrap();
+        settle(&root, &["photo.png", "tiny.txt"]).await;
         let browser = [("accept-encoding", "gzip, br")];
         for (uri, file) in [("/photo.png", "photo.png"), ("/tiny.txt", "tiny.txt")] {
             let (first, _) = get(&site, uri, &browser).await;
@@ -1172,19 +1178,11 @@ mod tests {
         std::fs::write(root.join("swapped.txt"), "swapped 1").unwrap();
         std::fs::write(root.join("doomed.txt"), "doomed").unwrap();
         std::fs::write(root.join("linked.txt"), "linked").unwrap();
-        // Files just written are not kept (their timestamps may not change on the next
-        // write); wait until these are old enough.
-        let settled = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while ["cached.txt", "swapped.txt", "doomed.txt", "linked.txt"]
-            .iter()
-            .any(|name| Identity::of(&std::fs::metadata(root.join(name)).unwrap()).is_racy())
-        {
-            assert!(
-                std::time::Instant::now() < settled,
-                "timestamps never settled"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        settle(
+            &root,
+            &["cached.txt", "swapped.txt", "doomed.txt", "linked.txt"],
+        )
+        .await;
 
         let (first, body) = get(&site, "/cached.txt", &[]).await;
         assert_eq!(body, "version 1");
