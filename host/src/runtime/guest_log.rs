@@ -119,7 +119,9 @@ impl LineBuffer {
 }
 
 /// `line` with every control character (ESC, CR, NUL...) written as its Rust escape
-/// (`\u{1b}`, `\r`, `\u{0}`), so what the guest printed reads back unambiguously.
+/// (`\u{1b}`, `\r`, `\u{0}`): no raw control character of a guest's reaches the log,
+/// so it cannot end a line early or drive a terminal. (A guest printing the text
+/// `\r` looks the same; the line still cannot pass for one of wharf's own.)
 fn escape_controls(line: &str) -> std::borrow::Cow<'_, str> {
     if !line.chars().any(char::is_control) {
         return line.into();
