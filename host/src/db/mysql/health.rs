@@ -4,7 +4,7 @@
 //! one round that finds it caught up is all the proof there is.
 
 use super::{MysqlCluster, Node};
-use crate::health::{Change, Health, Thresholds};
+use crate::health::{Change, Thresholds};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 use std::sync::Weak;
@@ -149,11 +149,6 @@ impl Node {
         let change = state.health.observe(check)?;
         Some((change, state.health.reason().to_string()))
     }
-}
-
-/// The state a replica starts in, before its first check.
-pub(super) fn unchecked() -> Health {
-    Health::down(CHECKS, "not checked yet")
 }
 
 #[cfg(test)]

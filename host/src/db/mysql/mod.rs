@@ -67,8 +67,9 @@ struct Checked {
 }
 
 impl MysqlCluster {
-    /// Opens the pools (connections are made on demand), checks the replicas once so
-    /// the first reads go to the right place, then keeps checking in the background.
+    /// Opens the pools (connections are made on demand), checks every node once so
+    /// the first reads go to the right place (and [`MysqlCluster::check`] can tell
+    /// whether the primary answers), then keeps checking in the background.
     pub async fn start(config: &DatabaseConfig) -> anyhow::Result<Arc<Self>> {
         let password = config.password()?;
         let pool_opts = PoolOpts::default()
@@ -78,7 +79,7 @@ impl MysqlCluster {
             )
             // See the module doc: nothing of one request's session reaches the next.
             .with_reset_connection(true);
-        let node = |url: &str| -> anyhow::Result<Node> {
+        let node = |url: &str, health: Health| -> anyhow::Result<Node> {
             let url_opts = Opts::from_url(url)?;
             let name = format!(
                 "{}@{}:{}",
@@ -98,19 +99,16 @@ impl MysqlCluster {
                 pool: OnceCell::new(),
                 opts,
                 statement_limit: config.query_timeout(),
-                state: Mutex::new(Checked {
-                    health: health::unchecked(),
-                    lag: None,
-                }),
+                state: Mutex::new(Checked { health, lag: None }),
             })
         };
-        let primary = node(&config.primary)?;
-        // Taken to answer until a check says otherwise: writes go nowhere else.
-        primary.state.lock().unwrap().health = Health::up(health::CHECKS);
+        // The primary is taken to answer until a check says otherwise: writes go
+        // nowhere else. Replicas serve reads once a check lets them.
+        let primary = node(&config.primary, Health::up(health::CHECKS))?;
         let replicas = config
             .replicas
             .iter()
-            .map(|url| node(url))
+            .map(|url| node(url, Health::down(health::CHECKS, "not checked yet")))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let cluster = Arc::new(Self {
             primary,
