@@ -57,11 +57,20 @@ mod tests {
     use super::Target::{Primary, Replica};
     use super::*;
 
+    /// (what the case is, wrote, replicas in rotation, cursor, first, then)
+    type Case = (
+        &'static str,
+        bool,
+        &'static [bool],
+        usize,
+        Target,
+        Option<Target>,
+    );
+
     #[test]
     fn reads_follow_the_database_rules() {
-        // (what the case is, wrote, replicas in rotation, cursor, first, then)
         #[rustfmt::skip]
-        let cases: &[(&str, bool, &[bool], usize, Target, Option<Target>)] = &[
+        let cases: &[Case] = &[
             ("no replicas: the primary alone", false, &[], 0, Primary, None),
             ("after a write: the primary alone", true, &[true, true], 0, Primary, None),
             ("after a write, no replicas", true, &[], 3, Primary, None),
