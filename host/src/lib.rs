@@ -10,6 +10,7 @@ pub mod cert;
 pub mod config;
 pub mod db;
 pub mod gateway;
+pub mod health;
 pub mod monitor;
 pub mod net;
 pub mod project;

@@ -2,6 +2,7 @@
 //! the configuration on SIGHUP or when wharf.toml changes.
 
 use crate::config::Config;
+use crate::db::Provider;
 use crate::gateway::{Gateway, Sites};
 use crate::monitor::admin::Health;
 use crate::net::tls::{self, CertStore, Certificates, TlsSite};
@@ -107,9 +108,10 @@ pub async fn shutdown_signal() {
 /// A bad file is reported (every problem, with its key) and the running configuration
 /// stays; a good one replaces the sites atomically, and the certificates when the TLS
 /// sites changed (all of them are read and checked before anything is swapped).
-/// Listeners, the apps directory, `[limits]`, `[database]` and `[admin]` are bound at
-/// start: changing them is reported as needing a restart. (Certificate files reload on
-/// their own when they change.)
+/// `[database]` and `[apps] data_dir` are swapped in place (new pools checked first).
+/// Listeners, the rest of `[apps]`, `[limits]` and `[admin]` are bound at start:
+/// changing them is reported as needing a restart. (Certificate files reload on their
+/// own when they change.)
 pub fn reload_on_change(
     path: Option<PathBuf>,
     gateway: Arc<Gateway>,
@@ -158,9 +160,35 @@ pub fn reload_on_change(
             });
             match next {
                 Ok((config, sites)) => {
+                    // [database] and [apps] data_dir: the new provider is built and
+                    // checked before it replaces the old one; refused, nothing changes.
+                    if config.database != running.database
+                        || config.apps.data_dir != running.apps.data_dir
+                    {
+                        let data_dir = config.apps.data_dir.clone().unwrap_or("data".into());
+                        let swapped = async {
+                            let databases =
+                                Provider::new(config.database.as_ref(), data_dir).await?;
+                            databases.check()?;
+                            let described = databases.describe();
+                            gateway.runtime().set_databases(databases).await?;
+                            anyhow::Ok(described)
+                        };
+                        match swapped.await {
+                            Ok(described) => tracing::info!("database reloaded: {described}"),
+                            Err(e) => {
+                                tracing::error!(
+                                    "reload failed, the running configuration stays: \
+                                     {}: [database]: {e:#}",
+                                    path.display()
+                                );
+                                continue;
+                            }
+                        }
+                    }
                     if needs_restart(&running, &config) {
                         tracing::warn!(
-                            "{}: listeners, [apps], [database], [limits] or [admin] changed; \
+                            "{}: listeners, [apps], [limits] or [admin] changed; \
                              those take effect on restart",
                             path.display()
                         );
@@ -180,10 +208,13 @@ pub fn reload_on_change(
 }
 
 fn needs_restart(old: &Config, new: &Config) -> bool {
+    let apps_but_data_dir = |config: &Config| crate::config::AppsConfig {
+        data_dir: None,
+        ..config.apps.clone()
+    };
     old.listeners != new.listeners
-        || old.apps != new.apps
+        || apps_but_data_dir(old) != apps_but_data_dir(new)
         || old.limits != new.limits
-        || old.database != new.database
         || old.admin != new.admin
 }
 

@@ -971,3 +971,195 @@ async fn mysql_survives_replica_loss_lag_and_primary_loss() {
         eventually(&c, &wharf, &format!("/todo/{id}"), 200).await;
     }
 }
+
+/// wharf serving `todo` and `sqlprobe` (database granted) with `config` as its
+/// wharf.toml, which [`reload`] rewrites; returns the file's path too.
+fn start_reloadable(config: &str) -> (Wharf, tempfile::TempDir, std::path::PathBuf) {
+    let apps = apps_dir(&["todo", "sqlprobe", "hello"]);
+    for app in ["todo", "sqlprobe"] {
+        std::fs::write(apps.path().join(format!("{app}.toml")), "database = true\n").unwrap();
+    }
+    let path = apps.path().join("wharf.conf");
+    std::fs::write(&path, config).unwrap();
+    let envs = [
+        ("WHARF_CACHE_DIR", shared_cache_dir().into_os_string()),
+        ("WHARF_TEST_DB_PASSWORD", PASSWORD.into()),
+    ];
+    let envs: Vec<_> = envs.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    let wharf = Wharf::start_with(apps.path(), &envs, &["--config", path.to_str().unwrap()]);
+    (wharf, apps, path)
+}
+
+/// A `[database]` section on `cluster`'s primary and its first `replicas` replicas.
+fn database_section(cluster: &Cluster, replicas: usize, extra: &str) -> String {
+    let replicas: Vec<String> = (0..replicas)
+        .map(|i| format!("{:?}", cluster.url(NodeId::Replica(i))))
+        .collect();
+    database_on(&cluster.url(NodeId::Primary), &replicas.join(", "), extra)
+}
+
+fn database_on(primary: &str, replicas: &str, extra: &str) -> String {
+    format!(
+        "[database]\nprimary = {primary:?}\nreplicas = [{replicas}]\n\
+         password_env = \"WHARF_TEST_DB_PASSWORD\"\n\
+         check_interval_ms = 100\nconnect_timeout_ms = 500\nmax_replica_lag_s = 1\n{extra}\n"
+    )
+}
+
+/// Replaces wharf.toml in one step (a half-written file would be a reload of its
+/// own) and waits until wharf logs the outcome, a line with all of `expect`.
+fn reload(wharf: &Wharf, path: &std::path::Path, config: &str, expect: &[&str]) -> String {
+    let mark = wharf.log_len();
+    let next = path.with_extension("next");
+    std::fs::write(&next, config).unwrap();
+    std::fs::rename(&next, path).unwrap();
+    wharf
+        .wait_for_log_since(mark, expect, 20 * SECOND)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Starts `reads` and waits until it is under way.
+async fn read_loop(url: String) -> ReadLoop {
+    let reads = ReadLoop::start(url);
+    let started = Instant::now();
+    while reads.ok.load(Ordering::Relaxed) < 20 {
+        assert!(
+            started.elapsed() < 10 * SECOND,
+            "the read loop never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    reads
+}
+
+/// The ids of wharf's connections (user `wharf`) to the primary.
+async fn wharf_connections(cluster: &Cluster) -> Vec<u64> {
+    let sql = "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'wharf'";
+    let rows = cluster.sql(NodeId::Primary, sql).await.unwrap();
+    rows.iter().map(|row| row.get(0).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_changed_by_reload_serves_every_request_and_the_old_pools_close() {
+    let cluster = Cluster::start(1).await.unwrap();
+    let (wharf, _apps, path) = start_reloadable(&database_section(&cluster, 0, "pool_max = 4"));
+    let c = HttpClient::http1();
+    let created = send(&c, &wharf, "POST", "/todo", r#"{"title":"kept"}"#).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = serde_json::from_str::<Value>(&created.body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    // The replica about to join has the row, so no read of it can miss.
+    cluster.wait_replicated(10 * SECOND).await.unwrap();
+    let reads = read_loop(wharf.url(&format!("/todo/{id}"))).await;
+    let old = wharf_connections(&cluster).await;
+    assert!(!old.is_empty(), "wharf holds no connection to the primary");
+
+    // A replica added and the pools resized: the new pools serve, the old ones close.
+    let replica = cluster.port(NodeId::Replica(0)).to_string();
+    let config = database_section(&cluster, 1, "pool_max = 8");
+    reload(&wharf, &path, &config, &["database reloaded", &replica]);
+    let replica_id = cluster.server_id(NodeId::Replica(0));
+    let mut on_replica = 0;
+    for _ in 0..10 {
+        on_replica += (server_id(&c, &wharf, "/sqlprobe/server-id").await == replica_id) as u32;
+    }
+    assert!(on_replica > 0, "no read reached the added replica");
+    let started = Instant::now();
+    loop {
+        let open = wharf_connections(&cluster).await;
+        let left: Vec<_> = old.iter().filter(|id| open.contains(id)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < 10 * SECOND,
+            "the old pools' connections {left:?} are still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (ok, failed) = reads.finish().await;
+    assert_eq!(
+        failed, 0,
+        "{failed} reads failed ({ok} ok) across the reload"
+    );
+    let got = send(&c, &wharf, "GET", &format!("/todo/{id}"), "").await;
+    assert_eq!(got.status, 200, "{}", got.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_to_a_primary_that_does_not_answer_is_refused_and_the_old_pools_serve_on() {
+    let cluster = Cluster::start(0).await.unwrap();
+    let (wharf, _apps, path) = start_reloadable(&database_section(&cluster, 0, ""));
+    let reads = read_loop(wharf.url("/todo")).await;
+
+    // Port 1: nothing listens there, so the new primary refuses every connection.
+    let dead = database_on("mysql://wharf@127.0.0.1:1/app", "", "");
+    let line = reload(&wharf, &path, &dead, &["reload failed", "does not answer"]);
+    assert!(
+        line.contains("database.primary wharf@127.0.0.1:1"),
+        "the error names no primary: {line}"
+    );
+
+    let c = HttpClient::http1();
+    let created = send(&c, &wharf, "POST", "/todo", r#"{"title":"still here"}"#).await;
+    assert_eq!(created.status, 201, "writes stopped: {}", created.body);
+    let (ok, failed) = reads.finish().await;
+    assert_eq!(
+        failed, 0,
+        "{failed} reads failed ({ok} ok) after a refused reload"
+    );
+    assert!(
+        !wharf_connections(&cluster).await.is_empty(),
+        "the old pools were closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_and_a_switch_to_mysql_by_reload_serve_every_request() {
+    let cluster = Cluster::start(0).await.unwrap();
+    let (wharf, _apps, path) = start_reloadable("");
+    assert!(
+        wharf.banner.contains("database: SQLite"),
+        "{}",
+        wharf.banner
+    );
+    let reads = read_loop(wharf.url("/todo")).await;
+    let c = HttpClient::http1();
+
+    // SQLite files under a new directory.
+    let moved = tempfile::tempdir().unwrap();
+    let data_dir = format!("[apps]\ndata_dir = {:?}\n", moved.path().to_str().unwrap());
+    reload(
+        &wharf,
+        &path,
+        &data_dir,
+        &["database reloaded", "SQLite files in"],
+    );
+    let created = send(&c, &wharf, "POST", "/todo", r#"{"title":"moved"}"#).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert!(
+        moved.path().join("todo.db").is_file(),
+        "no todo.db in the new data dir"
+    );
+
+    // SQLite to MySQL: the apps are bound to the cluster, compiled once.
+    let mysql = format!("{data_dir}{}", database_section(&cluster, 0, ""));
+    reload(
+        &wharf,
+        &path,
+        &mysql,
+        &["database reloaded", "MySQL primary"],
+    );
+    assert_eq!(
+        server_id(&c, &wharf, "/sqlprobe/server-id").await,
+        cluster.server_id(NodeId::Primary)
+    );
+
+    let (ok, failed) = reads.finish().await;
+    assert_eq!(
+        failed, 0,
+        "{failed} reads failed ({ok} ok) across the reloads"
+    );
+}

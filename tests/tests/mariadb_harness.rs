@@ -229,3 +229,71 @@ async fn primary_and_replicas_replicate_through_kills_and_lag() {
         );
     }
 }
+
+/// wharf's own view of the harness: `status()` of the cluster it builds from a
+/// `[database]` section names each node with its role, and a killed replica shows
+/// down with the reason the checks found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_shows_every_node_and_a_stopped_replica_down_with_its_reason() {
+    use wharf::db::{Provider, Role};
+    let mut cluster = Cluster::start(1).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, PASSWORD).unwrap();
+    let config = wharf::config::Config::parse(&format!(
+        "[database]\nprimary = {:?}\nreplicas = [{:?}]\npassword_file = {:?}\n\
+         check_interval_ms = 100\nconnect_timeout_ms = 500\n",
+        cluster.url(NodeId::Primary),
+        cluster.url(NodeId::Replica(0)),
+        password.to_str().unwrap()
+    ))
+    .unwrap();
+    let provider = Provider::new(config.database.as_ref(), dir.path().into())
+        .await
+        .unwrap();
+    provider.check().unwrap();
+
+    let status = provider.status();
+    let name = |node| format!("{USER}@127.0.0.1:{}", cluster.port(node));
+    assert_eq!(status.len(), 2, "{status:?}");
+    let (primary, replica) = (&status[0], &status[1]);
+    assert_eq!(
+        (primary.role, primary.name.as_str()),
+        (Role::Primary, name(NodeId::Primary).as_str())
+    );
+    assert!(primary.health.is_up(), "{primary:?}");
+    assert_eq!(
+        (replica.role, replica.name.as_str()),
+        (Role::Replica, name(NodeId::Replica(0)).as_str())
+    );
+    assert!(replica.health.is_up(), "{replica:?}");
+    assert!(
+        replica.lag.is_some(),
+        "a replicating replica has a lag: {replica:?}"
+    );
+
+    let killed = Instant::now();
+    cluster.kill(NodeId::Replica(0)).await;
+    let down = loop {
+        let replica = provider.status().remove(1);
+        if !replica.health.is_up() {
+            break replica;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the killed replica still shows up: {replica:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        down.health.reason().starts_with("not answering"),
+        "{down:?}"
+    );
+    assert!(down.health.since() >= killed, "{down:?}");
+    assert_eq!(down.lag, None, "{down:?}");
+    assert!(provider.status()[0].health.is_up());
+
+    // SQLite has no server to report.
+    let sqlite = Provider::new(None, dir.path().join("data")).await.unwrap();
+    assert!(sqlite.status().is_empty());
+}

@@ -13,10 +13,11 @@ pub use mysql::MysqlCluster;
 pub use sqlite::SqliteDir;
 
 use crate::config::DatabaseConfig;
+use crate::health::Health;
 use async_trait::async_trait;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A parameter or column value, as the WIT `value` variant (dates and times as ISO text).
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +155,24 @@ pub trait Transaction: Send {
     async fn rollback(self: Box<Self>) -> Result<(), DbError>;
 }
 
+/// A database server's part in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+/// One server as its checks found it, for the status page and metrics.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub role: Role,
+    /// `user@host:port`.
+    pub name: String,
+    pub health: Health,
+    /// How far a replica was behind the primary at its last check, when it knew.
+    pub lag: Option<Duration>,
+}
+
 /// Where apps that are granted a database get it from.
 pub enum Provider {
     Mysql(Arc<MysqlCluster>),
@@ -167,6 +186,24 @@ impl Provider {
             Some(config) => Provider::Mysql(MysqlCluster::start(config).await?),
             None => Provider::Sqlite(SqliteDir::new(data_dir)),
         })
+    }
+
+    /// Whether the provider can serve: the MySQL primary answered (the replicas were
+    /// checked too, so the first reads go the right way), or SQLite's directory exists
+    /// or can be made. A reload checks a new provider before it replaces the old one.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self {
+            Provider::Mysql(cluster) => cluster.check(),
+            Provider::Sqlite(dir) => dir.check(),
+        }
+    }
+
+    /// Each database server, primary first; none for SQLite, which has no server.
+    pub fn status(&self) -> Vec<NodeStatus> {
+        match self {
+            Provider::Mysql(cluster) => cluster.status(),
+            Provider::Sqlite(_) => Vec::new(),
+        }
     }
 
     /// The database of app `name`: the shared cluster, or the app's own SQLite file.

@@ -71,14 +71,19 @@ impl SqliteDir {
         format!("SQLite files in {}", self.dir.display())
     }
 
+    /// Makes the directory if it is not there: what it takes to serve.
+    pub fn check(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| anyhow::anyhow!("data directory {}: {e}", self.dir.display()))
+    }
+
     /// App `name`'s database, created on first use.
     pub fn open(&self, name: &str) -> anyhow::Result<Arc<dyn Database>> {
         let mut open = self.open.lock().unwrap();
         if let Some(db) = open.get(name).and_then(Weak::upgrade) {
             return Ok(db);
         }
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| anyhow::anyhow!("data directory {}: {e}", self.dir.display()))?;
+        self.check()?;
         let db = Arc::new(SqliteDb::open(&self.dir.join(format!("{name}.db")))?);
         open.insert(name.to_string(), Arc::downgrade(&db));
         Ok(db)

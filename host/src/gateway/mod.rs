@@ -89,6 +89,11 @@ impl Gateway {
         self
     }
 
+    /// The application server behind the app routes.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     /// Replaces the sites atomically: requests already routed finish as they were.
     pub fn set_sites(&self, sites: Sites) {
         self.sites.store(Arc::new(sites));

@@ -39,6 +39,29 @@ pub struct App {
 }
 
 impl App {
+    /// This app bound to `db` instead: a new version that shares the compiled
+    /// component, with `idle` for its instances (the old version's idle instances hold
+    /// the old database, and go with it).
+    pub(super) fn rebound(&self, db: Arc<dyn Database>, idle: AppIdle) -> App {
+        App {
+            name: self.name.clone(),
+            file: self.file.clone(),
+            routes: self.routes.clone(),
+            timeout: self.timeout,
+            max_memory: self.max_memory,
+            reuse_instances: self.reuse_instances,
+            env: self.env.clone(),
+            outbound: self.outbound.clone(),
+            db: Some(db),
+            db_limits: self.db_limits,
+            pre: self.pre.clone(),
+            idle,
+            fingerprint: self.fingerprint,
+            origin: self.origin,
+            artifact: self.artifact.clone(),
+        }
+    }
+
     /// The `wharf:platform` interfaces the component imports (`wharf:platform/sql`...),
     /// without versions, sorted.
     pub fn platform_imports(&self) -> Vec<String> {
@@ -127,6 +150,7 @@ impl AppSource {
         let db = match manifest.database {
             true => Some(
                 databases
+                    .load()
                     .for_app(&self.name)
                     .with_context(|| format!("{}: database", self.manifest_path.display()))?,
             ),

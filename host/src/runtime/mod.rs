@@ -25,6 +25,7 @@ pub use invoke::{Body, BoxError, InvokeError};
 pub use registry::Registry;
 
 use crate::db::Provider;
+use anyhow::Context;
 use app::AppSource;
 use arc_swap::ArcSwap;
 use cache::CompileCache;
@@ -54,7 +55,8 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache: CompileCache,
     apps_dir: PathBuf,
-    databases: Provider,
+    /// Swapped whole by [`Runtime::set_databases`]; apps hold what they were bound to.
+    databases: ArcSwap<Provider>,
     /// Finished instances of `reuse_instances` apps, across apps.
     idle: Arc<IdlePool>,
     registry: ArcSwap<Registry>,
@@ -106,7 +108,7 @@ impl Runtime {
             linker,
             cache,
             apps_dir: apps_dir.to_path_buf(),
-            databases,
+            databases: ArcSwap::from_pointee(databases),
             idle: IdlePool::start(&pool),
             registry: Default::default(),
             failed: Default::default(),
@@ -115,8 +117,34 @@ impl Runtime {
     }
 
     /// Where apps granted a database get it from.
-    pub fn databases(&self) -> &Provider {
-        &self.databases
+    pub fn databases(&self) -> Arc<Provider> {
+        self.databases.load_full()
+    }
+
+    /// Binds every loaded app granted a database to `databases` instead, without
+    /// compiling anything, and loads later apps against it. Requests already running
+    /// finish on the database they started with; once the last of them ends, the old
+    /// provider goes: its checks stop and its connections close. Fails, changing
+    /// nothing, if an app cannot get its database from `databases` (see
+    /// [`Provider::check`] for what to ask of it first).
+    pub async fn set_databases(&self, databases: Provider) -> anyhow::Result<()> {
+        let _writer = self.reloading.lock().await;
+        let mut next = Registry::default();
+        for app in self.registry().apps() {
+            let app = match &app.db {
+                None => app.clone(),
+                Some(_) => {
+                    let db = databases
+                        .for_app(&app.name)
+                        .with_context(|| format!("{}: database", app.file.display()))?;
+                    Arc::new(app.rebound(db, self.idle.for_app(app.name.clone())))
+                }
+            };
+            next = next.with(app)?;
+        }
+        self.databases.store(Arc::new(databases));
+        self.registry.store(Arc::new(next));
+        Ok(())
     }
 
     pub fn apps_dir(&self) -> &Path {
