@@ -164,12 +164,13 @@ mod tests {
     async fn a_burst_of_writes_to_several_files_is_one_batch() {
         let dir = tempfile::tempdir().unwrap();
         let (_watch, batches) = watch_names(dir.path());
-        // Each pause is well inside the quiet period, so the burst outlasts SETTLE.
-        for round in 0..4 {
+        // Each pause is well inside the quiet period, and the burst outlasts it: the
+        // batch waits for quiet after the last write, not a fixed time from the first.
+        for round in 0..8 {
             for name in ["a.txt", "b.txt"] {
                 std::fs::write(dir.path().join(name), format!("{round}")).unwrap();
             }
-            tokio::time::sleep(SETTLE / 3).await;
+            tokio::time::sleep(SETTLE / 5).await;
         }
         let seen = first_batch(&batches).await;
         assert_eq!(seen, [names(&["a.txt", "b.txt"])]);

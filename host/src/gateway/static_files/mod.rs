@@ -74,7 +74,9 @@ impl StaticFiles {
 
     /// Serves `req` from the root. `prefix` is the route this was mounted on ("/" or e.g.
     /// "/assets"); it is stripped from the request path, so "/assets/app.js" is
-    /// `<root>/app.js`. The request body is never read.
+    /// `<root>/app.js`. The request body is never read. What the files cannot answer
+    /// (another method, a hostile path, no such file, a failed read) is an error for the
+    /// gateway to map, as every other.
     pub async fn serve<B>(
         &self,
         req: Request<B>,
