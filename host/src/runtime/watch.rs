@@ -1,10 +1,11 @@
-//! Hot reload: file events from the apps directory, debounced per app, each settled
-//! app reloaded off the request path.
+//! Hot reload: the apps directory watched through [`crate::fswatch`], each settled
+//! batch of changed apps reloaded off the request path.
 
 use super::{LoadEvent, Runtime, app_name};
 use crate::fswatch::{self, RecursiveMode};
 use std::sync::Arc;
 
+// The wharf.toml watcher in server.rs reads the settle time from here.
 pub(crate) use crate::fswatch::SETTLE;
 
 /// Reloads the apps whose files change until the returned watch is dropped.
