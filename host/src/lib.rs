@@ -9,6 +9,7 @@
 pub mod cert;
 pub mod config;
 pub mod db;
+pub mod fswatch;
 pub mod gateway;
 pub mod health;
 pub mod monitor;

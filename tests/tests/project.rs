@@ -199,3 +199,44 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_version() {
         (200, "Hello from wharf!\n")
     );
 }
+
+/// `wharf dev` finds an app's error page where requests for the app go: by the routes
+/// of its manifest, not by its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_shows_a_build_error_at_the_route_the_manifest_gives() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    succeeds(&["new", "routed"], dir);
+    std::fs::write(dir.join("routed/routed.toml"), "routes = [\"/api\"]\n").unwrap();
+    let mut command = Command::new(wharf_bin());
+    command
+        .args(["dev", "routed", "--apps", "apps", "--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", build_target_dir())
+        .env("WHARF_CACHE_DIR", shared_cache_dir());
+    let dev = Wharf::spawn(command, &dir.join("apps"));
+    let client = HttpClient::http1();
+    let url = dev.url("/api");
+    assert_eq!(client.get(&url).await.unwrap().body, "Hello from wharf!\n");
+
+    let mark = dev.log_len();
+    std::fs::write(dir.join("routed/src/lib.rs"), "fn oops( {\n").unwrap();
+    dev.wait_for_log_since(mark, &["build failed"], Duration::from_secs(180))
+        .unwrap();
+    let browser = [("accept", "text/html")];
+    let page = client.get_with(&url, &browser).await.unwrap();
+    assert_eq!(page.status, 500);
+    assert!(page.body.contains("unclosed delimiter"), "{}", page.body);
+    assert!(page.body.contains("routed does not build"), "{}", page.body);
+    // The last good version keeps serving programs, and the app's name is no route.
+    let api = client.get(&url).await.unwrap();
+    assert_eq!(
+        (api.status, api.body.as_str()),
+        (200, "Hello from wharf!\n")
+    );
+    let by_name = client
+        .get_with(&dev.url("/routed"), &browser)
+        .await
+        .unwrap();
+    assert_eq!(by_name.status, 404, "{}", by_name.body);
+}

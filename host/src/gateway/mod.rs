@@ -2,15 +2,16 @@
 //! [`path`]), the site and target a request is for, and the one place where errors
 //! become HTTP responses.
 
+mod build_errors;
 mod error;
 pub mod path;
 pub mod sites;
 pub mod static_files;
 
+pub use build_errors::BuildErrors;
 pub use error::GatewayError;
 pub use sites::Sites;
 
-use crate::project::dev::BuildErrors;
 use crate::runtime::{Body, Runtime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -131,7 +132,7 @@ impl Gateway {
         let req = with_normal_path(req)?;
         if let Some(errors) = &self.build_errors
             && accepts_html(&req)
-            && let Some((app, output)) = errors.for_path(req.uri().path())
+            && let Some((app, output)) = errors.for_path(req.uri().path(), &self.runtime.registry())
         {
             return Err(GatewayError::BuildFailed { app, output });
         }
@@ -153,7 +154,12 @@ impl Gateway {
                 app.invoke(req, conn.scheme(), id.to_string().into())
                     .await?
             }
-            Target::Static { files, prefix } => files.serve(req, &prefix).await,
+            // Answered here rather than by `?`: a missing file is still this site's
+            // answer, and carries its HSTS header.
+            Target::Static { files, prefix } => files
+                .serve(req, &prefix)
+                .await
+                .unwrap_or_else(GatewayError::into_response),
             Target::Redirect { to, status } => redirect(status, &to),
         };
         if let Some(hsts) = hsts {

@@ -4,37 +4,13 @@
 //! browser asking for that app gets the compiler's output instead.
 
 use super::build::{BuildError, Profile, build};
-use crate::runtime::watch::SETTLE;
+use crate::fswatch::{self, RecursiveMode, SETTLE};
 use crate::runtime::{LoadEvent, Runtime, report};
-use notify::{RecursiveMode, Watcher};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The last failed build of each app whose newest sources do not compile.
-#[derive(Default)]
-pub struct BuildErrors(Mutex<HashMap<String, String>>);
-
-impl BuildErrors {
-    /// The failure to show for a request to `path`, if the app serving that path
-    /// (`/NAME` and below) last failed to build: (app, compiler output).
-    pub fn for_path(&self, path: &str) -> Option<(String, String)> {
-        let errors = self.0.lock().unwrap();
-        errors
-            .iter()
-            .find(|(name, _)| crate::runtime::route_matches(&format!("/{name}"), path))
-            .map(|(name, output)| (name.clone(), output.clone()))
-    }
-
-    fn set(&self, name: &str, output: Option<String>) {
-        let mut errors = self.0.lock().unwrap();
-        match output {
-            Some(output) => errors.insert(name.to_string(), output),
-            None => errors.remove(name),
-        };
-    }
-}
+pub use crate::gateway::BuildErrors;
 
 /// A guest project and the app it builds.
 pub struct Project {
@@ -61,62 +37,56 @@ pub async fn build_all(projects: &[Project], apps: &Path, errors: &BuildErrors) 
     }
 }
 
-/// Watches the projects' sources and rebuilds the one that changed, until the
-/// returned watcher is dropped. After a good build the runtime reloads the app at once
+/// Watches the projects' sources and rebuilds the ones that changed, until the
+/// returned watch is dropped. After a good build the runtime reloads the app at once
 /// and the time from the save to the new version serving is printed.
 pub fn watch(
     projects: Vec<Project>,
     apps: PathBuf,
     runtime: Arc<Runtime>,
     errors: Arc<BuildErrors>,
-) -> anyhow::Result<notify::RecommendedWatcher> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    let roots: Vec<PathBuf> = projects.iter().map(|p| p.dir.clone()).collect();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if event.kind.is_access() || event.kind.is_other() {
-            return;
-        }
-        for path in &event.paths {
-            if let Some(index) = roots.iter().position(|root| is_source(root, path)) {
-                let _ = tx.send(index);
-            }
-        }
-    })?;
-    for project in &projects {
-        watcher.watch(&project.dir, RecursiveMode::Recursive)?;
-    }
-    tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let saved = Instant::now();
-            let mut changed = vec![first];
-            while let Ok(Some(index)) = tokio::time::timeout(SETTLE, rx.recv()).await {
-                changed.push(index);
-            }
-            changed.sort();
-            changed.dedup();
-            for index in changed {
-                let project = &projects[index];
-                println!("{}: sources changed, rebuilding", project.name);
-                if rebuild(project, &apps, &errors).await {
-                    // The apps directory watcher would pick the file up too; reloading
-                    // here tells when the new version is serving.
-                    match runtime.reload(&project.name).await {
-                        // Loaded by this reload, or already by the directory watcher.
-                        LoadEvent::Loaded(_) | LoadEvent::Unchanged => println!(
-                            "{}: new version serving {} ms after the save",
-                            project.name,
-                            saved.elapsed().as_millis()
-                        ),
-                        // e.g. a route another app already serves: only the serving
-                        // runtime can tell, not the check the build made.
-                        other => report(other),
+) -> anyhow::Result<fswatch::Watch> {
+    let projects = Arc::new(projects);
+    let dirs: Vec<_> = projects
+        .iter()
+        .map(|project| (project.dir.as_path(), RecursiveMode::Recursive))
+        .collect();
+    let (sources, building) = (projects.clone(), projects.clone());
+    fswatch::watch(
+        &dirs,
+        move |path| sources.iter().position(|p| is_source(&p.dir, path)),
+        move |changed| {
+            // A batch settles SETTLE after its last event: the save.
+            let saved = Instant::now() - SETTLE;
+            let (projects, apps, runtime, errors) = (
+                building.clone(),
+                apps.clone(),
+                runtime.clone(),
+                errors.clone(),
+            );
+            async move {
+                for index in changed {
+                    let project = &projects[index];
+                    println!("{}: sources changed, rebuilding", project.name);
+                    if rebuild(project, &apps, &errors).await {
+                        // The apps directory watcher would pick the file up too;
+                        // reloading here tells when the new version is serving.
+                        match runtime.reload(&project.name).await {
+                            // Loaded by this reload, or already by the directory watcher.
+                            LoadEvent::Loaded(_) | LoadEvent::Unchanged => println!(
+                                "{}: new version serving {} ms after the save",
+                                project.name,
+                                saved.elapsed().as_millis()
+                            ),
+                            // e.g. a route another app already serves: only the serving
+                            // runtime can tell, not the check the build made.
+                            other => report(other),
+                        }
                     }
                 }
             }
-        }
-    });
-    Ok(watcher)
+        },
+    )
 }
 
 /// A change under `root` that can affect the build: not the target directory, not

@@ -239,7 +239,7 @@ impl Runtime {
 
     /// Watches the apps directory and reloads apps whose files change, until the
     /// returned handle is dropped.
-    pub fn watch(self: &Arc<Self>) -> anyhow::Result<watch::WatchHandle> {
+    pub fn watch(self: &Arc<Self>) -> anyhow::Result<crate::fswatch::Watch> {
         watch::start(self.clone())
     }
 }

@@ -1,0 +1,97 @@
+//! HTTPS building blocks: certificates chosen by SNI name ([`table`]), read from PEM
+//! files and checked ([`load`]), reloaded when their files change ([`watch`]), the
+//! rustls server configuration, and a handshake bounded in time.
+//!
+//! The crypto provider is always `ring`, passed explicitly: rustls' process-wide default
+//! is chosen from crate features, and building a configuration panics if another crate
+//! in the binary ever enables a second provider.
+
+mod load;
+mod table;
+mod watch;
+
+pub use table::Certificates;
+pub use watch::CertStore;
+
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::ResolvesServerCert;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSite {
+    /// Identifies the site in logs.
+    pub name: String,
+    /// Exact host names, or `*.example.com` for any single label under example.com.
+    pub hosts: Vec<String>,
+    /// PEM file: the leaf certificate first, then any intermediates.
+    pub cert: PathBuf,
+    /// PEM file: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC; not encrypted).
+    pub key: PathBuf,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// A new certificate now serves new handshakes.
+    Swapped,
+    /// The files hold the certificate already serving (e.g. only touched).
+    Unchanged,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The rustls configuration for every TLS listener: TLS 1.2 and 1.3, ALPN `h2` preferred
+/// over `http/1.1`, certificates from `certs`, and session resumption both through
+/// stateless tickets and rustls' default in-memory session cache (for TLS 1.2 clients
+/// that resume by session id). 0-RTT stays off: early data can be replayed.
+pub fn server_config(certs: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("the ring provider implements TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    match rustls::crypto::ring::Ticketer::new() {
+        Ok(ticketer) => config.ticketer = ticketer,
+        // Only a failing system RNG gets here; resumption then relies on the cache.
+        Err(e) => tracing::warn!("TLS session tickets disabled: {e}"),
+    }
+    Arc::new(config)
+}
+
+/// Completes the TLS handshake on an accepted connection, or fails with `TimedOut` after
+/// `timeout`. Call it in the connection's own task, never in the accept loop: a client
+/// that opens a connection and stays silent must only cost its own task.
+pub async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    timeout: Duration,
+) -> io::Result<TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
+}
+
+/// The SNI name the client sent (lowercase), if any.
+pub fn server_name<IO>(stream: &TlsStream<IO>) -> Option<&str> {
+    stream.get_ref().1.server_name()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+//! The certificate table: every site's certificate, and the one a handshake gets for
+//! the SNI name it sent.
+
+use super::load::{load_pair, warn_if_out_of_date};
+use super::{Reloaded, TlsSite};
+use anyhow::{Context, bail, ensure};
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+/// The certificates of every site, picked per handshake by the SNI name the client sent.
+///
+/// Selection: an exact host (ASCII case-insensitive), then a `*.parent` wildcard, which
+/// covers exactly one label (`a.example.com`, not `example.com` nor `a.b.example.com`,
+/// as browsers match wildcard certificates). A client that sends no SNI (an IP address
+/// URL) or an unknown name gets the **first site's** certificate: the first site is the
+/// default, so order the configuration accordingly.
+pub struct Certificates {
+    sites: Vec<TlsSite>,
+    /// Lowercase host to site index; fixed at load, as the sites are.
+    exact: HashMap<String, usize>,
+    /// Parent domain of a `*.parent` host to site index.
+    wildcard: HashMap<String, usize>,
+    /// One key per site, in site order. Behind an `ArcSwap` so a reload replaces it
+    /// atomically while handshakes read it without taking a lock.
+    keys: ArcSwap<Vec<Arc<CertifiedKey>>>,
+}
+
+impl fmt::Debug for Certificates {
+    // Certificate bytes are noise in logs; the site names say enough.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certificates")
+            .field(
+                "sites",
+                &self.sites.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Certificates {
+    /// Reads and checks every site's certificate and key. Any unreadable or invalid file,
+    /// or a key that does not belong to its certificate, fails the whole load with an
+    /// error naming the file; an expired certificate only logs a warning (it still lets
+    /// clients that accept it connect, and the operator sees why others do not).
+    pub fn load(sites: &[TlsSite]) -> anyhow::Result<Arc<Self>> {
+        ensure!(!sites.is_empty(), "no TLS sites configured");
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        let mut names = BTreeSet::new();
+        for (index, site) in sites.iter().enumerate() {
+            ensure!(
+                names.insert(site.name.as_str()),
+                "two TLS sites are named {:?}",
+                site.name
+            );
+            for host in &site.hosts {
+                let (table, key) = match parse_host(host)? {
+                    Host::Exact(name) => (&mut exact, name),
+                    Host::Wildcard(parent) => (&mut wildcard, parent),
+                };
+                if let Some(&other) = table.get(&key) {
+                    let other: &TlsSite = &sites[other];
+                    bail!(
+                        "host {host:?} is listed by TLS sites {:?} and {:?}",
+                        other.name,
+                        site.name
+                    );
+                }
+                table.insert(key, index);
+            }
+        }
+        let keys = sites
+            .iter()
+            .map(|site| {
+                let key = load_pair(site).with_context(|| format!("TLS site {:?}", site.name))?;
+                warn_if_out_of_date(site, &key);
+                Ok(key)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Arc::new(Self {
+            sites: sites.to_vec(),
+            exact,
+            wildcard,
+            keys: ArcSwap::from_pointee(keys),
+        }))
+    }
+
+    /// The sites, in configuration order (the first is the default).
+    pub fn sites(&self) -> &[TlsSite] {
+        &self.sites
+    }
+
+    pub(super) fn site_index(&self, server_name: Option<&str>) -> usize {
+        let Some(name) = server_name else {
+            return 0;
+        };
+        // rustls already lowercases SNI; this keeps the lookup correct for any caller
+        // without allocating in the common case.
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        };
+        if let Some(&index) = self.exact.get(name.as_ref()) {
+            return index;
+        }
+        if let Some((_, parent)) = name.split_once('.')
+            && let Some(&index) = self.wildcard.get(parent)
+        {
+            return index;
+        }
+        0
+    }
+
+    pub(super) fn select(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
+        self.keys.load()[self.site_index(server_name)].clone()
+    }
+
+    pub(super) fn reload_index(&self, index: usize) -> anyhow::Result<Reloaded> {
+        let site = &self.sites[index];
+        let key = load_pair(site)?;
+        // A key that matches an unchanged certificate is the same key pair, so comparing
+        // the chains is enough to tell a touch from a renewal.
+        if self.keys.load()[index].cert == key.cert {
+            return Ok(Reloaded::Unchanged);
+        }
+        warn_if_out_of_date(site, &key);
+        // rcu rather than store: two reloads of different sites at once must not
+        // undo each other.
+        self.keys.rcu(|keys| {
+            let mut keys = Vec::clone(keys);
+            keys[index] = key.clone();
+            keys
+        });
+        Ok(Reloaded::Swapped)
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.select(client_hello.server_name()))
+    }
+}
+
+enum Host {
+    Exact(String),
+    Wildcard(String),
+}
+
+fn parse_host(host: &str) -> anyhow::Result<Host> {
+    let host = host.to_ascii_lowercase();
+    let (wild, name) = match host.strip_prefix("*.") {
+        Some(parent) => (true, parent),
+        None => (false, host.as_str()),
+    };
+    ensure!(
+        !name.is_empty() && !name.contains('*') && !name.starts_with('.') && !name.ends_with('.'),
+        "TLS host {host:?} is not a host name or a `*.parent` wildcard"
+    );
+    Ok(match wild {
+        true => Host::Wildcard(name.to_string()),
+        false => Host::Exact(name.to_string()),
+    })
+}
