@@ -296,11 +296,6 @@ impl Node {
     pub async fn apply(&self, new: Config) -> anyhow::Result<Applied> {
         self.inner.apply(new).await
     }
-
-    /// The runtime serving the apps.
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.inner.runtime
-    }
 }
 
 impl Inner {
@@ -332,6 +327,7 @@ impl Inner {
             None if wants_tls => Some(load_certificates(&tls_sites, &origin)?),
             _ => None,
         };
+        let certs_loaded = new_certs.is_some();
         let new_store = match (&state.certs, &new_certs) {
             (None, Some(certs)) => Some(CertStore::new(certs.clone())?),
             _ => None,
@@ -373,7 +369,7 @@ impl Inner {
         if new_store.is_some() {
             state.certs = new_store;
         }
-        if applied.changed.contains(&Section::Tls) {
+        if certs_loaded {
             tracing::info!("{origin}: TLS sites reloaded");
         }
         self.server.gateway().set_sites(sites);
@@ -577,7 +573,7 @@ fn scheme(tls: bool) -> &'static str {
     if tls { "https" } else { "http" }
 }
 
-pub fn timeouts(config: &Config) -> Timeouts {
+fn timeouts(config: &Config) -> Timeouts {
     Timeouts {
         header_read: Duration::from_millis(config.limits.header_read_timeout_ms),
         tls_handshake: Duration::from_millis(config.limits.tls_handshake_timeout_ms),
