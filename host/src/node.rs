@@ -13,7 +13,7 @@ use crate::db::Provider;
 use crate::gateway::{Gateway, ListenerId, Sites};
 use crate::monitor::admin::{self, Admin, Readiness};
 use crate::net::tls::{self, CertStore, Certificates, TlsSite};
-use crate::net::{Draining, Listener, Server, Serving, Timeouts};
+use crate::net::{self, Draining, Server, Serving, Timeouts};
 use crate::project::dev::BuildErrors;
 use crate::runtime::watch::SETTLE;
 use crate::runtime::{LoadEvent, Origin, PoolOptions, Runtime};
@@ -23,7 +23,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// What the command line adds to the configuration.
@@ -157,9 +156,9 @@ impl Node {
         let acceptor = certs.as_ref().map(acceptor);
         let mut bound = Vec::new();
         for &(address, is_tls) in &wanted {
-            let tcp = bind(address).await?;
-            let tls = if is_tls { acceptor.clone() } else { None };
-            bound.push(((address, is_tls), Listener { tcp, tls }));
+            let mut listener = net::bind(address).await?;
+            listener.tls = if is_tls { acceptor.clone() } else { None };
+            bound.push(((address, is_tls), listener));
         }
         let readiness = Arc::new(Readiness::default());
         let admin = match &config.admin {
@@ -168,15 +167,13 @@ impl Node {
                 settings.networks(),
                 readiness.clone(),
                 timeouts(&config).header_read,
-            )?),
+            )),
             None => None,
         };
         let https_port = bound
             .iter()
             .find(|(_, l)| l.tls.is_some())
-            .map(|(_, l)| l.tcp.local_addr())
-            .transpose()?
-            .map(|a| a.port());
+            .map(|(_, l)| l.local.port());
         let mut gateway = Gateway::new(runtime.clone(), Sites::from_config(&config, https_port)?);
         let dev_watch = match dev {
             Some((projects, errors)) => {
@@ -194,7 +191,7 @@ impl Node {
         let server = Server::new(Arc::new(gateway), timeouts(&config));
         let mut listeners = Vec::new();
         for (i, (wanted, listener)) in bound.into_iter().enumerate() {
-            let serving = server.serve(listener, ListenerId(i as u32))?;
+            let serving = server.serve(listener, ListenerId(i as u32));
             listeners.push(Bound { wanted, serving });
         }
         let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -334,7 +331,7 @@ impl Inner {
         };
         let mut added = Vec::new();
         for &(address, is_tls) in &plan.add {
-            added.push(((address, is_tls), bind(address).await?));
+            added.push(((address, is_tls), net::bind(address).await?));
         }
         let admin_address = new.admin.as_ref().map(|a| a.address);
         let old_admin_address = state.config.admin.as_ref().map(|a| a.address);
@@ -352,12 +349,10 @@ impl Inner {
             }
         }
         if https_port.is_none() {
-            for ((_, is_tls), tcp) in &added {
-                if *is_tls {
-                    https_port = Some(tcp.local_addr()?.port());
-                    break;
-                }
-            }
+            https_port = added
+                .iter()
+                .find(|((_, is_tls), _)| *is_tls)
+                .map(|(_, l)| l.local.port());
         }
         let sites = Sites::from_config(&new, https_port)?;
         if let (Some(store), Some(certs)) = (&state.certs, new_certs) {
@@ -365,7 +360,7 @@ impl Inner {
             store.replace(certs)?;
         }
 
-        // From here on, nothing fails.
+        // From here on, nothing can fail.
         if new_store.is_some() {
             state.certs = new_store;
         }
@@ -394,42 +389,34 @@ impl Inner {
             );
             state.draining.spawn(draining.finish(drain));
         }
-        for (wanted, tcp) in added {
-            let tls = if wanted.1 { acceptor.clone() } else { None };
+        for (wanted, mut listener) in added {
+            listener.tls = if wanted.1 { acceptor.clone() } else { None };
             let id = ListenerId(state.next_listener);
             state.next_listener += 1;
-            match self.server.serve(Listener { tcp, tls }, id) {
-                Ok(serving) => {
-                    printed.push(format!(
-                        "listening on {}://{}",
-                        scheme(wanted.1),
-                        serving.local
-                    ));
-                    kept.push(Bound { wanted, serving });
-                }
-                Err(e) => tracing::error!("listener on {}: {e}", wanted.0),
-            }
+            let serving = self.server.serve(listener, id);
+            printed.push(format!(
+                "listening on {}://{}",
+                scheme(wanted.1),
+                serving.local
+            ));
+            kept.push(Bound { wanted, serving });
         }
         state.listeners = kept;
         match (new.admin.as_ref(), new_admin) {
             (None, _) => state.admin = None,
             (Some(settings), Some(listener)) => {
-                match Admin::spawn(
+                let admin = Admin::spawn(
                     listener,
                     settings.networks(),
                     self.readiness.clone(),
                     timeouts(&new).header_read,
-                ) {
-                    Ok(admin) => {
-                        printed.push(format!(
-                            "admin on http://{} (/healthz, /readyz)",
-                            admin.local
-                        ));
-                        // The old listener closes; its open connections finish.
-                        state.admin = Some(admin);
-                    }
-                    Err(e) => tracing::error!("admin listener: {e}"),
-                }
+                );
+                printed.push(format!(
+                    "admin on http://{} (/healthz, /readyz)",
+                    admin.local
+                ));
+                // The old listener closes; its open connections finish.
+                state.admin = Some(admin);
             }
             (Some(settings), None) => {
                 if let Some(admin) = &state.admin {
@@ -499,8 +486,9 @@ fn diff(old: &Config, new: &Config, options: &Options) -> Applied {
     if apps_dir(options, old) != apps_dir(options, new) {
         applied.on_restart.push((Section::Apps, "apps.dir"));
     }
-    // Database pools and SQLite files are opened at start; swapping them in place
-    // (new pools checked first, requests in flight finishing on the old) belongs here.
+    // Not in place yet: database pools and SQLite files are opened at start. Swapping
+    // them (new pools checked before, requests in flight finishing on the old ones)
+    // takes these two off this list.
     if data_dir(options, old) != data_dir(options, new) {
         applied.on_restart.push((Section::Apps, "apps.data_dir"));
     }
@@ -557,12 +545,6 @@ fn data_dir(options: &Options, config: &Config) -> PathBuf {
         .clone()
         .or_else(|| config.apps.data_dir.clone())
         .unwrap_or_else(|| "data".into())
-}
-
-async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address)
-        .await
-        .with_context(|| format!("listening on {address}"))
 }
 
 fn acceptor(certs: &Arc<CertStore>) -> tokio_rustls::TlsAcceptor {
@@ -653,7 +635,11 @@ async fn reload_on_change(inner: Arc<Inner>, mut hup: Signal, changes: Option<Co
             Err(e) => Err(e),
         };
         match applied {
-            Ok(_) => tracing::info!("{}: configuration reloaded", path.display()),
+            Ok(applied) => tracing::info!(
+                changed = ?applied.changed,
+                "{}: configuration reloaded",
+                path.display()
+            ),
             Err(e) => {
                 for line in format!("{e:#}").lines() {
                     tracing::error!("reload failed, the running configuration stays: {line}");

@@ -6,6 +6,7 @@
 //!   shutdown (readiness). The listeners stay open for `[admin] drain_delay_ms` after
 //!   that, so a balancer has time to notice and stop sending before they close.
 
+use crate::net::Listener;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -34,9 +35,9 @@ impl Readiness {
 }
 
 /// Binds the admin listener; its address is known (and printed) before serving starts.
-pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+pub async fn bind(address: SocketAddr) -> anyhow::Result<Listener> {
     use anyhow::Context as _;
-    TcpListener::bind(address)
+    crate::net::bind(address)
         .await
         .with_context(|| format!("admin listener on {address}"))
 }
@@ -68,19 +69,18 @@ impl Admin {
     /// Serves the admin endpoints on `listener`, with the same HTTP settings (header
     /// read timeout included) as the sites' listeners.
     pub fn spawn(
-        listener: TcpListener,
+        listener: Listener,
         allow: Vec<IpNet>,
         readiness: Arc<Readiness>,
         header_read: Duration,
-    ) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
+    ) -> Self {
         let settings = Arc::new(ArcSwap::new(Settings::new(allow, header_read)));
-        let accept = tokio::spawn(serve(listener, settings.clone(), readiness));
-        Ok(Self {
-            local,
+        let accept = tokio::spawn(serve(listener.tcp, settings.clone(), readiness));
+        Self {
+            local: listener.local,
             settings,
             accept,
-        })
+        }
     }
 
     /// Connections accepted from now on are let in by `allow` and read with

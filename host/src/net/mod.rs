@@ -18,7 +18,26 @@ use tokio::net::{TcpListener, TcpStream};
 /// A bound socket, and for HTTPS what terminates TLS on it.
 pub struct Listener {
     pub tcp: TcpListener,
+    /// The bound address (the real port of a port 0 listener).
+    pub local: SocketAddr,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Binds `address` as a plain listener; its real address is known before it serves.
+pub async fn bind(address: SocketAddr) -> anyhow::Result<Listener> {
+    use anyhow::Context as _;
+    let bound = async {
+        let tcp = TcpListener::bind(address).await?;
+        let local = tcp.local_addr()?;
+        Ok::<_, std::io::Error>(Listener {
+            tcp,
+            local,
+            tls: None,
+        })
+    };
+    bound
+        .await
+        .with_context(|| format!("listening on {address}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,23 +112,17 @@ impl Server {
     }
 
     /// Starts accepting on `listener`; its connections say they came through `id`.
-    pub fn serve(self: &Arc<Self>, listener: Listener, id: ListenerId) -> std::io::Result<Serving> {
-        let local = listener.tcp.local_addr()?;
+    pub fn serve(self: &Arc<Self>, listener: Listener, id: ListenerId) -> Serving {
+        let local = listener.local;
         let tls = listener.tls.is_some();
         let graceful = Arc::new(GracefulShutdown::new());
-        let accept = tokio::spawn(accept_loop(
-            self.clone(),
-            listener,
-            local,
-            id,
-            graceful.clone(),
-        ));
-        Ok(Serving {
+        let accept = tokio::spawn(accept_loop(self.clone(), listener, id, graceful.clone()));
+        Serving {
             local,
             tls,
             accept,
             graceful,
-        })
+        }
     }
 }
 
@@ -166,7 +179,6 @@ impl Draining {
 async fn accept_loop(
     server: Arc<Server>,
     listener: Listener,
-    bound: SocketAddr,
     id: ListenerId,
     graceful: Arc<GracefulShutdown>,
 ) {
@@ -174,7 +186,7 @@ async fn accept_loop(
         let (stream, peer) = accept(&listener.tcp).await;
         let _ = stream.set_nodelay(true);
         // On an unspecified address (0.0.0.0) only the stream knows which one it reached.
-        let local = stream.local_addr().unwrap_or(bound);
+        let local = stream.local_addr().unwrap_or(listener.local);
         let (http, gateway, watcher) = (
             server.http.load_full(),
             server.gateway.clone(),
