@@ -3,7 +3,7 @@
 //! The request path runs top to bottom through these modules: [`net`] accepts
 //! connections and speaks HTTP, [`gateway`] checks and routes each request and maps
 //! errors to statuses, [`runtime`] runs the app's component, which reaches [`db`] for
-//! SQL. [`config`] is wharf.toml. [`project`] is the developer's side: `wharf new` and
+//! SQL. [`node`] builds, runs and reloads all of them; [`config`] is wharf.toml. [`project`] is the developer's side: `wharf new` and
 //! `wharf build`.
 
 pub mod cert;
@@ -14,6 +14,6 @@ pub mod gateway;
 pub mod health;
 pub mod monitor;
 pub mod net;
+pub mod node;
 pub mod project;
 pub mod runtime;
-pub mod server;

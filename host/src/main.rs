@@ -2,20 +2,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 use wharf::config::Config;
-use wharf::db::Provider;
-use wharf::gateway::{Gateway, Sites};
-use wharf::monitor::admin::Health;
-use wharf::net::tls::CertStore;
+use wharf::node::{Node, Options};
 use wharf::project::Template;
-use wharf::project::dev::BuildErrors;
-use wharf::runtime::{LoadEvent, Origin, PoolOptions, Runtime};
 
 #[derive(Parser)]
 #[command(
@@ -192,7 +184,7 @@ fn main() -> anyhow::Result<ExitCode> {
             if let Some(n) = args.workers {
                 rt.worker_threads(n.max(1));
             }
-            rt.enable_all().build()?.block_on(serve(args, None))?;
+            rt.enable_all().build()?.block_on(serve(args, Vec::new()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev {
@@ -215,7 +207,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 log_json: false,
             };
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(serve(args, Some(projects)))?;
+            rt.block_on(serve(args, projects))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -226,7 +218,7 @@ fn check(path: &Path) -> ExitCode {
     let checked = Config::load(path).and_then(|config| {
         // The file check sees that certificate files exist; loading them checks that
         // they parse and that each key matches its certificate.
-        wharf::server::certificates(&config)
+        wharf::node::certificates(&config)
             .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
         Ok(config)
     });
@@ -249,170 +241,26 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// `wharf serve`, and under `wharf dev` (`dev` names the projects) the same server
-/// with the projects built first and rebuilt on every change.
-async fn serve(args: ServeArgs, dev: Option<Vec<PathBuf>>) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let cache_dir = if args.no_cache {
-        None
-    } else {
-        args.cache_dir.or_else(wharf::runtime::default_cache_dir)
-    };
+/// `wharf serve`, and under `wharf dev` (`dev` names the projects) the same node with
+/// the projects built first and rebuilt on every change.
+async fn serve(args: ServeArgs, dev: Vec<PathBuf>) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let apps_dir = args
-        .apps_dir
-        .or_else(|| config.apps.dir.clone())
-        .unwrap_or_else(|| "apps".into());
-    anyhow::ensure!(
-        apps_dir.is_dir(),
-        "apps directory {} does not exist: create it or name another one",
-        apps_dir.display()
-    );
-    let data_dir = args
-        .data_dir
-        .or_else(|| config.apps.data_dir.clone())
-        .unwrap_or_else(|| "data".into());
-    let databases = Provider::new(config.database.as_ref(), data_dir).await?;
-    let database = databases.describe();
-    let pool = PoolOptions {
-        max_instances: config.apps.max_instances,
-        max_idle: config.apps.max_idle_instances as usize,
-        idle_ttl: Duration::from_millis(config.apps.idle_instance_ttl_ms),
+    let options = Options {
+        apps_dir: args.apps_dir,
+        listen: args.listen,
+        cache_dir: match args.no_cache {
+            true => None,
+            false => args.cache_dir.or_else(wharf::runtime::default_cache_dir),
+        },
+        config_path: args.config,
+        data_dir: args.data_dir,
+        dev,
     };
-    let runtime = Runtime::with_pool(&apps_dir, cache_dir, databases, pool)?;
-    // Watch before the first load so a file written meanwhile is not missed.
-    let _watch = runtime
-        .watch()
-        .with_context(|| format!("watching {}", apps_dir.display()))?;
-    // `wharf dev`: the projects are built before the first load, so their apps are there.
-    let dev = match dev {
-        Some(dirs) => {
-            let projects = wharf::project::dev::projects(&dirs)?;
-            let errors = Arc::new(BuildErrors::default());
-            wharf::project::dev::build_all(&projects, &apps_dir, &errors).await;
-            Some((projects, errors))
-        }
-        None => None,
-    };
-    let events = {
-        // Compiling apps the cache does not hold takes a few seconds on a first run.
-        let spinner = dev
-            .as_ref()
-            .map(|_| wharf::project::dev::spinner("compiling apps for wasmtime".into()));
-        let events = runtime.load_all().await?;
-        spinner.inspect(|s| s.finish_and_clear());
-        events
-    };
-    let certs = wharf::server::certificates(&config)?
-        .map(CertStore::new)
-        .transpose()?;
-    let listeners = wharf::server::bind(args.listen, &config, certs.as_ref()).await?;
-    let addrs: Vec<(SocketAddr, bool)> = listeners
-        .iter()
-        .map(|l| Ok((l.tcp.local_addr()?, l.tls.is_some())))
-        .collect::<std::io::Result<_>>()?;
-    let health = Arc::new(Health::default());
-    let admin = match &config.admin {
-        Some(admin) => {
-            let listener = wharf::monitor::admin::bind(admin).await?;
-            let addr = listener.local_addr()?;
-            let header_read = wharf::server::timeouts(&config).header_read;
-            wharf::monitor::admin::spawn(listener, admin.networks(), health.clone(), header_read);
-            Some(addr)
-        }
-        None => None,
-    };
-    print_startup(&addrs, admin, &events, &database);
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
-    for event in events {
-        if let LoadEvent::Failed(..) = event {
-            wharf::runtime::report(event);
-        }
-    }
-    let https_port = addrs.iter().find(|(_, tls)| *tls).map(|(a, _)| a.port());
-    let mut gateway = Gateway::new(runtime.clone(), Sites::from_config(&config, https_port)?);
-    let _dev_watch = match dev {
-        Some((projects, errors)) => {
-            gateway = gateway.with_build_errors(errors.clone());
-            let watch = wharf::project::dev::watch(projects, apps_dir.clone(), runtime, errors)?;
-            Some(watch)
-        }
-        None => None,
-    };
-    let gateway = Arc::new(gateway);
-    let timeouts = wharf::server::timeouts(&config);
-    let drain = Duration::from_millis(config.limits.drain_timeout_ms);
-    // Only a node with an admin listener reports readiness, so only its listeners wait.
-    let drain_delay = config
-        .admin
-        .as_ref()
-        .map_or(Duration::ZERO, |a| Duration::from_millis(a.drain_delay_ms));
-    wharf::server::reload_on_change(
-        args.config.clone(),
-        gateway.clone(),
-        certs,
-        config,
-        https_port,
-    );
-    let shutdown = wharf::server::shutdown_after_drain_delay(health, drain_delay);
-    wharf::net::serve(listeners, gateway, timeouts, shutdown, drain).await;
+    let node = Node::build(config, options).await?;
+    node.run(wharf::node::shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The listening line (tests and scripts read the port from it) and a table of apps.
-fn print_startup(
-    addrs: &[(SocketAddr, bool)],
-    admin: Option<SocketAddr>,
-    events: &[LoadEvent],
-    database: &str,
-) {
-    let mut out = std::io::stdout().lock();
-    for (addr, tls) in addrs {
-        let scheme = if *tls { "https" } else { "http" };
-        let _ = writeln!(out, "listening on {scheme}://{addr}");
-    }
-    if let Some(admin) = admin {
-        let _ = writeln!(out, "admin on http://{admin} (/healthz, /readyz)");
-    }
-    let addr = addrs[0].0;
-    let mut rows = vec![["APP".to_string(), "URL".into(), "STATUS".into()]];
-    for event in events {
-        match event {
-            LoadEvent::Loaded(app) => {
-                let status = match app.origin {
-                    Origin::Cached => "ready (cached)",
-                    Origin::Compiled => "ready (compiled)",
-                };
-                for route in &app.routes {
-                    rows.push([
-                        app.name.to_string(),
-                        format!("http://{addr}{route}"),
-                        status.into(),
-                    ]);
-                }
-            }
-            LoadEvent::Failed(name, _) => {
-                rows.push([name.clone(), "-".into(), "not loaded (see log)".into()])
-            }
-            LoadEvent::Removed(_) | LoadEvent::Unchanged => {}
-        }
-    }
-    if rows.len() == 1 {
-        let _ = writeln!(
-            out,
-            "no apps yet: drop NAME.wasm files into the apps directory"
-        );
-    } else {
-        let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
-        let w1 = rows.iter().map(|r| r[1].len()).max().unwrap_or(0);
-        for [a, b, c] in rows {
-            let _ = writeln!(out, "  {a:w0$}  {b:w1$}  {c}");
-        }
-    }
-    let _ = writeln!(out, "database: {database}");
-    let _ = out.flush();
 }

@@ -21,6 +21,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use sites::{Decision, Target};
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,9 +52,25 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// Which listener a connection came in through: numbered in the order the node bound
+/// them, and kept by a listener that a reload keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub u32);
+
+impl std::fmt::Display for ListenerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "listener#{}", self.0)
+    }
+}
+
 /// What the connection a request came on tells about it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Connection {
+    /// The client's address, as the socket sees it (a proxy's, behind one).
+    pub peer: SocketAddr,
+    /// The address the client reached (the real one on a listener bound to 0.0.0.0).
+    pub local: SocketAddr,
+    pub listener: ListenerId,
     pub tls: bool,
     /// The server name the client asked for in the TLS handshake.
     pub sni: Option<Arc<str>>,
@@ -113,7 +130,7 @@ impl Gateway {
             Err(e) => e.into_response(),
         };
         if let Some((method, path)) = logged {
-            tracing::debug!(target: "access", request_id = %id, %method, %path, status = response.status().as_u16());
+            tracing::debug!(target: "access", request_id = %id, peer = %conn.peer, %method, %path, status = response.status().as_u16());
         }
         response.headers_mut().insert(REQUEST_ID, id.header_value());
         response

@@ -6,7 +6,8 @@
 //!   shutdown (readiness). The listeners stay open for `[admin] drain_delay_ms` after
 //!   that, so a balancer has time to notice and stop sending before they close.
 
-use crate::config::AdminConfig;
+use crate::net::Listener;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -19,13 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// What the health endpoints report; shared with whoever starts the drain.
+/// Whether the node takes new requests, as `/readyz` reports it; shared with whoever
+/// starts the drain.
 #[derive(Debug, Default)]
-pub struct Health {
+pub struct Readiness {
     draining: AtomicBool,
 }
 
-impl Health {
+impl Readiness {
     /// From now on `/readyz` answers 503.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
@@ -33,38 +35,91 @@ impl Health {
 }
 
 /// Binds the admin listener; its address is known (and printed) before serving starts.
-pub async fn bind(config: &AdminConfig) -> anyhow::Result<TcpListener> {
+pub async fn bind(address: SocketAddr) -> anyhow::Result<Listener> {
     use anyhow::Context as _;
-    TcpListener::bind(config.address)
+    crate::net::bind(address)
         .await
-        .with_context(|| format!("admin listener on {}", config.address))
+        .with_context(|| format!("admin listener on {address}"))
 }
 
-/// Serves the admin endpoints on `listener` until the process ends, with the same
-/// HTTP settings (header read timeout included) as the sites' listeners.
-pub fn spawn(listener: TcpListener, allow: Vec<IpNet>, health: Arc<Health>, header_read: Duration) {
-    let allow: Arc<[IpNet]> = allow.into();
-    let server = Arc::new(crate::net::http_server(header_read));
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = crate::net::accept(&listener).await;
-            let (allow, health, server) = (allow.clone(), health.clone(), server.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let response = answer(&req, peer, &allow, &health);
-                    async move { Ok::<_, std::convert::Infallible>(response) }
-                });
-                let _ = server.serve_connection(TokioIo::new(stream), service).await;
-            });
+/// The admin listener, serving until dropped; connections open then finish.
+pub struct Admin {
+    /// The bound address (the real port of a port 0 listener).
+    pub local: SocketAddr,
+    settings: Arc<ArcSwap<Settings>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+/// What a new connection to the admin listener is checked and served with.
+struct Settings {
+    allow: Vec<IpNet>,
+    server: crate::net::Builder,
+}
+
+impl Settings {
+    fn new(allow: Vec<IpNet>, header_read: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            allow,
+            server: crate::net::http_server(header_read),
+        })
+    }
+}
+
+impl Admin {
+    /// Serves the admin endpoints on `listener`, with the same HTTP settings (header
+    /// read timeout included) as the sites' listeners.
+    pub fn spawn(
+        listener: Listener,
+        allow: Vec<IpNet>,
+        readiness: Arc<Readiness>,
+        header_read: Duration,
+    ) -> Self {
+        let settings = Arc::new(ArcSwap::new(Settings::new(allow, header_read)));
+        let accept = tokio::spawn(serve(listener.tcp, settings.clone(), readiness));
+        Self {
+            local: listener.local,
+            settings,
+            accept,
         }
-    });
+    }
+
+    /// Connections accepted from now on are let in by `allow` and read with
+    /// `header_read`.
+    pub fn update(&self, allow: Vec<IpNet>, header_read: Duration) {
+        self.settings.store(Settings::new(allow, header_read));
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        // Closes the socket; each connection has its own task and finishes.
+        self.accept.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, settings: Arc<ArcSwap<Settings>>, readiness: Arc<Readiness>) {
+    loop {
+        let (stream, peer) = crate::net::accept(&listener).await;
+        let (settings, readiness) = (settings.load_full(), readiness.clone());
+        tokio::spawn(async move {
+            let allow = settings.clone();
+            let service = service_fn(move |req| {
+                let response = answer(&req, peer, &allow.allow, &readiness);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let _ = settings
+                .server
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 fn answer<B>(
     req: &Request<B>,
     peer: SocketAddr,
     allow: &[IpNet],
-    health: &Health,
+    readiness: &Readiness,
 ) -> Response<Full<Bytes>> {
     // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
     let ip = peer.ip().to_canonical();
@@ -76,7 +131,7 @@ fn answer<B>(
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if health.draining.load(Ordering::Relaxed) => {
+        "/readyz" if readiness.draining.load(Ordering::Relaxed) => {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
         "/readyz" => text(StatusCode::OK, "ready\n"),

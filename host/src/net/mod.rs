@@ -1,9 +1,10 @@
 //! Listeners and connections: accept loops (plain and TLS), hyper's HTTP/1.1 + HTTP/2
-//! server, and graceful shutdown.
+//! server, and graceful shutdown, of the whole node or of one listener a reload removes.
 
 pub mod tls;
 
-use crate::gateway::{Connection, Gateway};
+use crate::gateway::{Connection, Gateway, ListenerId};
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -17,10 +18,29 @@ use tokio::net::{TcpListener, TcpStream};
 /// A bound socket, and for HTTPS what terminates TLS on it.
 pub struct Listener {
     pub tcp: TcpListener,
+    /// The bound address (the real port of a port 0 listener).
+    pub local: SocketAddr,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Binds `address` as a plain listener; its real address is known before it serves.
+pub async fn bind(address: SocketAddr) -> anyhow::Result<Listener> {
+    use anyhow::Context as _;
+    let bound = async {
+        let tcp = TcpListener::bind(address).await?;
+        let local = tcp.local_addr()?;
+        Ok::<_, std::io::Error>(Listener {
+            tcp,
+            local,
+            tls: None,
+        })
+    };
+    bound
+        .await
+        .with_context(|| format!("listening on {address}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
     /// Time a client has to send a complete request head (slowloris protection).
     pub header_read: Duration,
@@ -61,70 +81,135 @@ pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-/// Serves every listener until `shutdown` completes. Then it stops accepting, asks
-/// each open connection to finish (HTTP/2 GOAWAY; HTTP/1.1 closes after the response
-/// in flight) and waits for them up to `drain`.
-pub async fn serve(
-    listeners: Vec<Listener>,
+/// Serves the gateway on any number of listeners, which come and go with reloads.
+pub struct Server {
     gateway: Arc<Gateway>,
-    timeouts: Timeouts,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
-) {
-    let builder = Arc::new(http_server(timeouts.header_read));
-    let graceful = Arc::new(GracefulShutdown::new());
-    let mut accepting = tokio::task::JoinSet::new();
-    for listener in listeners {
-        accepting.spawn(accept_loop(
-            listener,
-            builder.clone(),
-            gateway.clone(),
-            graceful.clone(),
-            timeouts.tls_handshake,
-        ));
+    /// What a new connection is served with; a reload swaps it, and connections open
+    /// by then keep what they started with.
+    http: ArcSwap<Http>,
+}
+
+struct Http {
+    builder: Builder,
+    tls_handshake: Duration,
+}
+
+impl Server {
+    pub fn new(gateway: Arc<Gateway>, timeouts: Timeouts) -> Arc<Self> {
+        Arc::new(Self {
+            gateway,
+            http: ArcSwap::from_pointee(Http::new(timeouts)),
+        })
     }
-    shutdown.await;
-    // Dropping the accept loops closes the listening sockets, and leaves the only
-    // handle on `graceful` here.
-    accepting.shutdown().await;
-    let graceful = Arc::into_inner(graceful).expect("accept loops are gone");
-    tracing::info!(
-        connections = graceful.count(),
-        "shutting down: draining connections"
-    );
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain deadline of {drain:?} passed; closing what is left");
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Connections accepted from now on get `timeouts`.
+    pub fn set_timeouts(&self, timeouts: Timeouts) {
+        self.http.store(Arc::new(Http::new(timeouts)));
+    }
+
+    /// Starts accepting on `listener`; its connections say they came through `id`.
+    pub fn serve(self: &Arc<Self>, listener: Listener, id: ListenerId) -> Serving {
+        let local = listener.local;
+        let tls = listener.tls.is_some();
+        let graceful = Arc::new(GracefulShutdown::new());
+        let accept = tokio::spawn(accept_loop(self.clone(), listener, id, graceful.clone()));
+        Serving {
+            local,
+            tls,
+            accept,
+            graceful,
+        }
+    }
+}
+
+impl Http {
+    fn new(timeouts: Timeouts) -> Self {
+        Self {
+            builder: http_server(timeouts.header_read),
+            tls_handshake: timeouts.tls_handshake,
+        }
+    }
+}
+
+/// A listener accepting connections.
+pub struct Serving {
+    /// The bound address (the real port of a port 0 listener).
+    pub local: SocketAddr,
+    pub tls: bool,
+    accept: tokio::task::JoinHandle<()>,
+    graceful: Arc<GracefulShutdown>,
+}
+
+impl Serving {
+    /// Closes the socket: new connections are refused from now on. The open ones go on
+    /// until [`Draining::finish`].
+    pub async fn stop_accepting(self) -> Draining {
+        self.accept.abort();
+        // The aborted loop holds the other handle on `graceful` until it is gone.
+        let _ = self.accept.await;
+        let graceful = Arc::into_inner(self.graceful).expect("the accept loop is gone");
+        Draining(graceful)
+    }
+}
+
+/// The open connections of listeners that stopped accepting.
+pub struct Draining(GracefulShutdown);
+
+impl Draining {
+    pub fn connections(&self) -> usize {
+        self.0.count()
+    }
+
+    /// Asks each connection to finish (HTTP/2 GOAWAY; HTTP/1.1 closes after the
+    /// response in flight) and waits for them; past `drain`, what is left is closed.
+    pub async fn finish(self, drain: Duration) {
+        if tokio::time::timeout(drain, self.0.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain deadline of {drain:?} passed; closing what is left");
+        }
     }
 }
 
 async fn accept_loop(
+    server: Arc<Server>,
     listener: Listener,
-    builder: Arc<Builder>,
-    gateway: Arc<Gateway>,
+    id: ListenerId,
     graceful: Arc<GracefulShutdown>,
-    handshake_timeout: Duration,
 ) {
     loop {
         let (stream, peer) = accept(&listener.tcp).await;
         let _ = stream.set_nodelay(true);
-        let (builder, gateway, watcher) = (builder.clone(), gateway.clone(), graceful.watcher());
+        // On an unspecified address (0.0.0.0) only the stream knows which one it reached.
+        let local = stream.local_addr().unwrap_or(listener.local);
+        let (http, gateway, watcher) = (
+            server.http.load_full(),
+            server.gateway.clone(),
+            graceful.watcher(),
+        );
         let tls = listener.tls.clone();
         // The handshake runs in the connection's own task, never in the accept loop.
         tokio::spawn(async move {
-            let Some(acceptor) = tls else {
-                let conn = Connection::default();
-                return serve_connection(stream, conn, &builder, gateway, watcher, peer).await;
+            let mut conn = Connection {
+                peer,
+                local,
+                listener: id,
+                tls: false,
+                sni: None,
             };
-            match tls::handshake(&acceptor, stream, handshake_timeout).await {
+            let Some(acceptor) = tls else {
+                return serve_connection(stream, conn, &http.builder, gateway, watcher).await;
+            };
+            match tls::handshake(&acceptor, stream, http.tls_handshake).await {
                 Ok(stream) => {
-                    let conn = Connection {
-                        tls: true,
-                        sni: tls::server_name(&stream).map(Arc::from),
-                    };
-                    serve_connection(stream, conn, &builder, gateway, watcher, peer).await
+                    conn.tls = true;
+                    conn.sni = tls::server_name(&stream).map(Arc::from);
+                    serve_connection(stream, conn, &http.builder, gateway, watcher).await
                 }
                 Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
             }
@@ -138,10 +223,10 @@ async fn serve_connection<S>(
     builder: &Builder,
     gateway: Arc<Gateway>,
     watcher: Watcher,
-    peer: SocketAddr,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let peer = conn.peer;
     let conn = Arc::new(conn);
     let service = service_fn(move |req| {
         let (gateway, conn) = (gateway.clone(), conn.clone());

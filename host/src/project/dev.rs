@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use crate::gateway::BuildErrors;
+use crate::gateway::BuildErrors;
 
 /// A guest project and the app it builds.
 pub struct Project {

@@ -8,7 +8,7 @@
 
 use super::invoke::Instance;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -51,8 +51,10 @@ impl Default for PoolOptions {
 }
 
 pub struct IdlePool {
-    max_idle: usize,
-    ttl: Duration,
+    /// Both bounds change in place on reload; an instance is checked against them when
+    /// it is put back or swept.
+    max_idle: AtomicUsize,
+    ttl_nanos: AtomicU64,
     next_app: AtomicU64,
     inner: Mutex<Inner>,
 }
@@ -81,18 +83,33 @@ impl IdlePool {
     /// A pool with its sweeper thread, which ends when the pool is dropped.
     pub fn start(options: &PoolOptions) -> Arc<Self> {
         let pool = Arc::new(Self {
-            max_idle: options.max_idle,
-            ttl: options.idle_ttl,
+            max_idle: AtomicUsize::new(0),
+            ttl_nanos: AtomicU64::new(0),
             next_app: AtomicU64::new(0),
             inner: Default::default(),
         });
-        let interval = (options.idle_ttl / 2).clamp(Duration::from_millis(10), MAX_SWEEP_INTERVAL);
+        pool.set_limits(options.max_idle, options.idle_ttl);
         let weak = Arc::downgrade(&pool);
         std::thread::Builder::new()
             .name("wharf-idle".into())
-            .spawn(move || sweep_until_dropped(weak, interval))
+            .spawn(move || sweep_until_dropped(weak))
             .expect("spawn idle sweeper thread");
         pool
+    }
+
+    /// Keeps at most `max_idle` idle instances, each for at most `ttl`, from now on.
+    pub fn set_limits(&self, max_idle: usize, ttl: Duration) {
+        self.max_idle.store(max_idle, Ordering::Relaxed);
+        let nanos = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+        self.ttl_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    fn max_idle(&self) -> usize {
+        self.max_idle.load(Ordering::Relaxed)
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_nanos(self.ttl_nanos.load(Ordering::Relaxed))
     }
 
     pub fn for_app(self: &Arc<Self>, name: Arc<str>) -> AppIdle {
@@ -106,13 +123,14 @@ impl IdlePool {
     /// Drops the instances idle for longer than the time-to-live, and says so per app.
     fn expire(&self, now: Instant) {
         let mut expired: Vec<(Arc<str>, Vec<Instance>)> = Vec::new();
+        let ttl = self.ttl();
         {
             let mut inner = self.inner.lock().unwrap();
             let mut count = 0;
             for idlers in inner.apps.values_mut() {
                 let mut dropped = Vec::new();
                 while let Some((since, _)) = idlers.instances.front()
-                    && now.duration_since(*since) >= self.ttl
+                    && now.duration_since(*since) >= ttl
                 {
                     dropped.extend(idlers.instances.pop_front().map(|(_, i)| i));
                 }
@@ -125,7 +143,7 @@ impl IdlePool {
         }
         // Stores are dropped outside the lock: giving memory back takes a while.
         for (app, instances) in expired {
-            tracing::info!(app = %app, count = instances.len(), ttl = ?self.ttl, "idle instances expired");
+            tracing::info!(app = %app, count = instances.len(), ?ttl, "idle instances expired");
         }
     }
 }
@@ -167,12 +185,13 @@ impl AppIdle {
         let pool = &self.pool;
         let mut inner = pool.inner.lock().unwrap();
         let own = inner.apps.get(&self.id).map_or(0, |i| i.instances.len());
-        if own >= MAX_IDLE_PER_APP.min(pool.max_idle) {
+        let max_idle = pool.max_idle();
+        if own >= MAX_IDLE_PER_APP.min(max_idle) {
             drop(inner);
             drop(instance);
             return;
         }
-        let evicted = if inner.total >= pool.max_idle {
+        let evicted = if inner.total >= max_idle {
             inner.pop_oldest()
         } else {
             None
@@ -204,9 +223,10 @@ impl Drop for AppIdle {
     }
 }
 
-fn sweep_until_dropped(pool: Weak<IdlePool>, interval: Duration) {
+fn sweep_until_dropped(pool: Weak<IdlePool>) {
     while let Some(pool) = pool.upgrade() {
         pool.expire(Instant::now());
+        let interval = (pool.ttl() / 2).clamp(Duration::from_millis(10), MAX_SWEEP_INTERVAL);
         drop(pool);
         std::thread::sleep(interval);
     }

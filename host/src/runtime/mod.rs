@@ -147,6 +147,12 @@ impl Runtime {
         Ok(())
     }
 
+    /// Keeps at most `max_idle` idle instances, each for at most `ttl`, from now on
+    /// (`[apps] max_idle_instances`, `idle_instance_ttl_ms` on reload).
+    pub fn set_idle_limits(&self, max_idle: usize, ttl: std::time::Duration) {
+        self.idle.set_limits(max_idle, ttl);
+    }
+
     pub fn apps_dir(&self) -> &Path {
         &self.apps_dir
     }

@@ -6,7 +6,6 @@ use crate::fswatch::{self, RecursiveMode};
 use std::sync::Arc;
 
 // The wharf.toml watcher in server.rs reads the settle time from here.
-pub(crate) use crate::fswatch::SETTLE;
 
 /// Reloads the apps whose files change until the returned watch is dropped.
 pub fn start(runtime: Arc<Runtime>) -> anyhow::Result<fswatch::Watch> {

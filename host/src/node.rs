@@ -1,0 +1,872 @@
+//! A node: everything `wharf serve` (and `wharf dev`) runs, built from one
+//! configuration, served until shutdown, and brought to a new configuration in place.
+//!
+//! [`Node::build`] makes the long-lived parts (database provider, runtime and its apps
+//! watcher, `wharf dev`'s builder, certificates, listeners, admin listener, gateway)
+//! and prints where it listens. [`Node::run`] reloads on SIGHUP or a saved wharf.toml
+//! until the shutdown future completes, then drains. [`Node::apply`] is the reload:
+//! everything that can fail (reading certificates, binding new addresses, building
+//! sites) is done first, so a reload either happens whole or changes nothing.
+
+use crate::config::Config;
+use crate::db::Provider;
+use crate::fswatch;
+use crate::gateway::BuildErrors;
+use crate::gateway::{Gateway, ListenerId, Sites};
+use crate::monitor::admin::{self, Admin, Readiness};
+use crate::net::tls::{self, CertStore, Certificates, TlsSite};
+use crate::net::{self, Draining, Server, Serving, Timeouts};
+use crate::runtime::{LoadEvent, Origin, PoolOptions, Runtime};
+use anyhow::Context;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// What the command line adds to the configuration.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The apps directory; wins over `[apps] dir` [default: apps].
+    pub apps_dir: Option<PathBuf>,
+    /// A plain HTTP address to listen on besides the configuration's listeners.
+    pub listen: Option<SocketAddr>,
+    /// Where compiled apps are cached; `None` compiles every app on start.
+    pub cache_dir: Option<PathBuf>,
+    /// The wharf.toml the configuration came from, reloaded when it changes.
+    pub config_path: Option<PathBuf>,
+    /// Where apps' SQLite files live; wins over `[apps] data_dir` [default: data].
+    pub data_dir: Option<PathBuf>,
+    /// `wharf dev`: guest projects built before the first load and rebuilt on save.
+    pub dev: Vec<PathBuf>,
+}
+
+/// A part of the configuration, as [`Node::apply`] reports what it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Section {
+    /// `[[listener]]`
+    Listeners,
+    /// `[[site]]` and `unknown_host`.
+    Sites,
+    /// The TLS sites: their hosts, certificate and key files.
+    Tls,
+    /// `[limits]`
+    Limits,
+    /// `[admin]`
+    Admin,
+    /// `[apps]`
+    Apps,
+    /// `[database]`
+    Database,
+}
+
+/// What a reload did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    /// Sections now running their new values.
+    pub changed: Vec<Section>,
+    /// Keys whose new values take effect on restart only, with their section.
+    pub on_restart: Vec<(Section, &'static str)>,
+}
+
+/// A built node, serving; [`Node::run`] it.
+pub struct Node {
+    inner: Arc<Inner>,
+    /// Installed at build: SIGHUP's default action would end the process.
+    hup: Signal,
+    config_changes: Option<ConfigWatch>,
+    _apps_watch: fswatch::Watch,
+    _dev_watch: Option<fswatch::Watch>,
+}
+
+struct Inner {
+    options: Options,
+    server: Arc<Server>,
+    runtime: Arc<Runtime>,
+    readiness: Arc<Readiness>,
+    /// Held for a whole reload, so two never interleave.
+    state: tokio::sync::Mutex<State>,
+}
+
+/// What a reload changes.
+struct State {
+    config: Config,
+    listeners: Vec<Bound>,
+    admin: Option<Admin>,
+    /// Made with the first TLS listener, at start or by a reload.
+    certs: Option<Arc<CertStore>>,
+    /// Connections of listeners that reloads removed, finishing.
+    draining: tokio::task::JoinSet<()>,
+    next_listener: u32,
+}
+
+/// A serving listener and the `(address, tls)` it was asked for: a port 0 listener
+/// is matched by what was asked, not by the port it got.
+struct Bound {
+    wanted: (SocketAddr, bool),
+    serving: Serving,
+}
+
+impl Node {
+    /// Builds every part of the node and starts serving; prints the listening lines
+    /// and the app table.
+    pub async fn build(config: Config, options: Options) -> anyhow::Result<Node> {
+        let started = Instant::now();
+        let apps_dir = apps_dir(&options, &config);
+        anyhow::ensure!(
+            apps_dir.is_dir(),
+            "apps directory {} does not exist: create it or name another one",
+            apps_dir.display()
+        );
+        let databases =
+            Provider::new(config.database.as_ref(), data_dir(&options, &config)).await?;
+        let database = databases.describe();
+        let pool = PoolOptions {
+            max_instances: config.apps.max_instances,
+            max_idle: config.apps.max_idle_instances as usize,
+            idle_ttl: Duration::from_millis(config.apps.idle_instance_ttl_ms),
+        };
+        let runtime = Runtime::with_pool(&apps_dir, options.cache_dir.clone(), databases, pool)?;
+        // Watch before the first load so a file written meanwhile is not missed.
+        let apps_watch = runtime
+            .watch()
+            .with_context(|| format!("watching {}", apps_dir.display()))?;
+        // `wharf dev`: the projects are built before the first load, so their apps are there.
+        let dev = match options.dev.as_slice() {
+            [] => None,
+            dirs => {
+                let projects = crate::project::dev::projects(dirs)?;
+                let errors = Arc::new(BuildErrors::default());
+                crate::project::dev::build_all(&projects, &apps_dir, &errors).await;
+                Some((projects, errors))
+            }
+        };
+        let events = {
+            // Compiling apps the cache does not hold takes a few seconds on a first run.
+            let spinner = dev
+                .as_ref()
+                .map(|_| crate::project::dev::spinner("compiling apps for wasmtime".into()));
+            let events = runtime.load_all().await?;
+            spinner.inspect(|s| s.finish_and_clear());
+            events
+        };
+        let certs = certificates(&config)?.map(CertStore::new).transpose()?;
+        let wanted = wanted_listeners(options.listen, &config);
+        let acceptor = certs.as_ref().map(acceptor);
+        let mut bound = Vec::new();
+        for &(address, is_tls) in &wanted {
+            let mut listener = net::bind(address).await?;
+            listener.tls = if is_tls { acceptor.clone() } else { None };
+            bound.push(((address, is_tls), listener));
+        }
+        let readiness = Arc::new(Readiness::default());
+        let admin = match &config.admin {
+            Some(settings) => Some(Admin::spawn(
+                admin::bind(settings.address).await?,
+                settings.networks(),
+                readiness.clone(),
+                timeouts(&config).header_read,
+            )),
+            None => None,
+        };
+        let https_port = bound
+            .iter()
+            .find(|(_, l)| l.tls.is_some())
+            .map(|(_, l)| l.local.port());
+        let mut gateway = Gateway::new(runtime.clone(), Sites::from_config(&config, https_port)?);
+        let dev_watch = match dev {
+            Some((projects, errors)) => {
+                gateway = gateway.with_build_errors(errors.clone());
+                let watch = crate::project::dev::watch(
+                    projects,
+                    apps_dir.clone(),
+                    runtime.clone(),
+                    errors,
+                )?;
+                Some(watch)
+            }
+            None => None,
+        };
+        let server = Server::new(Arc::new(gateway), timeouts(&config));
+        let mut listeners = Vec::new();
+        for (i, (wanted, listener)) in bound.into_iter().enumerate() {
+            let serving = server.serve(listener, ListenerId(i as u32));
+            listeners.push(Bound { wanted, serving });
+        }
+        let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let config_changes = options.config_path.as_deref().and_then(|path| {
+            ConfigWatch::start(path)
+                .inspect_err(|e| {
+                    tracing::warn!("not watching {}: {e:#}; reload with SIGHUP", path.display())
+                })
+                .ok()
+        });
+        let addrs: Vec<(SocketAddr, bool)> = listeners
+            .iter()
+            .map(|l| (l.serving.local, l.serving.tls))
+            .collect();
+        print_startup(&addrs, admin.as_ref().map(|a| a.local), &events, &database);
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
+        for event in events {
+            if let LoadEvent::Failed(..) = event {
+                crate::runtime::report(event);
+            }
+        }
+        let state = State {
+            config,
+            next_listener: listeners.len() as u32,
+            listeners,
+            admin,
+            certs,
+            draining: Default::default(),
+        };
+        Ok(Node {
+            inner: Arc::new(Inner {
+                options,
+                server,
+                runtime,
+                readiness,
+                state: tokio::sync::Mutex::new(state),
+            }),
+            hup,
+            config_changes,
+            _apps_watch: apps_watch,
+            _dev_watch: dev_watch,
+        })
+    }
+
+    /// Serves, reloading on SIGHUP and when the configuration file changes, until
+    /// `shutdown` completes. Then `/readyz` turns 503 at once, and the listeners keep
+    /// accepting for `[admin] drain_delay_ms` more (a second signal cuts it short), so a
+    /// balancer checking readiness stops sending before connections are refused. Then
+    /// they close and open connections get `[limits] drain_timeout_ms` to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let reload = tokio::spawn(reload_on_change(
+            self.inner.clone(),
+            self.hup,
+            self.config_changes,
+        ));
+        shutdown.await;
+        self.inner.readiness.start_draining();
+        let delay = {
+            let state = self.inner.state.lock().await;
+            state
+                .config
+                .admin
+                .as_ref()
+                .map_or(Duration::ZERO, |a| Duration::from_millis(a.drain_delay_ms))
+        };
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "not ready any more: closing the listeners after the drain delay"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown_signal() => {}
+            }
+        }
+        // Taken before the reloads stop, so none is cut off halfway.
+        let mut state = self.inner.state.lock().await;
+        reload.abort();
+        let drain = Duration::from_millis(state.config.limits.drain_timeout_ms);
+        let mut draining = Vec::new();
+        for bound in state.listeners.drain(..) {
+            draining.push(bound.serving.stop_accepting().await);
+        }
+        tracing::info!(
+            connections = draining.iter().map(Draining::connections).sum::<usize>(),
+            "shutting down: draining connections"
+        );
+        // With the connections of listeners reloads removed, still finishing.
+        let mut all = std::mem::take(&mut state.draining);
+        for listener in draining {
+            all.spawn(listener.finish(drain));
+        }
+        let finished = async { while all.join_next().await.is_some() {} };
+        // Each drain has its deadline; this bounds those a reload started earlier.
+        let _ = tokio::time::timeout(drain, finished).await;
+    }
+
+    /// Brings the node to `new`; see [`Inner::apply`].
+    pub async fn apply(&self, new: Config) -> anyhow::Result<Applied> {
+        self.inner.apply(new).await
+    }
+}
+
+impl Inner {
+    /// Brings the running node to `new` without dropping a connection or a request:
+    /// sites, TLS, `[limits]` (for new connections; the drain timeout for the next
+    /// shutdown), `[admin]` and listeners change in place. New addresses are bound
+    /// before anything changes: one that cannot be bound refuses the whole reload.
+    /// Removed listeners stop accepting and their connections finish. What cannot
+    /// change in place is named in one log line and in [`Applied::on_restart`].
+    async fn apply(&self, new: Config) -> anyhow::Result<Applied> {
+        let mut state = self.state.lock().await;
+        let applied = diff(&state.config, &new, &self.options);
+        let origin = self
+            .options
+            .config_path
+            .as_deref()
+            .map_or("configuration".into(), |p| p.display().to_string());
+
+        // Everything that can fail, before anything changes.
+        let wanted = wanted_listeners(self.options.listen, &new);
+        let running: Vec<_> = state.listeners.iter().map(|l| l.wanted).collect();
+        let plan = diff_listeners(&running, &wanted);
+        let tls_sites = tls_sites(&new);
+        let wants_tls = wanted.iter().any(|(_, tls)| *tls);
+        let new_certs = match &state.certs {
+            Some(store) if store.sites() != tls_sites => {
+                Some(load_certificates(&tls_sites, &origin)?)
+            }
+            None if wants_tls => Some(load_certificates(&tls_sites, &origin)?),
+            _ => None,
+        };
+        let certs_loaded = new_certs.is_some();
+        let new_store = match (&state.certs, &new_certs) {
+            (None, Some(certs)) => Some(CertStore::new(certs.clone())?),
+            _ => None,
+        };
+        let mut added = Vec::new();
+        for &(address, is_tls) in &plan.add {
+            added.push(((address, is_tls), net::bind(address).await?));
+        }
+        let admin_address = new.admin.as_ref().map(|a| a.address);
+        let old_admin_address = state.config.admin.as_ref().map(|a| a.address);
+        let new_admin = match admin_address {
+            Some(address) if admin_address != old_admin_address => {
+                Some(admin::bind(address).await?)
+            }
+            _ => None,
+        };
+        let mut https_port = None;
+        for (i, bound) in state.listeners.iter().enumerate() {
+            if bound.serving.tls && plan.keep.contains(&i) {
+                https_port = Some(bound.serving.local.port());
+                break;
+            }
+        }
+        if https_port.is_none() {
+            https_port = added
+                .iter()
+                .find(|((_, is_tls), _)| *is_tls)
+                .map(|(_, l)| l.local.port());
+        }
+        let sites = Sites::from_config(&new, https_port)?;
+        // The new pools are built and their primary must answer before they replace
+        // the old ones; requests in flight finish on the old pools, which then close.
+        let databases = match databases_differ(&state.config, &new, &self.options) {
+            true => {
+                let databases =
+                    Provider::new(new.database.as_ref(), data_dir(&self.options, &new)).await?;
+                databases.check()?;
+                Some(databases)
+            }
+            false => None,
+        };
+        // The two swaps that can still fail. Binding the apps to new databases fails
+        // more often (a data directory apps cannot write), so it goes first: if it
+        // does, nothing has changed.
+        if let Some(databases) = databases {
+            let described = databases.describe();
+            self.runtime.set_databases(databases).await?;
+            tracing::info!("database reloaded: {described}");
+        }
+        if let (Some(store), Some(certs)) = (&state.certs, new_certs) {
+            // The certificates serving now stay if this fails.
+            store.replace(certs)?;
+        }
+
+        // From here on, nothing can fail.
+        if new_store.is_some() {
+            state.certs = new_store;
+        }
+        if certs_loaded {
+            tracing::info!("{origin}: TLS sites reloaded");
+        }
+        self.server.gateway().set_sites(sites);
+        if applied.changed.contains(&Section::Limits) {
+            self.server.set_timeouts(timeouts(&new));
+        }
+        let acceptor = state.certs.as_ref().map(acceptor);
+        // Tests and scripts read the ports from these lines, as at start.
+        let mut printed = Vec::new();
+        let mut kept = Vec::new();
+        let drain = Duration::from_millis(new.limits.drain_timeout_ms);
+        for (i, bound) in std::mem::take(&mut state.listeners).into_iter().enumerate() {
+            if plan.keep.contains(&i) {
+                kept.push(bound);
+                continue;
+            }
+            let (local, scheme) = (bound.serving.local, scheme(bound.serving.tls));
+            let draining = bound.serving.stop_accepting().await;
+            tracing::info!(
+                connections = draining.connections(),
+                "stopped listening on {scheme}://{local}: draining its connections"
+            );
+            state.draining.spawn(draining.finish(drain));
+        }
+        for (wanted, mut listener) in added {
+            listener.tls = if wanted.1 { acceptor.clone() } else { None };
+            let id = ListenerId(state.next_listener);
+            state.next_listener += 1;
+            let serving = self.server.serve(listener, id);
+            printed.push(format!(
+                "listening on {}://{}",
+                scheme(wanted.1),
+                serving.local
+            ));
+            kept.push(Bound { wanted, serving });
+        }
+        state.listeners = kept;
+        match (new.admin.as_ref(), new_admin) {
+            (None, _) => state.admin = None,
+            (Some(settings), Some(listener)) => {
+                let admin = Admin::spawn(
+                    listener,
+                    settings.networks(),
+                    self.readiness.clone(),
+                    timeouts(&new).header_read,
+                );
+                printed.push(format!(
+                    "admin on http://{} (/healthz, /readyz)",
+                    admin.local
+                ));
+                // The old listener closes; its open connections finish.
+                state.admin = Some(admin);
+            }
+            (Some(settings), None) => {
+                if let Some(admin) = &state.admin {
+                    admin.update(settings.networks(), timeouts(&new).header_read);
+                }
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        for line in printed {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+        drop(out);
+        if applied.changed.contains(&Section::Apps) {
+            self.runtime.set_idle_limits(
+                new.apps.max_idle_instances as usize,
+                Duration::from_millis(new.apps.idle_instance_ttl_ms),
+            );
+        }
+        if !applied.on_restart.is_empty() {
+            let keys: Vec<&str> = applied.on_restart.iter().map(|(_, key)| *key).collect();
+            tracing::warn!(
+                "{origin}: {} changed; takes effect on restart",
+                keys.join(", ")
+            );
+        }
+        state.config = new;
+        Ok(applied)
+    }
+}
+
+/// What differs between `old` and `new`, by section: what [`Inner::apply`] changes in
+/// place, and what only a restart can.
+fn diff(old: &Config, new: &Config, options: &Options) -> Applied {
+    let mut applied = Applied::default();
+    let mut changed = |section, differs: bool| {
+        if differs {
+            applied.changed.push(section);
+        }
+    };
+    let old_listeners = wanted_listeners(options.listen, old);
+    let new_listeners = wanted_listeners(options.listen, new);
+    let plan = diff_listeners(&old_listeners, &new_listeners);
+    changed(
+        Section::Listeners,
+        plan.keep.len() != old_listeners.len() || !plan.add.is_empty(),
+    );
+    changed(
+        Section::Sites,
+        old.sites != new.sites || old.unknown_host != new.unknown_host,
+    );
+    changed(Section::Tls, tls_sites(old) != tls_sites(new));
+    changed(Section::Limits, old.limits != new.limits);
+    changed(Section::Admin, old.admin != new.admin);
+    changed(
+        Section::Apps,
+        old.apps.max_idle_instances != new.apps.max_idle_instances
+            || old.apps.idle_instance_ttl_ms != new.apps.idle_instance_ttl_ms
+            || data_dir(options, old) != data_dir(options, new),
+    );
+    changed(Section::Database, old.database != new.database);
+    // wasmtime reserves the instance pool at start, and the apps watcher is bound to
+    // the directory.
+    if old.apps.max_instances != new.apps.max_instances {
+        applied
+            .on_restart
+            .push((Section::Apps, "apps.max_instances"));
+    }
+    if apps_dir(options, old) != apps_dir(options, new) {
+        applied.on_restart.push((Section::Apps, "apps.dir"));
+    }
+    applied
+}
+
+/// Whether apps' databases change: the cluster, or where the SQLite files are.
+fn databases_differ(old: &Config, new: &Config, options: &Options) -> bool {
+    old.database != new.database || data_dir(options, old) != data_dir(options, new)
+}
+
+/// Which of the `running` listeners a configuration keeps (their indices, in order),
+/// and which addresses it adds. Listeners are matched by `(address, tls)` as a
+/// multiset: two `127.0.0.1:0` are two listeners, and a kept one keeps its socket.
+#[derive(Debug, PartialEq)]
+struct ListenerPlan {
+    keep: Vec<usize>,
+    add: Vec<(SocketAddr, bool)>,
+}
+
+fn diff_listeners(running: &[(SocketAddr, bool)], wanted: &[(SocketAddr, bool)]) -> ListenerPlan {
+    let mut taken = vec![false; running.len()];
+    let mut add = Vec::new();
+    for want in wanted {
+        match (0..running.len()).find(|&i| !taken[i] && running[i] == *want) {
+            Some(i) => taken[i] = true,
+            None => add.push(*want),
+        }
+    }
+    let keep = (0..running.len()).filter(|&i| taken[i]).collect();
+    ListenerPlan { keep, add }
+}
+
+/// The command line's `--listen` (plain) and the configuration's listeners; with
+/// neither, `127.0.0.1:8080`.
+fn wanted_listeners(extra: Option<SocketAddr>, config: &Config) -> Vec<(SocketAddr, bool)> {
+    let mut wanted: Vec<(SocketAddr, bool)> = extra.map(|a| (a, false)).into_iter().collect();
+    wanted.extend(config.listeners.iter().map(|l| (l.address, l.tls)));
+    if wanted.is_empty() {
+        wanted.push((([127, 0, 0, 1], 8080).into(), false));
+    }
+    wanted
+}
+
+fn apps_dir(options: &Options, config: &Config) -> PathBuf {
+    options
+        .apps_dir
+        .clone()
+        .or_else(|| config.apps.dir.clone())
+        .unwrap_or_else(|| "apps".into())
+}
+
+fn data_dir(options: &Options, config: &Config) -> PathBuf {
+    options
+        .data_dir
+        .clone()
+        .or_else(|| config.apps.data_dir.clone())
+        .unwrap_or_else(|| "data".into())
+}
+
+fn acceptor(certs: &Arc<CertStore>) -> tokio_rustls::TlsAcceptor {
+    tokio_rustls::TlsAcceptor::from(tls::server_config(certs.clone()))
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
+}
+
+fn timeouts(config: &Config) -> Timeouts {
+    Timeouts {
+        header_read: Duration::from_millis(config.limits.header_read_timeout_ms),
+        tls_handshake: Duration::from_millis(config.limits.tls_handshake_timeout_ms),
+    }
+}
+
+/// The certificates of a configuration's TLS sites, if it has a TLS listener. Checks
+/// every pair (a mismatched key is an error naming the file).
+pub fn certificates(config: &Config) -> anyhow::Result<Option<Arc<Certificates>>> {
+    if !config.listeners.iter().any(|l| l.tls) {
+        return Ok(None);
+    }
+    Ok(Some(Certificates::load(&tls_sites(config))?))
+}
+
+/// Every pair is loaded and checked before anything is swapped; one bad key and the
+/// certificates serving now stay.
+fn load_certificates(sites: &[TlsSite], origin: &str) -> anyhow::Result<Arc<Certificates>> {
+    Certificates::load(sites).map_err(|e| anyhow::anyhow!("{origin}: {e:#}"))
+}
+
+fn tls_sites(config: &Config) -> Vec<TlsSite> {
+    config
+        .sites
+        .iter()
+        .enumerate()
+        .filter_map(|(i, site)| {
+            let tls = site.tls.as_ref()?;
+            Some(TlsSite {
+                name: format!(
+                    "site[{i}] {}",
+                    site.hosts.first().map_or("", |h| h.as_str())
+                ),
+                hosts: site.hosts.clone(),
+                cert: tls.cert.clone(),
+                key: tls.key.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+    }
+}
+
+/// Reloads the configuration file on SIGHUP and whenever it changes, until aborted.
+/// A bad file is reported (every problem, with its key) and the running configuration
+/// stays. (Certificate files reload on their own when they change.)
+async fn reload_on_change(inner: Arc<Inner>, mut hup: Signal, changes: Option<ConfigWatch>) {
+    let (_watcher, mut rx) = match changes {
+        Some(ConfigWatch { watch, rx }) => (Some(watch), Some(rx)),
+        None => (None, None),
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => tracing::info!("SIGHUP: reloading the configuration"),
+            Some(()) = async { rx.as_mut()?.recv().await } => {
+                tracing::info!("configuration file changed: reloading");
+            }
+        }
+        let Some(path) = &inner.options.config_path else {
+            tracing::info!("no --config file: nothing to reload");
+            continue;
+        };
+        let applied = match Config::load(path) {
+            Ok(config) => inner.apply(config).await,
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok(applied) => tracing::info!(
+                changed = ?applied.changed,
+                "{}: configuration reloaded",
+                path.display()
+            ),
+            Err(e) => {
+                for line in format!("{e:#}").lines() {
+                    tracing::error!("reload failed, the running configuration stays: {line}");
+                }
+            }
+        }
+    }
+}
+
+/// Saves of wharf.toml, one message per settled change (see [`crate::fswatch`]).
+struct ConfigWatch {
+    watch: fswatch::Watch,
+    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl ConfigWatch {
+    fn start(path: &Path) -> anyhow::Result<Self> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let watch = fswatch::watch_file(path, move || {
+            let _ = tx.send(());
+            std::future::ready(())
+        })?;
+        Ok(Self { watch, rx })
+    }
+}
+
+/// The listening line (tests and scripts read the port from it) and a table of apps.
+fn print_startup(
+    addrs: &[(SocketAddr, bool)],
+    admin: Option<SocketAddr>,
+    events: &[LoadEvent],
+    database: &str,
+) {
+    let mut out = std::io::stdout().lock();
+    for (addr, tls) in addrs {
+        let _ = writeln!(out, "listening on {}://{addr}", scheme(*tls));
+    }
+    if let Some(admin) = admin {
+        let _ = writeln!(out, "admin on http://{admin} (/healthz, /readyz)");
+    }
+    let addr = addrs[0].0;
+    let mut rows = vec![["APP".to_string(), "URL".into(), "STATUS".into()]];
+    for event in events {
+        match event {
+            LoadEvent::Loaded(app) => {
+                let status = match app.origin {
+                    Origin::Cached => "ready (cached)",
+                    Origin::Compiled => "ready (compiled)",
+                };
+                for route in &app.routes {
+                    rows.push([
+                        app.name.to_string(),
+                        format!("http://{addr}{route}"),
+                        status.into(),
+                    ]);
+                }
+            }
+            LoadEvent::Failed(name, _) => {
+                rows.push([name.clone(), "-".into(), "not loaded (see log)".into()])
+            }
+            LoadEvent::Removed(_) | LoadEvent::Unchanged => {}
+        }
+    }
+    if rows.len() == 1 {
+        let _ = writeln!(
+            out,
+            "no apps yet: drop NAME.wasm files into the apps directory"
+        );
+    } else {
+        let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
+        let w1 = rows.iter().map(|r| r[1].len()).max().unwrap_or(0);
+        for [a, b, c] in rows {
+            let _ = writeln!(out, "  {a:w0$}  {b:w1$}  {c}");
+        }
+    }
+    let _ = writeln!(out, "database: {database}");
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn listeners_are_matched_as_a_multiset_of_address_and_tls() {
+        let zero = (addr("127.0.0.1:0"), false);
+        let tls = (addr("127.0.0.1:0"), true);
+        let fixed = (addr("127.0.0.1:8443"), true);
+        // Two port 0 listeners, one kept and one added.
+        assert_eq!(
+            diff_listeners(&[zero], &[zero, zero]),
+            ListenerPlan {
+                keep: vec![0],
+                add: vec![zero]
+            }
+        );
+        // One of two port 0 listeners removed: the first is kept.
+        assert_eq!(
+            diff_listeners(&[zero, zero], &[zero]),
+            ListenerPlan {
+                keep: vec![0],
+                add: vec![]
+            }
+        );
+        // The same address with TLS turned on is another listener.
+        assert_eq!(
+            diff_listeners(&[zero, fixed], &[tls, fixed]),
+            ListenerPlan {
+                keep: vec![1],
+                add: vec![tls]
+            }
+        );
+        // Order does not matter.
+        assert_eq!(
+            diff_listeners(&[zero, fixed], &[fixed, zero]),
+            ListenerPlan {
+                keep: vec![0, 1],
+                add: vec![]
+            }
+        );
+    }
+
+    fn config(text: &str) -> Config {
+        Config::parse(text).unwrap()
+    }
+
+    #[test]
+    fn an_unchanged_configuration_changes_no_section() {
+        let text = "[[listener]]\naddress = \"127.0.0.1:0\"\n[limits]\ndrain_timeout_ms = 5\n";
+        assert_eq!(
+            diff(&config(text), &config(text), &Options::default()),
+            Applied::default()
+        );
+    }
+
+    #[test]
+    fn each_section_is_reported_on_its_own() {
+        let options = Options::default();
+        let base = config("");
+        let changed = |text: &str| diff(&base, &config(text), &options);
+        assert_eq!(
+            changed("[[listener]]\naddress = \"127.0.0.1:0\"\n").changed,
+            [Section::Listeners]
+        );
+        assert_eq!(
+            changed("unknown_host = \"421\"\n").changed,
+            [Section::Sites]
+        );
+        assert_eq!(
+            changed("[limits]\nheader_read_timeout_ms = 5\n").changed,
+            [Section::Limits]
+        );
+        assert_eq!(
+            changed("[admin]\naddress = \"127.0.0.1:0\"\n").changed,
+            [Section::Admin]
+        );
+        assert_eq!(
+            changed("[apps]\nidle_instance_ttl_ms = 5\n"),
+            Applied {
+                changed: vec![Section::Apps],
+                on_restart: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn what_cannot_change_in_place_is_named_by_key() {
+        let options = Options::default();
+        let new = config(
+            "[apps]\nmax_instances = 10\nmax_idle_instances = 5\ndir = \"elsewhere\"\n\
+             data_dir = \"other\"\n[database]\nprimary = \"mysql://app@127.0.0.1:3306/app\"\n",
+        );
+        let applied = diff(&config(""), &new, &options);
+        assert_eq!(applied.changed, [Section::Apps, Section::Database]);
+        assert_eq!(
+            applied.on_restart,
+            [
+                (Section::Apps, "apps.max_instances"),
+                (Section::Apps, "apps.dir"),
+            ]
+        );
+        // The command line's directories win: the file's do not matter.
+        let options = Options {
+            apps_dir: Some("apps".into()),
+            data_dir: Some("data".into()),
+            ..Options::default()
+        };
+        let keys: Vec<_> = diff(&config(""), &new, &options)
+            .on_restart
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect();
+        assert_eq!(keys, ["apps.max_instances"]);
+    }
+
+    #[test]
+    fn the_command_line_listener_is_always_wanted() {
+        let options = Options {
+            listen: Some(addr("127.0.0.1:0")),
+            ..Options::default()
+        };
+        // Adding a config listener next to --listen keeps --listen's.
+        let applied = diff(
+            &config(""),
+            &config("[[listener]]\naddress = \"127.0.0.1:0\"\n"),
+            &options,
+        );
+        assert_eq!(applied.changed, [Section::Listeners]);
+        assert_eq!(
+            wanted_listeners(None, &config("")),
+            [(addr("127.0.0.1:8080"), false)]
+        );
+    }
+}
