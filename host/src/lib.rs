@@ -3,13 +3,15 @@
 //! The request path runs top to bottom through these modules: [`net`] accepts
 //! connections and speaks HTTP, [`gateway`] checks and routes each request and maps
 //! errors to statuses, [`runtime`] runs the app's component, which reaches [`db`] for
-//! SQL. [`config`] is wharf.toml. [`project`] is the developer's side: `wharf new` and
+//! SQL. [`http`] holds what several of them share (body type, route prefixes, host
+//! patterns). [`config`] is wharf.toml. [`project`] is the developer's side: `wharf new` and
 //! `wharf build`.
 
 pub mod cert;
 pub mod config;
 pub mod db;
 pub mod gateway;
+pub mod http;
 pub mod monitor;
 pub mod net;
 pub mod project;

@@ -280,7 +280,7 @@ async fn serve(args: ServeArgs, dev: Option<Vec<PathBuf>>) -> anyhow::Result<()>
     let pool = PoolOptions {
         max_instances: config.apps.max_instances,
         max_idle: config.apps.max_idle_instances as usize,
-        idle_ttl: Duration::from_millis(config.apps.idle_instance_ttl_ms),
+        idle_ttl: config.apps.idle_instance_ttl,
     };
     let runtime = Runtime::with_pool(&apps_dir, cache_dir, databases, pool)?;
     // Watch before the first load so a file written meanwhile is not missed.
@@ -320,7 +320,12 @@ async fn serve(args: ServeArgs, dev: Option<Vec<PathBuf>>) -> anyhow::Result<()>
             let listener = wharf::monitor::admin::bind(admin).await?;
             let addr = listener.local_addr()?;
             let header_read = wharf::server::timeouts(&config).header_read;
-            wharf::monitor::admin::spawn(listener, admin.networks(), health.clone(), header_read);
+            wharf::monitor::admin::spawn(
+                listener,
+                admin.allow.clone(),
+                health.clone(),
+                header_read,
+            );
             Some(addr)
         }
         None => None,
@@ -344,12 +349,12 @@ async fn serve(args: ServeArgs, dev: Option<Vec<PathBuf>>) -> anyhow::Result<()>
     };
     let gateway = Arc::new(gateway);
     let timeouts = wharf::server::timeouts(&config);
-    let drain = Duration::from_millis(config.limits.drain_timeout_ms);
+    let drain = config.limits.drain_timeout;
     // Only a node with an admin listener reports readiness, so only its listeners wait.
     let drain_delay = config
         .admin
         .as_ref()
-        .map_or(Duration::ZERO, |a| Duration::from_millis(a.drain_delay_ms));
+        .map_or(Duration::ZERO, |a| a.drain_delay);
     wharf::server::reload_on_change(
         args.config.clone(),
         gateway.clone(),

@@ -33,9 +33,12 @@ fn tls_sites(config: &Config) -> Vec<TlsSite> {
             Some(TlsSite {
                 name: format!(
                     "site[{i}] {}",
-                    site.hosts.first().map_or("", |h| h.as_str())
+                    site.hosts
+                        .first()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
                 ),
-                hosts: site.hosts.clone(),
+                hosts: site.hosts.iter().map(ToString::to_string).collect(),
                 cert: tls.cert.clone(),
                 key: tls.key.clone(),
             })
@@ -69,8 +72,8 @@ pub async fn bind(
 
 pub fn timeouts(config: &Config) -> Timeouts {
     Timeouts {
-        header_read: Duration::from_millis(config.limits.header_read_timeout_ms),
-        tls_handshake: Duration::from_millis(config.limits.tls_handshake_timeout_ms),
+        header_read: config.limits.header_read_timeout,
+        tls_handshake: config.limits.tls_handshake_timeout,
     }
 }
 

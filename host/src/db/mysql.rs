@@ -73,15 +73,14 @@ impl MysqlCluster {
             )
             // See the module doc: nothing of one request's session reaches the next.
             .with_reset_connection(true);
-        let node = |url: &str| -> anyhow::Result<Node> {
-            let url_opts = Opts::from_url(url)?;
+        let node = |url_opts: &Opts| -> anyhow::Result<Node> {
             let name = format!(
                 "{}@{}:{}",
                 url_opts.user().unwrap_or_default(),
                 url_opts.ip_or_hostname(),
                 url_opts.tcp_port()
             );
-            let opts: Opts = OptsBuilder::from_opts(url_opts)
+            let opts: Opts = OptsBuilder::from_opts(url_opts.clone())
                 .pass(password.clone())
                 // UPDATE reports the rows it matched, as SQLite does, not only those
                 // whose values changed.
@@ -92,7 +91,7 @@ impl MysqlCluster {
                 name,
                 pool: OnceCell::new(),
                 opts,
-                statement_limit: config.query_timeout(),
+                statement_limit: config.query_timeout,
                 healthy: AtomicBool::new(false),
                 reason: Mutex::new("not checked yet".into()),
             })
@@ -102,15 +101,15 @@ impl MysqlCluster {
         let replicas = config
             .replicas
             .iter()
-            .map(|url| node(url))
+            .map(node)
             .collect::<anyhow::Result<Vec<_>>>()?;
         let cluster = Arc::new(Self {
             primary,
             replicas,
             next: AtomicUsize::new(0),
-            connect_timeout: config.connect_timeout(),
-            query_timeout: config.query_timeout(),
-            max_lag_s: config.max_replica_lag_s,
+            connect_timeout: config.connect_timeout,
+            query_timeout: config.query_timeout,
+            max_lag_s: config.max_replica_lag.as_secs(),
             checker: Mutex::new(None),
         });
         let mut probes = Probes::default();
@@ -118,7 +117,7 @@ impl MysqlCluster {
         let checker = tokio::spawn(check_loop(
             Arc::downgrade(&cluster),
             probes,
-            config.check_interval(),
+            config.check_interval,
         ));
         *cluster.checker.lock().unwrap() = Some(checker);
         Ok(cluster)

@@ -10,8 +10,9 @@ pub mod static_files;
 pub use error::GatewayError;
 pub use sites::Sites;
 
+use crate::http::Body;
 use crate::project::dev::BuildErrors;
-use crate::runtime::{Body, Runtime};
+use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue, LOCATION, STRICT_TRANSPORT_SECURITY};

@@ -14,7 +14,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, ServerConfig};
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::io;
@@ -26,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::http::{HostPattern, HostTable};
 use crate::runtime::watch::SETTLE;
 
 /// One certificate and the names it serves.
@@ -52,17 +52,15 @@ pub enum Reloaded {
 
 /// The certificates of every site, picked per handshake by the SNI name the client sent.
 ///
-/// Selection: an exact host (ASCII case-insensitive), then a `*.parent` wildcard, which
-/// covers exactly one label (`a.example.com`, not `example.com` nor `a.b.example.com`,
-/// as browsers match wildcard certificates). A client that sends no SNI (an IP address
+/// Selection: an exact host, then a `*.parent` wildcard, by the one host rule of
+/// [`crate::http`] (a wildcard covers exactly one label, as browsers match wildcard
+/// certificates). A client that sends no SNI (an IP address
 /// URL) or an unknown name gets the **first site's** certificate: the first site is the
 /// default, so order the configuration accordingly.
 pub struct Certificates {
     sites: Vec<TlsSite>,
-    /// Lowercase host to site index; fixed at load, as the sites are.
-    exact: HashMap<String, usize>,
-    /// Parent domain of a `*.parent` host to site index.
-    wildcard: HashMap<String, usize>,
+    /// Site index by host; fixed at load, as the sites are.
+    hosts: HostTable<usize>,
     /// One key per site, in site order. Behind an `ArcSwap` so a reload replaces it
     /// atomically while handshakes read it without taking a lock.
     keys: ArcSwap<Vec<Arc<CertifiedKey>>>,
@@ -87,8 +85,7 @@ impl Certificates {
     /// clients that accept it connect, and the operator sees why others do not).
     pub fn load(sites: &[TlsSite]) -> anyhow::Result<Arc<Self>> {
         ensure!(!sites.is_empty(), "no TLS sites configured");
-        let mut exact = HashMap::new();
-        let mut wildcard = HashMap::new();
+        let mut hosts = HostTable::default();
         let mut names = BTreeSet::new();
         for (index, site) in sites.iter().enumerate() {
             ensure!(
@@ -97,19 +94,16 @@ impl Certificates {
                 site.name
             );
             for host in &site.hosts {
-                let (table, key) = match parse_host(host)? {
-                    Host::Exact(name) => (&mut exact, name),
-                    Host::Wildcard(parent) => (&mut wildcard, parent),
-                };
-                if let Some(&other) = table.get(&key) {
-                    let other: &TlsSite = &sites[other];
+                let pattern: HostPattern = host
+                    .parse()
+                    .with_context(|| format!("TLS site {:?}", site.name))?;
+                if let Some(other) = hosts.insert(pattern, index) {
                     bail!(
                         "host {host:?} is listed by TLS sites {:?} and {:?}",
-                        other.name,
+                        sites[other].name,
                         site.name
                     );
                 }
-                table.insert(key, index);
             }
         }
         let keys = sites
@@ -122,8 +116,7 @@ impl Certificates {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Arc::new(Self {
             sites: sites.to_vec(),
-            exact,
-            wildcard,
+            hosts,
             keys: ArcSwap::from_pointee(keys),
         }))
     }
@@ -134,25 +127,9 @@ impl Certificates {
     }
 
     fn site_index(&self, server_name: Option<&str>) -> usize {
-        let Some(name) = server_name else {
-            return 0;
-        };
-        // rustls already lowercases SNI; this keeps the lookup correct for any caller
-        // without allocating in the common case.
-        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(name.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(name)
-        };
-        if let Some(&index) = self.exact.get(name.as_ref()) {
-            return index;
-        }
-        if let Some((_, parent)) = name.split_once('.')
-            && let Some(&index) = self.wildcard.get(parent)
-        {
-            return index;
-        }
-        0
+        server_name
+            .and_then(|name| self.hosts.get(name))
+            .map_or(0, |&index| index)
     }
 
     fn select(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
@@ -322,27 +299,6 @@ impl Drop for CertWatch {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-enum Host {
-    Exact(String),
-    Wildcard(String),
-}
-
-fn parse_host(host: &str) -> anyhow::Result<Host> {
-    let host = host.to_ascii_lowercase();
-    let (wild, name) = match host.strip_prefix("*.") {
-        Some(parent) => (true, parent),
-        None => (false, host.as_str()),
-    };
-    ensure!(
-        !name.is_empty() && !name.contains('*') && !name.starts_with('.') && !name.ends_with('.'),
-        "TLS host {host:?} is not a host name or a `*.parent` wildcard"
-    );
-    Ok(match wild {
-        true => Host::Wildcard(name.to_string()),
-        false => Host::Exact(name.to_string()),
-    })
 }
 
 /// The directory to watch for `path` (canonical, as the watcher reports paths under the

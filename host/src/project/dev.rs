@@ -23,7 +23,7 @@ impl BuildErrors {
         let errors = self.0.lock().unwrap();
         errors
             .iter()
-            .find(|(name, _)| crate::runtime::route_matches(&format!("/{name}"), path))
+            .find(|(name, _)| crate::http::route_matches(&format!("/{name}"), path))
             .map(|(name, output)| (name.clone(), output.clone()))
     }
 

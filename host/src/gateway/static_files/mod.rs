@@ -13,7 +13,7 @@
 mod cache;
 
 use super::GatewayError;
-use crate::runtime::Body;
+use crate::http::Body;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use cache::{Encoding, Entry, FileCache, Identity, KeyRef};
@@ -253,7 +253,7 @@ impl StaticFiles {
     fn finish<B>(&self, response: Response<B>, is_head: bool) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<crate::runtime::BoxError>,
+        B::Error: Into<crate::http::BoxError>,
     {
         let (mut parts, body) = response.into_parts();
         let status = parts.status;
