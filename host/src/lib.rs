@@ -4,8 +4,8 @@
 //! connections and speaks HTTP, [`gateway`] checks and routes each request and maps
 //! errors to statuses, [`runtime`] runs the app's component, which reaches [`db`] for
 //! SQL. [`http`] holds what several of them share (body type, route prefixes, host
-//! patterns). [`config`] is wharf.toml. [`project`] is the developer's side: `wharf new` and
-//! `wharf build`.
+//! patterns). [`config`] is wharf.toml. [`project`] is the developer's side: `wharf new`
+//! and `wharf build`.
 
 pub mod cert;
 pub mod config;
