@@ -313,7 +313,7 @@ mod tests {
         // The pair is what the TLS listener accepts.
         let site = crate::net::tls::TlsSite {
             name: "dev".into(),
-            hosts: hosts(&["app.test"]),
+            hosts: vec!["app.test".parse().unwrap()],
             cert: made.cert.clone(),
             key: made.key.clone(),
         };

@@ -3,8 +3,10 @@
 //! The request path runs top to bottom through these modules: [`net`] accepts
 //! connections and speaks HTTP, [`gateway`] checks and routes each request and maps
 //! errors to statuses, [`runtime`] runs the app's component, which reaches [`db`] for
-//! SQL. [`node`] builds, runs and reloads all of them; [`config`] is wharf.toml. [`project`] is the developer's side: `wharf new` and
-//! `wharf build`.
+//! SQL. [`node`] builds, runs and reloads all of them. [`http`] holds what several of
+//! them share (body type, route prefixes, host patterns), [`fswatch`] the one file
+//! watcher, [`health`] whether a checked node is up. [`config`] is wharf.toml.
+//! [`project`] is the developer's side: `wharf new` and `wharf build`.
 
 pub mod cert;
 pub mod config;
@@ -12,6 +14,7 @@ pub mod db;
 pub mod fswatch;
 pub mod gateway;
 pub mod health;
+pub mod http;
 pub mod monitor;
 pub mod net;
 pub mod node;

@@ -125,7 +125,7 @@ impl Node {
         let pool = PoolOptions {
             max_instances: config.apps.max_instances,
             max_idle: config.apps.max_idle_instances as usize,
-            idle_ttl: Duration::from_millis(config.apps.idle_instance_ttl_ms),
+            idle_ttl: config.apps.idle_instance_ttl,
         };
         let runtime = Runtime::with_pool(&apps_dir, options.cache_dir.clone(), databases, pool)?;
         // Watch before the first load so a file written meanwhile is not missed.
@@ -164,7 +164,7 @@ impl Node {
         let admin = match &config.admin {
             Some(settings) => Some(Admin::spawn(
                 admin::bind(settings.address).await?,
-                settings.networks(),
+                settings.allow.clone(),
                 readiness.clone(),
                 timeouts(&config).header_read,
             )),
@@ -255,7 +255,7 @@ impl Node {
                 .config
                 .admin
                 .as_ref()
-                .map_or(Duration::ZERO, |a| Duration::from_millis(a.drain_delay_ms))
+                .map_or(Duration::ZERO, |a| a.drain_delay)
         };
         if !delay.is_zero() {
             tracing::info!(
@@ -270,7 +270,7 @@ impl Node {
         // Taken before the reloads stop, so none is cut off halfway.
         let mut state = self.inner.state.lock().await;
         reload.abort();
-        let drain = Duration::from_millis(state.config.limits.drain_timeout_ms);
+        let drain = state.config.limits.drain_timeout;
         let mut draining = Vec::new();
         for bound in state.listeners.drain(..) {
             draining.push(bound.serving.stop_accepting().await);
@@ -394,7 +394,7 @@ impl Inner {
         // Tests and scripts read the ports from these lines, as at start.
         let mut printed = Vec::new();
         let mut kept = Vec::new();
-        let drain = Duration::from_millis(new.limits.drain_timeout_ms);
+        let drain = new.limits.drain_timeout;
         for (i, bound) in std::mem::take(&mut state.listeners).into_iter().enumerate() {
             if plan.keep.contains(&i) {
                 kept.push(bound);
@@ -426,7 +426,7 @@ impl Inner {
             (Some(settings), Some(listener)) => {
                 let admin = Admin::spawn(
                     listener,
-                    settings.networks(),
+                    settings.allow.clone(),
                     self.readiness.clone(),
                     timeouts(&new).header_read,
                 );
@@ -439,7 +439,7 @@ impl Inner {
             }
             (Some(settings), None) => {
                 if let Some(admin) = &state.admin {
-                    admin.update(settings.networks(), timeouts(&new).header_read);
+                    admin.update(settings.allow.clone(), timeouts(&new).header_read);
                 }
             }
         }
@@ -452,7 +452,7 @@ impl Inner {
         if applied.changed.contains(&Section::Apps) {
             self.runtime.set_idle_limits(
                 new.apps.max_idle_instances as usize,
-                Duration::from_millis(new.apps.idle_instance_ttl_ms),
+                new.apps.idle_instance_ttl,
             );
         }
         if !applied.on_restart.is_empty() {
@@ -493,7 +493,7 @@ fn diff(old: &Config, new: &Config, options: &Options) -> Applied {
     changed(
         Section::Apps,
         old.apps.max_idle_instances != new.apps.max_idle_instances
-            || old.apps.idle_instance_ttl_ms != new.apps.idle_instance_ttl_ms
+            || old.apps.idle_instance_ttl != new.apps.idle_instance_ttl
             || data_dir(options, old) != data_dir(options, new),
     );
     changed(Section::Database, old.database != new.database);
@@ -574,8 +574,8 @@ fn scheme(tls: bool) -> &'static str {
 
 fn timeouts(config: &Config) -> Timeouts {
     Timeouts {
-        header_read: Duration::from_millis(config.limits.header_read_timeout_ms),
-        tls_handshake: Duration::from_millis(config.limits.tls_handshake_timeout_ms),
+        header_read: config.limits.header_read_timeout,
+        tls_handshake: config.limits.tls_handshake_timeout,
     }
 }
 
@@ -602,10 +602,10 @@ fn tls_sites(config: &Config) -> Vec<TlsSite> {
         .filter_map(|(i, site)| {
             let tls = site.tls.as_ref()?;
             Some(TlsSite {
-                name: format!(
-                    "site[{i}] {}",
-                    site.hosts.first().map_or("", |h| h.as_str())
-                ),
+                name: match site.hosts.first() {
+                    Some(host) => format!("site[{i}] {host}"),
+                    None => format!("site[{i}]"),
+                },
                 hosts: site.hosts.clone(),
                 cert: tls.cert.clone(),
                 key: tls.key.clone(),

@@ -1,6 +1,7 @@
 //! `wharf dev`'s failed builds, for the gateway to show to browsers in place of the app.
 
-use crate::runtime::{Registry, route_matches};
+use crate::http::route_matches;
+use crate::runtime::Registry;
 use std::collections::HashMap;
 use std::sync::Mutex;
 

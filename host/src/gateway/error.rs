@@ -1,7 +1,8 @@
 //! Every reason wharf answers a request itself, and the one mapping from those
 //! reasons to HTTP statuses.
 
-use crate::runtime::{Body, InvokeError};
+use crate::http::Body;
+use crate::runtime::InvokeError;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};

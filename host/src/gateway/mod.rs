@@ -12,7 +12,8 @@ pub use build_errors::BuildErrors;
 pub use error::GatewayError;
 pub use sites::Sites;
 
-use crate::runtime::{Body, Runtime};
+use crate::http::Body;
+use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue, LOCATION, STRICT_TRANSPORT_SECURITY};

@@ -3,20 +3,19 @@
 
 use super::GatewayError;
 use super::static_files::StaticFiles;
-use crate::config::{Config, SiteConfig, UnknownHost};
-use crate::runtime::{App, Registry, route_matches};
+use crate::config::{Config, RouteTarget, SiteConfig, UnknownHost};
+use crate::http::{HostTable, route_matches};
+use crate::runtime::{App, Registry};
 use http::{HeaderValue, StatusCode};
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Every site of the configuration, indexed by host name. Built whole from a config
 /// and swapped whole on reload.
 pub struct Sites {
     sites: Vec<Site>,
-    exact: HashMap<String, usize>,
-    /// `*.example.com` sites by `example.com`.
-    wildcard: HashMap<String, usize>,
+    /// Site index by host pattern.
+    hosts: HostTable<usize>,
     default: Option<usize>,
     unknown: UnknownHost,
     /// The port HTTPS redirects point at (omitted when 443).
@@ -73,8 +72,7 @@ impl Sites {
                 routes: Vec::new(),
                 root: None,
             }],
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            hosts: HostTable::default(),
             default: Some(0),
             unknown: UnknownHost::DefaultSite,
             https_port: None,
@@ -90,19 +88,14 @@ impl Sites {
         }
         let mut sites = Self {
             sites: Vec::new(),
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            hosts: HostTable::default(),
             default: None,
             unknown: config.unknown_host,
             https_port: https_port.filter(|&p| p != 443),
         };
         for (i, site) in config.sites.iter().enumerate() {
             for host in &site.hosts {
-                let host = host.to_ascii_lowercase();
-                match host.strip_prefix("*.") {
-                    Some(domain) => sites.wildcard.insert(domain.to_string(), i),
-                    None => sites.exact.insert(host, i),
-                };
+                sites.hosts.insert(host.clone(), i);
             }
             if site.default {
                 sites.default = Some(i);
@@ -112,13 +105,9 @@ impl Sites {
         Ok(sites)
     }
 
-    /// The site named `host` (lower case, no port), if any.
+    /// The site named `host` (no port), if any.
     fn named(&self, host: &str) -> Option<usize> {
-        if let Some(&i) = self.exact.get(host) {
-            return Some(i);
-        }
-        let (_, domain) = host.split_once('.')?;
-        self.wildcard.get(domain).copied()
+        self.hosts.get(host).copied()
     }
 
     /// The site for a request to `host`; under TLS, `sni` must name the same site
@@ -172,17 +161,16 @@ impl Site {
     fn new(config: &SiteConfig) -> anyhow::Result<Self> {
         let mut routes: Vec<(Arc<str>, Configured)> = Vec::new();
         for route in &config.routes {
-            let target = match (&route.app, &route.root, &route.redirect) {
-                (Some(app), _, _) => Configured::App(app.clone()),
-                (_, Some(root), _) => Configured::Static(Arc::new(StaticFiles::new(
+            let target = match &route.target {
+                RouteTarget::App(app) => Configured::App(app.clone()),
+                RouteTarget::Root(root) => Configured::Static(Arc::new(StaticFiles::new(
                     root,
                     config.cache_control.as_deref(),
                 )?)),
-                (_, _, Some(to)) => Configured::Redirect {
+                RouteTarget::Redirect { to, status } => Configured::Redirect {
                     to: to.clone(),
-                    status: StatusCode::from_u16(route.status)?,
+                    status: *status,
                 },
-                (None, None, None) => anyhow::bail!("route {} has no target", route.path),
             };
             routes.push((route.path.as_str().into(), target));
         }
@@ -196,11 +184,12 @@ impl Site {
             None => None,
         };
         Ok(Self {
-            name: config.hosts.first().cloned().unwrap_or_default(),
-            canonical_host: config
-                .canonical_host
-                .as_ref()
-                .map(|h| h.to_ascii_lowercase()),
+            name: config
+                .hosts
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            canonical_host: config.canonical_host.clone(),
             https_redirect: config.https_redirect,
             hsts: config
                 .hsts_max_age

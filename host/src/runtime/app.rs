@@ -197,31 +197,9 @@ fn check_component_header(bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-/// True if `path` matches `prefix` on a segment boundary: `/hello` matches `/hello`,
-/// `/hello/x` and `/hello?q`, but not `/helloworld`.
-pub fn route_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return true;
-    }
-    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefixes_match_on_segment_boundaries() {
-        assert!(route_matches("/hello", "/hello"));
-        assert!(route_matches("/hello", "/hello/world"));
-        assert!(!route_matches("/hello", "/helloworld"));
-        assert!(route_matches("/api/", "/api"));
-        assert!(route_matches("/", "/anything"));
-    }
 
     #[test]
     fn header_check_names_the_problem() {

@@ -5,9 +5,9 @@
 use super::app::App;
 use super::state::GuestBody;
 use super::state::HostState;
+use crate::http::{Body, BoxError};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Frame;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,10 +20,6 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Body of every response wharf sends.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Times an instantiation that finds the engine's pool full drops an idle instance (of
 /// any app) and tries again; requests racing for the freed slots can take them first.

@@ -1,6 +1,7 @@
 //! `NAME.toml`, the optional manifest that sits beside `NAME.wasm`.
 
 use crate::db::ResultLimits;
+use crate::http::{HostPattern, NotAHostPattern};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,10 +29,11 @@ pub struct Manifest {
     /// value the app may write. Default: the instance's memory limit, which a larger
     /// result could not fit in anyway.
     pub max_result_mb: Option<u64>,
-    /// Hosts the app may call with outbound HTTP: `host`, `host:port`, `*.domain`,
-    /// optionally with a scheme (`https://api.example.com`). Empty = no outbound HTTP.
+    /// Hosts the app may call with outbound HTTP: `host`, `host:port`, `*.domain` (one
+    /// label, by the host rule of [`crate::http`]) or `*` (any host), optionally with a
+    /// scheme (`https://api.example.com`). Empty = no outbound HTTP.
     #[serde(default)]
-    pub allowed_outbound_hosts: Vec<String>,
+    pub allowed_outbound_hosts: Vec<OutboundRule>,
     /// Serve requests from a pool of reused instances instead of a fresh one per request.
     /// Faster, but state leaks between requests; some toolchains' components cannot
     /// handle a second request, so this is opt-in.
@@ -49,8 +51,7 @@ pub struct Manifest {
 impl Manifest {
     /// Parses and validates a manifest's text; every error names the key.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let manifest: Manifest =
-            toml::from_str(text).map_err(|e| crate::config::toml_error(text, &e))?;
+        let manifest: Manifest = crate::config::from_toml(text)?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -83,10 +84,6 @@ impl Manifest {
                 "max_result_mb: {mb} is outside 1..={MAX_MEMORY_MB}"
             );
         }
-        for host in &self.allowed_outbound_hosts {
-            OutboundRule::parse(host)
-                .map_err(|e| anyhow::anyhow!("allowed_outbound_hosts: {host:?}: {e}"))?;
-        }
         for name in self.variables.keys() {
             anyhow::ensure!(
                 !name.is_empty() && !name.contains(['=', '\0']),
@@ -118,21 +115,32 @@ impl Manifest {
     }
 
     pub fn outbound_rules(&self) -> Vec<OutboundRule> {
-        // Already validated in `parse`.
-        self.allowed_outbound_hosts
-            .iter()
-            .filter_map(|h| OutboundRule::parse(h).ok())
-            .collect()
+        self.allowed_outbound_hosts.clone()
     }
 }
 
-/// One entry of `allowed_outbound_hosts`.
-#[derive(Debug, Clone, PartialEq)]
+/// One entry of `allowed_outbound_hosts`, read from its string form.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct OutboundRule {
     scheme: Option<String>,
-    /// Lower-case host; `*` matches any host, `*.x` any subdomain of `x`.
-    host: String,
+    host: OutboundHost,
     port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum OutboundHost {
+    /// `*`: any host at all.
+    Any,
+    Pattern(HostPattern),
+}
+
+impl TryFrom<String> for OutboundRule {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).map_err(|why| format!("{s:?}: {why}"))
+    }
 }
 
 impl OutboundRule {
@@ -146,29 +154,27 @@ impl OutboundRule {
         if rest.contains('/') {
             return Err("expected a host, not a URL with a path".into());
         }
+        // `[::1]` ends in `]`; any other colon comes before a port.
         let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            Some((h, p)) if !rest.ends_with(']') => {
                 let port = p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?;
                 (h, Some(port))
             }
             _ => (rest, None),
         };
-        if host.is_empty() {
-            return Err("empty host".into());
-        }
-        Ok(Self {
-            scheme,
-            host: host.to_ascii_lowercase(),
-            port,
-        })
+        let host = match host {
+            "*" => OutboundHost::Any,
+            host => {
+                OutboundHost::Pattern(host.parse().map_err(|e: NotAHostPattern| e.to_string())?)
+            }
+        };
+        Ok(Self { scheme, host, port })
     }
 
     pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
-        let host = host.to_ascii_lowercase();
-        let host_ok = match self.host.strip_prefix("*") {
-            Some("") => true,
-            Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
-            None => host == self.host,
+        let host_ok = match &self.host {
+            OutboundHost::Any => true,
+            OutboundHost::Pattern(pattern) => pattern.matches(host),
         };
         host_ok
             && self.scheme.as_deref().is_none_or(|s| s == scheme)
@@ -225,11 +231,32 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_value_is_named_by_its_key_path() {
+        let err = |text: &str| Manifest::parse(text).unwrap_err().to_string();
+        assert_eq!(
+            err("timeout_ms = '5s'"),
+            "timeout_ms: invalid type: string \"5s\", expected u64 (line 1)"
+        );
+        assert_eq!(
+            err("allowed_outbound_hosts = ['https://ok.example', 'ftp://x']"),
+            "allowed_outbound_hosts[1]: \"ftp://x\": unsupported scheme \"ftp\" (line 1)"
+        );
+    }
+
+    #[test]
     fn outbound_rules_match() {
         let r = OutboundRule::parse("*.example.com").unwrap();
         assert!(r.allows("https", "api.example.com", 443));
         assert!(!r.allows("https", "example.com", 443));
         assert!(!r.allows("https", "evil-example.com", 443));
+        // One label, as everywhere a host pattern is matched.
+        assert!(!r.allows("https", "a.b.example.com", 443));
+        assert!(r.allows("https", "API.example.com.", 443));
+        let r = OutboundRule::parse("*").unwrap();
+        assert!(r.allows("http", "anything.at.all", 80));
+        let r = OutboundRule::parse("http://[::1]:8080").unwrap();
+        assert!(r.allows("http", "[::1]", 8080));
+        assert!(OutboundRule::parse("[::1]").is_ok());
         let r = OutboundRule::parse("https://api.example.com:8443").unwrap();
         assert!(r.allows("https", "API.example.com", 8443));
         assert!(!r.allows("http", "api.example.com", 8443));
@@ -237,5 +264,7 @@ mod tests {
         assert!(OutboundRule::parse("ftp://x").is_err());
         assert!(OutboundRule::parse("http://x/path").is_err());
         assert!(OutboundRule::parse("x:99999").is_err());
+        assert!(OutboundRule::parse("bad_host!").is_err());
+        assert!(OutboundRule::parse("a.*.test").is_err());
     }
 }

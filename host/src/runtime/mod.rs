@@ -15,13 +15,13 @@ mod state;
 pub(crate) mod watch;
 pub use watch::report;
 
-pub use app::{App, route_matches};
+pub use app::App;
 pub use cache::Origin;
 pub use idle::{
     DEFAULT_IDLE_INSTANCE_TTL, DEFAULT_MAX_IDLE_INSTANCES, DEFAULT_MAX_INSTANCES, MAX_INSTANCES,
     PoolOptions,
 };
-pub use invoke::{Body, BoxError, InvokeError};
+pub use invoke::InvokeError;
 pub use registry::Registry;
 
 use crate::db::Provider;

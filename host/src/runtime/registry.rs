@@ -1,7 +1,8 @@
 //! The set of loaded apps and the route table built from it. Replaced whole on every
 //! change and read through `ArcSwap`, so a request sees one consistent snapshot.
 
-use super::app::{App, route_matches};
+use super::app::App;
+use crate::http::route_matches;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

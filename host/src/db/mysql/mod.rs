@@ -79,15 +79,14 @@ impl MysqlCluster {
             )
             // See the module doc: nothing of one request's session reaches the next.
             .with_reset_connection(true);
-        let node = |url: &str, health: Health| -> anyhow::Result<Node> {
-            let url_opts = Opts::from_url(url)?;
+        let node = |url_opts: &Opts, health: Health| -> anyhow::Result<Node> {
             let name = format!(
                 "{}@{}:{}",
                 url_opts.user().unwrap_or_default(),
                 url_opts.ip_or_hostname(),
                 url_opts.tcp_port()
             );
-            let opts: Opts = OptsBuilder::from_opts(url_opts)
+            let opts: Opts = OptsBuilder::from_opts(url_opts.clone())
                 .pass(password.clone())
                 // UPDATE reports the rows it matched, as SQLite does, not only those
                 // whose values changed.
@@ -98,7 +97,7 @@ impl MysqlCluster {
                 name,
                 pool: OnceCell::new(),
                 opts,
-                statement_limit: config.query_timeout(),
+                statement_limit: config.query_timeout,
                 state: Mutex::new(Checked { health, lag: None }),
             })
         };
@@ -114,9 +113,9 @@ impl MysqlCluster {
             primary,
             replicas,
             next: AtomicUsize::new(0),
-            connect_timeout: config.connect_timeout(),
-            query_timeout: config.query_timeout(),
-            max_lag_s: config.max_replica_lag_s,
+            connect_timeout: config.connect_timeout,
+            query_timeout: config.query_timeout,
+            max_lag_s: config.max_replica_lag.as_secs(),
             checker: Mutex::new(None),
         });
         let mut probes = Probes::default();
@@ -124,7 +123,7 @@ impl MysqlCluster {
         let checker = tokio::spawn(check_loop(
             Arc::downgrade(&cluster),
             probes,
-            config.check_interval(),
+            config.check_interval,
         ));
         *cluster.checker.lock().unwrap() = Some(checker);
         Ok(cluster)

@@ -18,7 +18,7 @@ mod confined;
 mod serve_dir;
 
 use super::GatewayError;
-use crate::runtime::Body;
+use crate::http::Body;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use cache::{Encoding, Entry, FileCache, Identity, KeyRef};

@@ -5,7 +5,7 @@
 use super::StaticFiles;
 use super::confined::{ConfinedBackend, RequestFiles};
 use crate::gateway::GatewayError;
-use crate::runtime::Body;
+use crate::http::Body;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Extensions, Response, StatusCode, Version};
@@ -55,7 +55,7 @@ impl StaticFiles {
     ) -> Result<Response<Body>, GatewayError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<crate::runtime::BoxError>,
+        B::Error: Into<crate::http::BoxError>,
     {
         let (mut parts, body) = response.into_parts();
         let status = parts.status;

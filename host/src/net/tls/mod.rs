@@ -13,6 +13,7 @@ mod watch;
 pub use table::Certificates;
 pub use watch::CertStore;
 
+use crate::http::HostPattern;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::ResolvesServerCert;
@@ -29,7 +30,7 @@ pub struct TlsSite {
     /// Identifies the site in logs.
     pub name: String,
     /// Exact host names, or `*.example.com` for any single label under example.com.
-    pub hosts: Vec<String>,
+    pub hosts: Vec<HostPattern>,
     /// PEM file: the leaf certificate first, then any intermediates.
     pub cert: PathBuf,
     /// PEM file: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC; not encrypted).

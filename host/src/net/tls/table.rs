@@ -3,28 +3,25 @@
 
 use super::load::{load_pair, warn_if_out_of_date};
 use super::{Reloaded, TlsSite};
+use crate::http::HostTable;
 use anyhow::{Context, bail, ensure};
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
 /// The certificates of every site, picked per handshake by the SNI name the client sent.
 ///
-/// Selection: an exact host (ASCII case-insensitive), then a `*.parent` wildcard, which
-/// covers exactly one label (`a.example.com`, not `example.com` nor `a.b.example.com`,
-/// as browsers match wildcard certificates). A client that sends no SNI (an IP address
-/// URL) or an unknown name gets the **first site's** certificate: the first site is the
+/// Selection: an exact host, then a `*.parent` wildcard, by the one host rule of
+/// [`crate::http`] (a wildcard covers exactly one label, as browsers match wildcard
+/// certificates). A client that sends no SNI (an IP address URL) or an unknown name gets the **first site's** certificate: the first site is the
 /// default, so order the configuration accordingly.
 pub struct Certificates {
     sites: Vec<TlsSite>,
-    /// Lowercase host to site index; fixed at load, as the sites are.
-    exact: HashMap<String, usize>,
-    /// Parent domain of a `*.parent` host to site index.
-    wildcard: HashMap<String, usize>,
+    /// Site index by host; fixed at load, as the sites are.
+    hosts: HostTable<usize>,
     /// One key per site, in site order. Behind an `ArcSwap` so a reload replaces it
     /// atomically while handshakes read it without taking a lock.
     keys: ArcSwap<Vec<Arc<CertifiedKey>>>,
@@ -49,8 +46,7 @@ impl Certificates {
     /// clients that accept it connect, and the operator sees why others do not).
     pub fn load(sites: &[TlsSite]) -> anyhow::Result<Arc<Self>> {
         ensure!(!sites.is_empty(), "no TLS sites configured");
-        let mut exact = HashMap::new();
-        let mut wildcard = HashMap::new();
+        let mut hosts = HostTable::default();
         let mut names = BTreeSet::new();
         for (index, site) in sites.iter().enumerate() {
             ensure!(
@@ -59,19 +55,13 @@ impl Certificates {
                 site.name
             );
             for host in &site.hosts {
-                let (table, key) = match parse_host(host)? {
-                    Host::Exact(name) => (&mut exact, name),
-                    Host::Wildcard(parent) => (&mut wildcard, parent),
-                };
-                if let Some(&other) = table.get(&key) {
-                    let other: &TlsSite = &sites[other];
+                if let Some(other) = hosts.insert(host.clone(), index) {
                     bail!(
-                        "host {host:?} is listed by TLS sites {:?} and {:?}",
-                        other.name,
+                        "host \"{host}\" is listed by TLS sites {:?} and {:?}",
+                        sites[other].name,
                         site.name
                     );
                 }
-                table.insert(key, index);
             }
         }
         let keys = sites
@@ -84,8 +74,7 @@ impl Certificates {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Arc::new(Self {
             sites: sites.to_vec(),
-            exact,
-            wildcard,
+            hosts,
             keys: ArcSwap::from_pointee(keys),
         }))
     }
@@ -96,25 +85,9 @@ impl Certificates {
     }
 
     pub(super) fn site_index(&self, server_name: Option<&str>) -> usize {
-        let Some(name) = server_name else {
-            return 0;
-        };
-        // rustls already lowercases SNI; this keeps the lookup correct for any caller
-        // without allocating in the common case.
-        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(name.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(name)
-        };
-        if let Some(&index) = self.exact.get(name.as_ref()) {
-            return index;
-        }
-        if let Some((_, parent)) = name.split_once('.')
-            && let Some(&index) = self.wildcard.get(parent)
-        {
-            return index;
-        }
-        0
+        server_name
+            .and_then(|name| self.hosts.get(name))
+            .map_or(0, |&index| index)
     }
 
     pub(super) fn select(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
@@ -145,25 +118,4 @@ impl ResolvesServerCert for Certificates {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.select(client_hello.server_name()))
     }
-}
-
-enum Host {
-    Exact(String),
-    Wildcard(String),
-}
-
-fn parse_host(host: &str) -> anyhow::Result<Host> {
-    let host = host.to_ascii_lowercase();
-    let (wild, name) = match host.strip_prefix("*.") {
-        Some(parent) => (true, parent),
-        None => (false, host.as_str()),
-    };
-    ensure!(
-        !name.is_empty() && !name.contains('*') && !name.starts_with('.') && !name.ends_with('.'),
-        "TLS host {host:?} is not a host name or a `*.parent` wildcard"
-    );
-    Ok(match wild {
-        true => Host::Wildcard(name.to_string()),
-        false => Host::Exact(name.to_string()),
-    })
 }

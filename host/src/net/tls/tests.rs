@@ -94,7 +94,7 @@ impl Fixture {
             std::fs::write(&key, key_pem).unwrap();
             sites.push(TlsSite {
                 name: name.into(),
-                hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                hosts: hosts.iter().map(|h| h.parse().unwrap()).collect(),
                 cert,
                 key,
             });
@@ -178,14 +178,10 @@ fn bad_files_are_named_with_the_reason() {
 fn host_lists_are_checked() {
     let f = Fixture::new();
     let mut duplicate = f.sites.clone();
-    duplicate[2].hosts.push("Example.test".into());
+    duplicate[2].hosts.push("Example.test".parse().unwrap());
     let e = Certificates::load(&duplicate).unwrap_err().to_string();
     assert!(e.contains("\"main\"") && e.contains("\"api\""), "{e}");
-    for bad in ["*", "*.", "a.*.test", "**.test", ""] {
-        let mut sites = f.sites.clone();
-        sites[0].hosts = vec![bad.into()];
-        assert!(Certificates::load(&sites).is_err(), "{bad:?}");
-    }
+    // What is a host pattern at all is crate::http's to say, and tested there.
     assert!(Certificates::load(&[]).is_err());
 }
 

@@ -1,0 +1,541 @@
+//! `wharf.toml`: the node's configuration. Every key is optional and unknown keys are
+//! errors that name the key; `wharf serve apps/` runs without a file at all.
+//!
+//! Values are parsed into their types once, here: networks, host patterns, URLs,
+//! durations, route targets. Code after [`Config::load`] reads typed fields and never
+//! parses a string of the file again.
+//!
+//! Reading stops at the first syntax error, unknown key or value of the wrong TOML type
+//! (that is what the TOML reader gives), named by its key path; the checks after it
+//! report every problem at once, each with its key path (`site[1].tls.cert`). Relative
+//! paths are relative to the file's directory.
+
+mod check;
+mod file;
+
+use crate::http::HostPattern;
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Config {
+    /// Where to accept connections. Default: one plain listener from `--listen`.
+    pub listeners: Vec<ListenerConfig>,
+    /// Virtual hosts. Without any, every host gets the apps directory's routes.
+    pub sites: Vec<SiteConfig>,
+    /// What a request for a host no site names gets.
+    pub unknown_host: UnknownHost,
+    pub apps: AppsConfig,
+    pub limits: LimitsConfig,
+    /// The MySQL/MariaDB cluster apps query. Without it, apps get SQLite files.
+    pub database: Option<DatabaseConfig>,
+    /// Health checks on a listener of their own. Without it, there is none.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: the operator's listener, apart from the sites: `/healthz` and `/readyz`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Default 127.0.0.1:9180.
+    pub address: SocketAddr,
+    /// Client networks let in (`allow`: CIDRs such as "10.0.0.0/8", or bare addresses
+    /// as networks of one); others get 403. Default: loopback.
+    pub allow: Vec<IpNet>,
+    /// `drain_delay_ms`: on SIGTERM, how long the listeners keep accepting after
+    /// `/readyz` turns 503, so balancers checking it stop sending before connections
+    /// are refused.
+    pub drain_delay: Duration,
+}
+
+/// `[[listener]]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Port 0 takes any free port, so several listeners may name the same address
+    /// with port 0.
+    pub address: SocketAddr,
+    /// HTTPS, with each site's certificate chosen by SNI.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// `[[site]]`: one virtual host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteConfig {
+    /// Host names (`www.foobar.com`, or `*.foobar.com` for any one-label subdomain;
+    /// see [`crate::http`] for the rule).
+    pub hosts: Vec<HostPattern>,
+    /// Serves requests for hosts no site names (with `unknown_host = "default"`).
+    pub default: bool,
+    /// The site's own name among `hosts`, lower case: requests for the others are
+    /// redirected (308) to it, e.g. `foobar.com` → `www.foobar.com`.
+    pub canonical_host: Option<String>,
+    /// Requests over plain HTTP are redirected (308) to HTTPS.
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security: max-age=N` on HTTPS responses.
+    pub hsts_max_age: Option<u64>,
+    pub tls: Option<TlsConfig>,
+    /// Static files served at `/` (below every route).
+    pub root: Option<PathBuf>,
+    /// Cache-Control for static files.
+    pub cache_control: Option<String>,
+    /// Serve the apps directory's routes on this site (default true).
+    pub apps: bool,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// One `routes` entry: a path prefix (in the normal form requests are matched in) and
+/// what serves it. In the file: `{ path, app | root | redirect, status }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub path: String,
+    pub target: RouteTarget,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteTarget {
+    /// An app of the apps directory, by name.
+    App(String),
+    /// A directory of static files.
+    Root(PathBuf),
+    /// An http(s) URL with a host, or a path from the root ("/"); the rest of the
+    /// request's path is appended. `status` is 301, 302, 303, 307 or 308 (default).
+    Redirect {
+        to: String,
+        status: http::StatusCode,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum UnknownHost {
+    /// The site marked `default = true` answers (404 if there is none).
+    #[default]
+    #[serde(rename = "default")]
+    DefaultSite,
+    #[serde(rename = "404")]
+    NotFound,
+    /// 421 Misdirected Request.
+    #[serde(rename = "421")]
+    Misdirected,
+}
+
+/// `[apps]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AppsConfig {
+    /// The apps directory (the command line's APPS_DIR wins).
+    pub dir: Option<PathBuf>,
+    /// Where apps' SQLite files live without `[database]`.
+    pub data_dir: Option<PathBuf>,
+    /// Instances alive at once across all apps, busy or idle: the size of the pool
+    /// wasmtime reserves at start. Past it a request gets 503.
+    #[serde(default = "defaults::max_instances")]
+    pub max_instances: u32,
+    /// Finished instances of `reuse_instances` apps kept for their next request,
+    /// across all apps; the least recently used go first.
+    #[serde(default = "defaults::max_idle_instances")]
+    pub max_idle_instances: u32,
+    /// `idle_instance_ttl_ms`: how long a finished instance is kept for reuse before it
+    /// is dropped.
+    #[serde(
+        rename = "idle_instance_ttl_ms",
+        default = "defaults::idle_instance_ttl",
+        with = "serde_duration::millis"
+    )]
+    pub idle_instance_ttl: Duration,
+}
+
+impl Default for AppsConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            data_dir: None,
+            max_instances: defaults::max_instances(),
+            max_idle_instances: defaults::max_idle_instances(),
+            idle_instance_ttl: defaults::idle_instance_ttl(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `header_read_timeout_ms`: time a client has to send a request head.
+    #[serde(
+        rename = "header_read_timeout_ms",
+        default = "defaults::header_read_timeout",
+        with = "serde_duration::millis"
+    )]
+    pub header_read_timeout: Duration,
+    /// `tls_handshake_timeout_ms`: time a client has to finish the TLS handshake.
+    #[serde(
+        rename = "tls_handshake_timeout_ms",
+        default = "defaults::tls_handshake_timeout",
+        with = "serde_duration::millis"
+    )]
+    pub tls_handshake_timeout: Duration,
+    /// `drain_timeout_ms`: on SIGTERM, how long requests in flight may take to finish.
+    #[serde(
+        rename = "drain_timeout_ms",
+        default = "defaults::drain_timeout",
+        with = "serde_duration::millis"
+    )]
+    pub drain_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: defaults::header_read_timeout(),
+            tls_handshake_timeout: defaults::tls_handshake_timeout(),
+            drain_timeout: defaults::drain_timeout(),
+        }
+    }
+}
+
+/// `[database]`: a primary and its replicas.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseConfig {
+    /// `primary`: `mysql://USER@HOST:PORT/DATABASE` (no password in the URL).
+    pub primary: mysql_async::Opts,
+    /// `replicas`, in the same form. Reads are spread over the healthy ones.
+    pub replicas: Vec<mysql_async::Opts>,
+    /// Name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// Connections kept open to each node while idle.
+    pub pool_min: usize,
+    /// Most connections to each node.
+    pub pool_max: usize,
+    /// `connect_timeout_ms`
+    pub connect_timeout: Duration,
+    /// `query_timeout_ms`
+    pub query_timeout: Duration,
+    /// `max_replica_lag_s`: a replica further behind the primary than this leaves
+    /// rotation.
+    pub max_replica_lag: Duration,
+    /// `check_interval_ms`: how often replicas' replication state is checked.
+    pub check_interval: Duration,
+}
+
+impl DatabaseConfig {
+    /// The password, from the environment or a file; `None` when neither is set.
+    /// Errors name where it was looked for, never the value.
+    pub fn password(&self) -> anyhow::Result<Option<String>> {
+        if let Some(var) = &self.password_env {
+            let value = std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("database.password_env: environment variable {var} is not set")
+            })?;
+            return Ok(Some(value));
+        }
+        if let Some(file) = &self.password_file {
+            let value = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("database.password_file: {}: {e}", file.display()))?;
+            return Ok(Some(value.trim_end_matches(['\n', '\r']).to_string()));
+        }
+        Ok(None)
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn tls_handshake_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn drain_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn max_instances() -> u32 {
+        crate::runtime::DEFAULT_MAX_INSTANCES
+    }
+    pub fn max_idle_instances() -> u32 {
+        crate::runtime::DEFAULT_MAX_IDLE_INSTANCES
+    }
+    pub fn idle_instance_ttl() -> Duration {
+        crate::runtime::DEFAULT_IDLE_INSTANCE_TTL
+    }
+    pub fn drain_delay() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn pool_min() -> usize {
+        1
+    }
+    pub fn pool_max() -> usize {
+        16
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn query_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_replica_lag() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn check_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn admin_address() -> std::net::SocketAddr {
+        ([127, 0, 0, 1], 9180).into()
+    }
+    pub fn admin_allow() -> Vec<String> {
+        vec!["127.0.0.0/8".into(), "::1/128".into()]
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn redirect_status() -> u16 {
+        308
+    }
+}
+
+/// Durations kept in the file as whole milliseconds or seconds (`*_ms`, `*_s` keys).
+mod serde_duration {
+    pub mod millis {
+        use serde::{Deserialize, Deserializer};
+        use std::time::Duration;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+            u64::deserialize(d).map(Duration::from_millis)
+        }
+    }
+
+    pub mod seconds {
+        use serde::{Deserialize, Deserializer};
+        use std::time::Duration;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+            u64::deserialize(d).map(Duration::from_secs)
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks `path`; errors name the file, each key and the reason.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse_in(&text, base).map_err(|e| {
+            let lines: Vec<String> = format!("{e:#}")
+                .lines()
+                .map(|line| format!("{}: {line}", path.display()))
+                .collect();
+            anyhow::anyhow!("{}", lines.join("\n"))
+        })
+    }
+
+    /// Parses and checks `text`, with relative paths taken from the current directory.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Self::parse_in(text, Path::new(""))
+    }
+
+    fn parse_in(text: &str, base: &Path) -> anyhow::Result<Self> {
+        let mut file: file::File = from_toml(text)?;
+        file.resolve_paths(base);
+        check::check(file).map_err(|problems| anyhow::anyhow!("{}", problems.join("\n")))
+    }
+}
+
+impl file::File {
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for site in &mut self.sites {
+            site.root.as_mut().map(resolve);
+            if let Some(tls) = &mut site.tls {
+                resolve(&mut tls.cert);
+                resolve(&mut tls.key);
+            }
+            for route in &mut site.routes {
+                route.root.as_mut().map(resolve);
+            }
+        }
+        self.apps.dir.as_mut().map(resolve);
+        self.apps.data_dir.as_mut().map(resolve);
+        if let Some(db) = &mut self.database {
+            db.password_file.as_mut().map(resolve);
+        }
+    }
+}
+
+/// Reads TOML `text` into `T`, naming the key of a bad value: `listener[1].address:
+/// invalid socket address syntax (line 5)`, on one line (toml's own message spans
+/// several, with a source excerpt).
+pub(crate) fn from_toml<T: DeserializeOwned>(text: &str) -> anyhow::Result<T> {
+    let line = |e: &toml::de::Error| {
+        e.span()
+            .map(|span| text[..span.start].matches('\n').count() + 1)
+    };
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| match line(&e) {
+        Some(line) => anyhow::anyhow!("line {line}: {}", e.message()),
+        None => anyhow::anyhow!("{}", e.message()),
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let e = e.into_inner();
+        let at = line(&e)
+            .map(|line| format!(" (line {line})"))
+            .unwrap_or_default();
+        match key.as_str() {
+            "." => anyhow::anyhow!("{}{at}", e.message()),
+            key => anyhow::anyhow!("{key}: {}{at}", e.message()),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn database_section() {
+        let config = Config::parse(
+            "[database]\nprimary = 'mysql://app@127.0.0.1:3306/app'\n\
+             replicas = ['mysql://app@127.0.0.1:3307/app']\npassword_env = 'DB_PW'\n",
+        )
+        .unwrap();
+        let db = config.database.unwrap();
+        assert_eq!(db.replicas.len(), 1);
+        assert_eq!(db.pool_max, 16);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err("[database]\nprimary = 'mysql://a@h/db'\npool_maxx = 3").contains("pool_maxx"));
+        assert!(err("[databse]").contains("databse"));
+        let msg = err("[database]\nprimary = 'mysql://a:secret@h/db'");
+        assert!(
+            msg.contains("database.primary") && !msg.contains("secret"),
+            "{msg}"
+        );
+        assert!(
+            err("[database]\nprimary = 'mysql://a@h/db'\nreplicas = ['mysql://h/db']")
+                .contains("database.replicas[0]")
+        );
+        assert!(err("[database]\nprimary = 'mysql://a@h/db'\npool_max = 0").contains("pool_max"));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_by_its_key_path_and_line() {
+        let text = "[[listener]]\naddress = '127.0.0.1:1'\n\n[[listener]]\naddress = 'localhost'\n";
+        assert_eq!(
+            err(text),
+            "listener[1].address: invalid socket address syntax (line 5)"
+        );
+        assert_eq!(
+            err("[limits]\ndrain_timeout_ms = 'soon'"),
+            "limits.drain_timeout_ms: invalid type: string \"soon\", expected u64 (line 2)"
+        );
+    }
+
+    #[test]
+    fn the_database_section_reports_every_problem() {
+        let text = "[database]\nprimary = 'mysql://a:pw@h/db'\nreplicas = ['mysql://h/db', 'x']\n\
+                    password_env = 'P'\npassword_file = 'p'\npool_min = 9\npool_max = 4\n\
+                    query_timeout_ms = 0\n";
+        let problems: Vec<String> = err(text).lines().map(String::from).collect();
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "database.primary",
+                "database.replicas[0]",
+                "database.replicas[1]",
+                "database",
+                "database.pool_min",
+                "database.query_timeout_ms",
+            ],
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn values_are_typed_when_the_file_is_read() {
+        let config = Config::parse(
+            "[limits]\nheader_read_timeout_ms = 1500\n\
+             [admin]\nallow = ['10.0.0.0/8', '192.0.2.7']\ndrain_delay_ms = 250\n\
+             [database]\nprimary = 'mysql://app@db:3306/app'\nmax_replica_lag_s = 7\n\
+             [[site]]\nhosts = ['WWW.Example.com.', '*.example.com']\ncanonical_host = 'www.example.com'\n\
+             routes = [{ path = '/old', redirect = '/new', status = 301 }, { path = '/api', app = 'api' }]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.limits.header_read_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(config.limits.drain_timeout, Duration::from_secs(30));
+        let admin = config.admin.unwrap();
+        assert_eq!(
+            admin.allow,
+            [
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "192.0.2.7/32".parse().unwrap()
+            ]
+        );
+        assert_eq!(admin.drain_delay, Duration::from_millis(250));
+        let db = config.database.unwrap();
+        assert_eq!(db.primary.ip_or_hostname(), "db");
+        assert_eq!(db.max_replica_lag, Duration::from_secs(7));
+        let site = &config.sites[0];
+        assert_eq!(
+            site.hosts,
+            [
+                HostPattern::Exact("www.example.com".into()),
+                HostPattern::Wildcard("example.com".into())
+            ]
+        );
+        assert_eq!(site.canonical_host.as_deref(), Some("www.example.com"));
+        assert_eq!(
+            site.routes[0].target,
+            RouteTarget::Redirect {
+                to: "/new".into(),
+                status: http::StatusCode::MOVED_PERMANENTLY
+            }
+        );
+        assert_eq!(site.routes[1].target, RouteTarget::App("api".into()));
+    }
+
+    #[test]
+    fn listeners_on_port_zero_of_one_address_are_distinct() {
+        let config = Config::parse(
+            "[[listener]]\naddress = '127.0.0.1:0'\n[[listener]]\naddress = '127.0.0.1:0'\n\
+             [admin]\naddress = '127.0.0.1:0'\n",
+        )
+        .unwrap();
+        assert_eq!(config.listeners.len(), 2);
+        assert_eq!(
+            err(
+                "[[listener]]\naddress = '127.0.0.1:8080'\n[[listener]]\naddress = '127.0.0.1:8080'\n"
+            ),
+            "listener[1].address: 127.0.0.1:8080 is already listener[0]"
+        );
+    }
+}
