@@ -107,8 +107,8 @@ impl Builder {
             args.extend(["--config".into(), config.clone().into()]);
         }
         args.extend(self.args);
-        let mut envs = vec![("WHARF_CACHE_DIR".into(), shared_cache_dir().into())];
-        envs.extend(self.envs);
+        let mut envs = vec![("WHARF_CACHE_DIR".into(), Some(shared_cache_dir().into()))];
+        envs.extend(self.envs.into_iter().map(|(k, v)| (k, Some(v))));
         let launch = Launch {
             program: wharf_bin().into(),
             dir: None,
@@ -126,7 +126,8 @@ struct Launch {
     program: PathBuf,
     dir: Option<PathBuf>,
     args: Vec<OsString>,
-    envs: Vec<(OsString, OsString)>,
+    /// Variables to set, or (`None`) to remove.
+    envs: Vec<(OsString, Option<OsString>)>,
     read_stderr: bool,
     /// The `--listen` address, when the harness chose it (a restart asks for the port
     /// it got before).
@@ -136,7 +137,13 @@ struct Launch {
 impl Launch {
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
-        command.args(&self.args).envs(self.envs.iter().cloned());
+        command.args(&self.args);
+        for (key, value) in &self.envs {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
         if let Some(dir) = &self.dir {
             command.current_dir(dir);
         }
@@ -222,7 +229,7 @@ impl Wharf {
             args: command.get_args().map(OsStr::to_owned).collect(),
             envs: command
                 .get_envs()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+                .map(|(k, v)| (k.to_owned(), v.map(OsStr::to_owned)))
                 .collect(),
             read_stderr: true,
             listen: None,
@@ -260,11 +267,12 @@ impl Wharf {
             _config_dir: config_dir,
             data,
         };
-        wharf.read_banner(banner);
+        wharf.learn_addresses(banner);
         wharf
     }
 
-    fn read_banner(&mut self, banner: String) {
+    /// Takes the addresses from `banner`, which becomes the banner.
+    fn learn_addresses(&mut self, banner: String) {
         let after = |prefix: &str| {
             banner
                 .lines()
@@ -374,7 +382,7 @@ impl Wharf {
         let (child, stderr, banner) = started.unwrap_or_else(|e| panic!("restarting wharf: {e:#}"));
         self.child = child;
         self._stderr = stderr;
-        self.read_banner(banner);
+        self.learn_addresses(banner);
     }
 
     /// Stops the process and waits for it. Returns its data directory, for a test
@@ -435,24 +443,13 @@ fn run(
         Err(e) => {
             let _ = child.kill();
             let status = child.wait()?;
-            // The stderr thread has seen the error by now, or soon: give it a moment.
-            let tail = poll_until(
-                Duration::from_secs(1),
-                "wharf's last words are logged",
-                || {
-                    let log = log.lock().unwrap();
-                    match log.is_empty() {
-                        false => Ok(log[log.len().saturating_sub(10)..].join("\n")),
-                        true => Err(()),
-                    }
-                },
-            )
-            .unwrap_or_default();
-            bail!("{e} ({status}); its log ends:\n{tail}")
+            // What it said on stderr is in the test's output already, as [wharf] lines.
+            bail!("{e} ({status})")
         }
     }
 }
 
+/// The lines up to the first listening line, and the app table that follows at once.
 fn read_banner(rx: &Receiver<String>) -> anyhow::Result<String> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     let mut banner = String::new();
