@@ -361,9 +361,9 @@ impl Wharf {
     }
 
     /// Starts the node again (killing it first if it runs) with the same apps, config,
-    /// arguments and data dir, listening where it listened before if that address is
-    /// still free (else on port 0 of the same IP), so that configs naming it stay valid.
-    /// Listeners of its wharf.toml bind what the file says.
+    /// arguments and data dir. A node from the builder listens where it listened before
+    /// if that address is still free (else on port 0 of the same IP), so that configs
+    /// naming it stay valid; listeners of its wharf.toml bind what the file says.
     pub fn restart(&mut self) {
         self.kill();
         if let Some(listen) = self.launch.listen
