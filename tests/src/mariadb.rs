@@ -12,6 +12,7 @@
 //! node's unix socket as `root`, which the `unix_socket` plugin maps to the OS user root.
 //! The processes are killed and the directories removed when the [`Cluster`] is dropped.
 
+use crate::poll::poll_until_async;
 use anyhow::{Context, anyhow, bail};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
@@ -202,18 +203,17 @@ impl Cluster {
             return;
         };
         let _ = child.kill();
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        loop {
+        let exited = poll_until_async(EXIT_TIMEOUT, "mariadbd exits", async || {
             match child.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
-                Ok(None) if Instant::now() > deadline => {
-                    eprintln!("[mariadb] {node:?} still alive {EXIT_TIMEOUT:?} after SIGKILL");
-                    // Keep it so that Drop waits for it.
-                    n.child = Some(child);
-                    return;
-                }
-                Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Ok(None) => Err("running"),
+                Ok(Some(_)) | Err(_) => Ok(()),
             }
+        })
+        .await;
+        if let Err(e) = exited {
+            eprintln!("[mariadb] {node:?} after SIGKILL: {e:#}");
+            // Keep it so that Drop waits for it.
+            n.child = Some(child);
         }
     }
 
@@ -226,8 +226,7 @@ impl Cluster {
         let mariadbd = self.mariadbd.clone();
         let n = self.node_mut(node);
         n.spawn(&mariadbd)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        n.wait_ready(deadline)
+        n.wait_ready()
             .await
             .with_context(|| format!("restarting {node:?}"))
     }
@@ -333,21 +332,26 @@ impl Cluster {
 
     /// Waits until replica `i`'s I/O thread is connected and its SQL thread runs.
     async fn wait_attached(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let rows = self.sql(NodeId::Replica(i), "SHOW SLAVE STATUS").await?;
-            let running = rows.first().is_some_and(|row| {
-                text(row, "Slave_IO_Running").as_deref() == Some("Yes")
-                    && text(row, "Slave_SQL_Running").as_deref() == Some("Yes")
-            });
-            if running {
-                return Ok(());
+        let what = format!("replica {i} attaches to the primary");
+        // An SQL error ends the wait: the replica is not coming.
+        let attached = poll_until_async(timeout, &what, async || {
+            let rows = match self.sql(NodeId::Replica(i), "SHOW SLAVE STATUS").await {
+                Ok(rows) => rows,
+                Err(e) => return Ok(Err(e)),
+            };
+            let field = |name| rows.first().and_then(|row| text(row, name));
+            match (field("Slave_IO_Running"), field("Slave_SQL_Running")) {
+                (Some(io), Some(sql)) if io == "Yes" && sql == "Yes" => Ok(Ok(())),
+                threads => Err(threads),
             }
-            if Instant::now() > deadline {
+        })
+        .await;
+        match attached {
+            Ok(result) => result,
+            Err(e) => {
                 let state = self.replica_state(i).await.unwrap_or_default();
-                bail!("replica {i} did not attach to the primary within {timeout:?}: {state}");
+                bail!("{e:#}: {state}")
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -457,8 +461,7 @@ impl Node {
     async fn boot(&mut self, mariadbd: &Path) -> anyhow::Result<()> {
         let mut attempt = 1;
         loop {
-            let deadline = Instant::now() + READY_TIMEOUT;
-            let result = self.wait_ready(deadline).await;
+            let result = self.wait_ready().await;
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < PORT_ATTEMPTS && self.port_clash() => {
@@ -476,41 +479,48 @@ impl Node {
     }
 
     /// Polls the unix socket until the server accepts a connection, the process exits,
-    /// or `deadline` passes. On failure the process is killed and the error quotes the
-    /// end of the error log.
-    async fn wait_ready(&mut self, deadline: Instant) -> anyhow::Result<()> {
+    /// or [`READY_TIMEOUT`] passes. On failure the process is killed and the error quotes
+    /// the end of the error log.
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let socket = self.socket();
-        loop {
+        let what = format!("mariadbd accepts connections on {}", socket.display());
+        // Ends with the exit status if the process exits first.
+        let ready = poll_until_async(READY_TIMEOUT, &what, async || {
             let child = self.child.as_mut().expect("node was spawned");
-            if let Some(status) = child.try_wait()? {
-                self.child = None;
-                bail!(
-                    "mariadbd exited with {status} before accepting connections; end of {}:\n{}",
-                    self.error_log().display(),
-                    self.log_tail()
-                );
+            match child.try_wait() {
+                Ok(None) => {}
+                exited => return Ok(exited),
             }
-            if socket.exists() {
-                let attempt = tokio::time::timeout(Duration::from_secs(2), self.connect_root());
-                if let Ok(Ok(conn)) = attempt.await {
+            if !socket.exists() {
+                return Err("no socket yet");
+            }
+            let attempt = tokio::time::timeout(Duration::from_secs(2), self.connect_root());
+            match attempt.await {
+                Ok(Ok(conn)) => {
                     let _ = conn.disconnect().await;
-                    return Ok(());
+                    Ok(Ok(None))
                 }
+                _ => Err("no connection yet"),
             }
-            if Instant::now() > deadline {
-                if let Some(mut child) = self.child.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                bail!(
-                    "mariadbd did not accept connections on {} within {READY_TIMEOUT:?}; end of {}:\n{}",
-                    socket.display(),
-                    self.error_log().display(),
-                    self.log_tail()
-                );
+        })
+        .await;
+        let failure = match ready {
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(status))) => {
+                format!("mariadbd exited with {status} before accepting connections")
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(Err(e)) => format!("mariadbd could not be waited for: {e}"),
+            Err(timed_out) => format!("{timed_out:#}"),
+        };
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        bail!(
+            "{failure}; end of {}:\n{}",
+            self.error_log().display(),
+            self.log_tail()
+        )
     }
 
     /// Connects as root over the unix socket, selecting [`DATABASE`] if it exists.

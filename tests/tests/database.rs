@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use wharf_tests::mariadb::{Cluster, NodeId, PASSWORD};
-use wharf_tests::{HttpClient, Reply, Wharf, apps_dir, shared_cache_dir};
+use wharf_tests::{HttpClient, Reply, Wharf, apps_dir, poll_until_async, shared_cache_dir};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -96,15 +96,16 @@ async fn send(client: &HttpClient, wharf: &Wharf, method: &str, path: &str, body
 
 /// Polls until `path` answers `status`: after a write, a replica may take a moment.
 async fn eventually(client: &HttpClient, wharf: &Wharf, path: &str, status: u16) -> Reply {
-    let deadline = Instant::now() + 10 * SECOND;
-    loop {
+    let what = format!("GET {path} answers {status}");
+    poll_until_async(10 * SECOND, &what, async || {
         let reply = send(client, wharf, "GET", path, "").await;
-        if reply.status == status || Instant::now() > deadline {
-            assert_eq!(reply.status, status, "GET {path}: {}", reply.body);
-            return reply;
+        match reply.status == status {
+            true => Ok(reply),
+            false => Err((reply.status, reply.body)),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
+    .unwrap()
 }
 
 /// The todo app's whole API, the same on SQLite and MySQL.
@@ -335,21 +336,17 @@ async fn todo_and_sql_on_sqlite() {
     // An app without the grant gets a precise refusal, not a database.
     std::fs::remove_file(apps.path().join("sqlprobe.toml")).unwrap();
     let url = wharf.url("/sqlprobe");
-    let start = Instant::now();
-    loop {
+    let refusal = poll_until_async(10 * SECOND, "the grant is withdrawn", async || {
         let body = json!({"steps": [step("query", "SELECT 1", json!([]))]}).to_string();
         let reply = c.post_json(&url, &body).await.unwrap();
-        if reply.body.contains("not_allowed") {
-            assert!(reply.body.contains("database = true"), "{}", reply.body);
-            break;
+        match reply.body.contains("not_allowed") {
+            true => Ok(reply.body),
+            false => Err(reply.body),
         }
-        assert!(
-            start.elapsed() < 10 * SECOND,
-            "grant not withdrawn: {}",
-            reply.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .unwrap();
+    assert!(refusal.contains("database = true"), "{refusal}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,26 +495,25 @@ async fn running(cluster: &Cluster, prefix: &str) -> Option<u64> {
 
 /// Waits until a statement starting with `prefix` runs on the primary; its thread id.
 async fn wait_running(cluster: &Cluster, prefix: &str) -> u64 {
-    let started = Instant::now();
-    loop {
-        if let Some(id) = running(cluster, prefix).await {
-            return id;
-        }
-        assert!(started.elapsed() < 10 * SECOND, "{prefix}... never ran");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("{prefix}... runs on the primary");
+    poll_until_async(10 * SECOND, &what, async || {
+        running(cluster, prefix).await.ok_or("not running")
+    })
+    .await
+    .unwrap()
 }
 
 /// Whether no statement starting with `prefix` runs on the primary any more within `limit`.
 async fn stops_within(cluster: &Cluster, prefix: &str, limit: Duration) -> bool {
-    let started = Instant::now();
-    while running(cluster, prefix).await.is_some() {
-        if started.elapsed() > limit {
-            return false;
+    let what = format!("{prefix}... stops on the primary");
+    poll_until_async(limit, &what, async || {
+        match running(cluster, prefix).await {
+            Some(id) => Err(id),
+            None => Ok(()),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
+    })
+    .await
+    .is_ok()
 }
 
 /// The one value of a one-row, one-column result, as a number of any kind.
@@ -833,14 +829,16 @@ async fn mysql_survives_replica_loss_lag_and_primary_loss() {
     // 1. A replica killed under a read loop: no read fails; it comes back when restarted.
     let reads = ReadLoop::start(wharf.url(&format!("/todo/{first}")));
     // The loop is under way (some reads done) before the replica dies.
-    let started = Instant::now();
-    while reads.ok.load(Ordering::Relaxed) < 20 {
-        assert!(
-            started.elapsed() < 10 * SECOND,
-            "the read loop never got going"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until_async(
+        10 * SECOND,
+        "the read loop has done 20 reads",
+        async || match reads.ok.load(Ordering::Relaxed) {
+            20.. => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await
+    .unwrap();
     let mark = wharf.log_len();
     cluster.kill(NodeId::Replica(0)).await;
     wharf
@@ -935,6 +933,7 @@ async fn mysql_survives_replica_loss_lag_and_primary_loss() {
             "reads stopped with the primary: {}",
             list.body
         );
+        // Not a wait: spreads the reads over about half a second, several check rounds.
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let (ok, failed) = reads.finish().await;
@@ -944,18 +943,18 @@ async fn mysql_survives_replica_loss_lag_and_primary_loss() {
     );
 
     cluster.restart(NodeId::Primary).await.unwrap();
-    let started = Instant::now();
-    let id = loop {
+    let id = poll_until_async(20 * SECOND, "writes come back", async || {
         let reply = send(&c, &wharf, "POST", "/todo", r#"{"title":"after"}"#).await;
         if reply.status == 201 {
-            break serde_json::from_str::<Value>(&reply.body).unwrap()["id"]
+            return Ok(serde_json::from_str::<Value>(&reply.body).unwrap()["id"]
                 .as_u64()
-                .unwrap();
+                .unwrap());
         }
         assert_eq!(reply.status, 503, "{}", reply.body);
-        assert!(started.elapsed() < 20 * SECOND, "writes never came back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        Err(reply.body)
+    })
+    .await
+    .unwrap();
     acknowledged.push(id);
     cluster.wait_replicated(20 * SECOND).await.unwrap();
     let rows = cluster

@@ -5,6 +5,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Row};
 use std::time::{Duration, Instant};
 use wharf_tests::mariadb::{Cluster, DATABASE, NodeId, PASSWORD, USER};
+use wharf_tests::poll_until_async;
 
 const REPLICATION: Duration = Duration::from_secs(20);
 
@@ -188,14 +189,15 @@ async fn primary_and_replicas_replicate_through_kills_and_lag() {
     // A killed primary: replicas notice, then reconnect once it is back, and the
     // restarted primary takes writes again.
     cluster.kill(NodeId::Primary).await;
-    let deadline = Instant::now() + REPLICATION;
-    let io = loop {
+    let io = poll_until_async(REPLICATION, "the replica's I/O thread stops", async || {
         let io = slave_field(&cluster, 0, "Slave_IO_Running").await;
-        if io.as_deref() != Some("Yes") || Instant::now() > deadline {
-            break io;
+        match io.as_deref() {
+            Some("Yes") => Err(io),
+            _ => Ok(io),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await
+    .unwrap();
     let behind = slave_field(&cluster, 0, "Seconds_Behind_Master").await;
     let sql = slave_field(&cluster, 0, "Slave_SQL_Running").await;
     eprintln!(

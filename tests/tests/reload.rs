@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use wharf_tests::{HttpClient, Wharf, apps_dir, guests, wait_for_status};
+use wharf_tests::{HttpClient, Wharf, apps_dir, guests, poll_until_async, wait_for_status};
 
 const RELOAD: Duration = Duration::from_secs(10);
 
@@ -56,18 +56,14 @@ async fn add_replace_remove_and_bad_files_under_load_with_zero_failures() {
     // Replace: hello.wasm becomes another component; requests switch over.
     let hello_path = dir.path().join("hello.wasm");
     write_in_place(&hello_path, &std::fs::read(guests().wasm("raw")).unwrap());
-    let start = Instant::now();
-    loop {
+    poll_until_async(RELOAD, "/hello is served by the replacement", async || {
         let body = client.get(&hello_url).await.unwrap().body;
-        if body == "raw guest saw GET /hello" {
-            break;
-        }
-        assert!(
-            start.elapsed() < RELOAD,
-            "replacement not picked up: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (body == "raw guest saw GET /hello")
+            .then_some(())
+            .ok_or(body)
+    })
+    .await
+    .unwrap();
 
     // Garbage and a truncated component: reported, and the last good version stays.
     write_in_place(&hello_path, b"this is not a wasm file");
@@ -94,11 +90,12 @@ async fn add_replace_remove_and_bad_files_under_load_with_zero_failures() {
     let staged = dir.path().join(".hello.wasm.partial");
     std::fs::write(&staged, &whole).unwrap();
     std::fs::rename(&staged, &hello_path).unwrap();
-    let start = Instant::now();
-    while client.get(&hello_url).await.unwrap().body != "Hello from wharf!\n" {
-        assert!(start.elapsed() < RELOAD, "rename not picked up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until_async(RELOAD, "/hello is served by the renamed file", async || {
+        let body = client.get(&hello_url).await.unwrap().body;
+        (body == "Hello from wharf!\n").then_some(()).ok_or(body)
+    })
+    .await
+    .unwrap();
 
     // Remove: the app stops being served.
     std::fs::remove_file(dir.path().join("api.wasm")).unwrap();
@@ -138,11 +135,12 @@ async fn manifest_change_reloads_the_app_and_bad_manifest_keeps_the_old_one() {
         "[variables]\ngreeting = \"Hej\"\n",
     )
     .unwrap();
-    let start = Instant::now();
-    while greeting(client.post_json(&greet, r#"{"name":"x"}"#).await.unwrap()) != "\"Hej, x!\"" {
-        assert!(start.elapsed() < RELOAD, "manifest change not picked up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until_async(RELOAD, "the new manifest's greeting is used", async || {
+        let said = greeting(client.post_json(&greet, r#"{"name":"x"}"#).await.unwrap());
+        (said == "\"Hej, x!\"").then_some(()).ok_or(said)
+    })
+    .await
+    .unwrap();
 
     std::fs::write(dir.path().join("api.toml"), "rutes = [\"/x\"]\n").unwrap();
     let line = wharf.wait_for_log(&["api.toml", "rutes"], RELOAD).unwrap();

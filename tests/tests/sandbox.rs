@@ -290,34 +290,9 @@ async fn control_characters_in_guest_output_are_escaped_in_the_log() {
 /// every write to it would block.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_pipe_nobody_reads_does_not_stall_serving() {
-    use std::io::BufRead;
     let dir = apps_dir(&["misbehave"]);
-    let data = tempfile::tempdir().unwrap();
-    let child = std::process::Command::new(wharf_tests::wharf_bin())
-        .arg("serve")
-        .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env("WHARF_CACHE_DIR", wharf_tests::shared_cache_dir())
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let _stalled = child.0.stderr.take();
-    let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "no listening line"
-        );
-        if let Some(addr) = line.trim().strip_prefix("listening on http://") {
-            break addr.to_string();
-        }
-    };
+    let wharf = Wharf::builder(dir.path()).unread_stderr().start();
+    let addr = wharf.addr;
     let client = HttpClient::http1();
     // Far more than a pipe holds (64 KiB), from several requests.
     for _ in 0..8 {
@@ -338,15 +313,6 @@ async fn a_log_pipe_nobody_reads_does_not_stall_serving() {
     .expect("serving stalled behind the log")
     .unwrap();
     assert_eq!(ok.status, 200);
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Like `misbehave`, with `config` as the node's wharf.toml.

@@ -9,7 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use wharf_tests::{HttpClient, Wharf, apps_dir, https_get, shared_cache_dir, wharf_bin};
+use wharf_tests::{
+    HttpClient, Wharf, apps_dir, https_get, poll_until_async, shared_cache_dir, wharf_bin,
+};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -47,13 +49,10 @@ fn start(config: &str, apps: &Path, dir: &Path) -> (Wharf, SocketAddr) {
     let envs = [("WHARF_CACHE_DIR", shared_cache_dir().into_os_string())];
     let envs: Vec<_> = envs.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
     let wharf = Wharf::start_with(apps, &envs, &["--config", path.to_str().unwrap()]);
-    let https = wharf
-        .banner
-        .lines()
-        .find_map(|l| l.strip_prefix("listening on https://"))
-        .unwrap_or_else(|| panic!("no HTTPS listener in {}", wharf.banner))
-        .parse()
-        .unwrap();
+    let https = *wharf
+        .https
+        .first()
+        .unwrap_or_else(|| panic!("no HTTPS listener in {}", wharf.banner));
     (wharf, https)
 }
 
@@ -194,10 +193,13 @@ async fn certificates_swap_while_clients_connect() {
         let done = done.clone();
         async move {
             let start = done.load(Ordering::Relaxed);
-            let deadline = Instant::now() + 10 * SECOND;
-            while done.load(Ordering::Relaxed) < start + n && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            let what = format!("the clients make {n} more requests");
+            poll_until_async(10 * SECOND, &what, async || {
+                let served = done.load(Ordering::Relaxed) - start;
+                (served >= n).then_some(()).ok_or(served)
+            })
+            .await
+            .unwrap();
         }
     };
     served(20).await;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
-use wharf_tests::{HttpClient, Wharf, apps_dir, raw_exchange, shared_cache_dir};
+use wharf_tests::{HttpClient, Wharf, apps_dir, poll_until_async, raw_exchange, shared_cache_dir};
 
 const SECOND: Duration = Duration::from_secs(1);
 const CANARY: &str = "canary-secret-7f3a";
@@ -272,31 +272,33 @@ async fn sigterm_lets_requests_in_flight_finish() {
         tokio::spawn(async move { HttpClient::http2().get(&url).await })
     };
     // Every request has reached the guest (it logs before sleeping) before the signal.
-    let started = Instant::now();
-    while wharf
-        .log()
-        .iter()
-        .filter(|l| l.contains("sleeping 1500 ms"))
-        .count()
-        < 9
-    {
-        assert!(
-            started.elapsed() < 10 * SECOND,
-            "the requests never reached the guest"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until_async(10 * SECOND, "all 9 requests reach the guest", async || {
+        let log = wharf.log();
+        let reached = log.iter().filter(|l| l.contains("sleeping 1500 ms"));
+        match reached.count() {
+            9.. => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await
+    .unwrap();
     let addr = wharf.addr;
     let signalled = Instant::now();
     wharf.signal("TERM");
     // Balancers watching readiness see the drain while the requests still run.
-    let (status, body) = loop {
-        let reply = admin_get(admin, "127.0.0.1", "/readyz").await;
-        if reply.0 != 200 || signalled.elapsed() > 5 * SECOND {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let (status, body) =
+        poll_until_async(5 * SECOND, "/readyz is not 200", async || match admin_get(
+            admin,
+            "127.0.0.1",
+            "/readyz",
+        )
+        .await
+        {
+            (200, body) => Err(body),
+            reply => Ok(reply),
+        })
+        .await
+        .unwrap();
     assert_eq!((status, body.as_str()), (503, "draining\n"));
     for request in in_flight {
         let reply = request
@@ -329,10 +331,14 @@ async fn after_sigterm_readiness_drops_at_once_and_listeners_accept_for_the_drai
     let addr = wharf.addr;
     let signalled = Instant::now();
     wharf.signal("TERM");
-    while admin_get(admin, "127.0.0.1", "/readyz").await.0 == 200 {
-        assert!(signalled.elapsed() < SECOND, "/readyz still 200");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until_async(SECOND, "/readyz is not 200", async || {
+        match admin_get(admin, "127.0.0.1", "/readyz").await {
+            (200, body) => Err(body),
+            _ => Ok(()),
+        }
+    })
+    .await
+    .unwrap();
     let readiness_dropped = signalled.elapsed();
     // New connections are still served while balancers notice.
     let get = b"GET /misbehave/ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
@@ -340,13 +346,14 @@ async fn after_sigterm_readiness_drops_at_once_and_listeners_accept_for_the_drai
         .await
         .expect("the listener closed with readiness");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let closed = loop {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            break signalled.elapsed();
+    let closed = poll_until_async(delay + 5 * SECOND, "the listener refuses", async || {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => Err("accepted"),
+            Err(_) => Ok(signalled.elapsed()),
         }
-        assert!(signalled.elapsed() < delay + 5 * SECOND, "still accepting");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await
+    .unwrap();
     assert!(closed >= delay, "closed after {closed:?}, before the delay");
     let status = wharf.wait_exit(10 * SECOND).expect("wharf did not exit");
     assert!(status.success(), "exit status {status}");
@@ -384,14 +391,16 @@ async fn sighup_reloads_and_keeps_a_good_config_over_a_bad_one() {
     );
     std::fs::write(&config, good).unwrap();
     wharf.signal("HUP");
-    let started = Instant::now();
-    while status("elsewhere.test").await != 421 {
-        assert!(
-            started.elapsed() < 10 * SECOND,
-            "the good config was not applied"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until_async(
+        10 * SECOND,
+        "the good config applies (421)",
+        async || match status("elsewhere.test").await {
+            421 => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(status("apps.test").await, 200);
 
     // A change to the file applies without a signal.
@@ -400,24 +409,22 @@ async fn sighup_reloads_and_keeps_a_good_config_over_a_bad_one() {
         two_sites(&tree.path().join("public"))
     );
     std::fs::write(&config, by_file).unwrap();
-    let started = Instant::now();
-    while status("elsewhere.test").await != 404 {
-        assert!(
-            started.elapsed() < 10 * SECOND,
-            "the changed file was not applied"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until_async(
+        10 * SECOND,
+        "the changed file applies (404)",
+        async || match status("elsewhere.test").await {
+            404 => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await
+    .unwrap();
 }
 
 /// The admin listener's address, from the banner.
 fn admin_addr(wharf: &Wharf) -> std::net::SocketAddr {
     wharf
-        .banner
-        .lines()
-        .find_map(|l| l.strip_prefix("admin on http://"))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|addr| addr.parse().ok())
+        .admin
         .unwrap_or_else(|| panic!("no admin line in:\n{}", wharf.banner))
 }
 
@@ -627,18 +634,13 @@ async fn unique_paths_and_accept_encodings_do_not_grow_the_static_file_cache() {
     let file = tree.path().join("public/small.txt");
     std::fs::write(&file, "small and cacheable\n").unwrap();
     // The cache skips files changed within the last second (coarse timestamps).
-    let settled = Instant::now() + 10 * SECOND;
-    while std::fs::metadata(&file)
-        .unwrap()
-        .modified()
-        .unwrap()
-        .elapsed()
-        .unwrap_or_default()
-        < 2 * SECOND
-    {
-        assert!(Instant::now() < settled, "the file never got old enough");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until_async(10 * SECOND, "the file is 2 s old", async || {
+        let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+        let age = modified.elapsed().unwrap_or_default();
+        (age >= 2 * SECOND).then_some(()).ok_or(age)
+    })
+    .await
+    .unwrap();
     let apps = apps_dir(&[]);
     let (wharf, _config) = start_with_config(apps.path(), &config);
     let c = HttpClient::http1();

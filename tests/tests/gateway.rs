@@ -1,0 +1,281 @@
+//! `Gateway::handle` in process, without sockets: a real runtime over real guests, sites
+//! from a real wharf.toml, and requests handed straight to the gateway, to pin down
+//! routing, redirects, HSTS and the answers for unknown hosts and paths.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use std::path::Path;
+use std::sync::Arc;
+use wharf::config::Config;
+use wharf::db::Provider;
+use wharf::gateway::{Connection, Gateway, ListenerId, Sites};
+use wharf::runtime::Runtime;
+use wharf_tests::{apps_dir, shared_cache_dir};
+
+/// A gateway over the `hello` and `raw` guests and the sites of `config`; HTTPS
+/// redirects point at `https_port`. The temporary directories live as long as it.
+struct Fixture {
+    gateway: Gateway,
+    _apps: tempfile::TempDir,
+    _data: tempfile::TempDir,
+}
+
+async fn gateway(config: &str, https_port: Option<u16>) -> Fixture {
+    let apps = apps_dir(&["hello", "raw"]);
+    let data = tempfile::tempdir().unwrap();
+    let databases = Provider::new(None, data.path().to_owned()).await.unwrap();
+    let runtime = Runtime::new(apps.path(), Some(shared_cache_dir()), databases).unwrap();
+    runtime.load_all().await.unwrap();
+    let config = Config::parse(config).unwrap();
+    let sites = Sites::from_config(&config, https_port).unwrap();
+    Fixture {
+        gateway: Gateway::new(Arc::clone(&runtime), sites),
+        _apps: apps,
+        _data: data,
+    }
+}
+
+/// The connection a request arrived on: over TLS with `sni`, or plain HTTP.
+fn connection(tls: Option<&str>) -> Connection {
+    Connection {
+        peer: ([127, 0, 0, 1], 40000).into(),
+        local: ([127, 0, 0, 1], if tls.is_some() { 443 } else { 80 }).into(),
+        listener: ListenerId(0),
+        tls: tls.is_some(),
+        sni: tls.map(Arc::from),
+    }
+}
+
+/// What the gateway answered, read whole.
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+impl Fixture {
+    /// GET `path` for `host` on `conn`, as hyper would hand it over.
+    async fn get(&self, host: &str, path: &str, conn: &Connection) -> Answer {
+        let body = Empty::<Bytes>::new().map_err(|never| -> hyper::Error { match never {} });
+        let request = http::Request::get(path)
+            .header(http::header::HOST, host)
+            .body(body)
+            .unwrap();
+        let response = self.gateway.handle(request, conn).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+}
+
+/// A static tree: `public/` with an index and `docs/` with a page of its own.
+fn site_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("public")).unwrap();
+    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    std::fs::write(dir.path().join("public/index.html"), "home\n").unwrap();
+    std::fs::write(dir.path().join("public/page.txt"), "public page\n").unwrap();
+    std::fs::write(dir.path().join("docs/page.txt"), "docs page\n").unwrap();
+    dir
+}
+
+/// Two sites over `tree`: `site.test` (apps, a root, routes; `options` added to it) and
+/// `bare.test` (no apps, nothing else), after the top-level settings `top`.
+fn sites(tree: &Path, top: &str, options: &str) -> String {
+    format!(
+        r#"
+{top}
+[[site]]
+hosts = ["site.test", "www.site.test"]
+{options}
+root = "{public}"
+routes = [
+    {{ path = "/docs", root = "{docs}" }},
+    {{ path = "/docs/api", app = "raw" }},
+    {{ path = "/old", redirect = "https://blog.site.test/new", status = 301 }},
+]
+
+[[site]]
+hosts = ["bare.test"]
+apps = false
+"#,
+        public = tree.join("public").display(),
+        docs = tree.join("docs").display(),
+    )
+}
+
+/// Settings for sites over `tree` served over TLS: a TLS listener (top level) and the
+/// site's certificate, made for `site.test` by `wharf cert dev` into `tree`.
+fn tls(tree: &Path) -> (&'static str, String) {
+    let files = wharf::cert::dev(&["site.test".into()], tree).unwrap();
+    let listener = "[[listener]]\naddress = \"127.0.0.1:0\"\ntls = true\n";
+    let site = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        files.cert.display(),
+        files.key.display()
+    );
+    (listener, site)
+}
+
+#[tokio::test]
+async fn apps_static_roots_and_the_longest_route_prefix_each_serve_their_paths() {
+    let tree = site_tree();
+    let fixture = gateway(&sites(tree.path(), "", ""), None).await;
+    let plain = connection(None);
+    let get = async |path| fixture.get("site.test", path, &plain).await;
+
+    // An app of the apps directory, on the route its file name gives it.
+    let hello = get("/hello").await;
+    assert_eq!(
+        (hello.status, hello.body.as_str()),
+        (200, "Hello from wharf!\n")
+    );
+    // The site's static root below every route.
+    let home = get("/").await;
+    assert_eq!((home.status, home.body.as_str()), (200, "home\n"));
+    let page = get("/page.txt").await;
+    assert_eq!((page.status, page.body.as_str()), (200, "public page\n"));
+    // A route's own root, over the site's root for the same file name.
+    let docs = get("/docs/page.txt").await;
+    assert_eq!((docs.status, docs.body.as_str()), (200, "docs page\n"));
+    // The longer of two matching route prefixes wins, whatever the order in the file.
+    let api = get("/docs/api/books").await;
+    assert_eq!(
+        (api.status, api.body.as_str()),
+        (200, "raw guest saw GET /docs/api/books")
+    );
+    // A prefix matches whole segments only: /docsx is no part of /docs.
+    assert_eq!(get("/docsx").await.status, 404);
+    // Every answer carries its request id, routed or not.
+    assert_eq!(hello.header("x-request-id").map(str::len), Some(16));
+}
+
+#[tokio::test]
+async fn a_path_nothing_serves_is_404_and_a_site_without_apps_does_not_serve_them() {
+    let tree = site_tree();
+    let fixture = gateway(&sites(tree.path(), "", ""), None).await;
+    let plain = connection(None);
+    assert_eq!(fixture.get("bare.test", "/", &plain).await.status, 404);
+    assert_eq!(fixture.get("bare.test", "/hello", &plain).await.status, 404);
+    assert_eq!(fixture.get("site.test", "/hello", &plain).await.status, 200);
+}
+
+#[tokio::test]
+async fn other_hosts_of_a_site_are_sent_to_its_canonical_host_with_path_and_query() {
+    let tree = site_tree();
+    let config = sites(tree.path(), "", "canonical_host = \"www.site.test\"");
+    let fixture = gateway(&config, None).await;
+    let plain = connection(None);
+    let moved = fixture.get("site.test", "/page.txt?x=1", &plain).await;
+    assert_eq!(moved.status, 308);
+    assert_eq!(
+        moved.header("location"),
+        Some("http://www.site.test/page.txt?x=1")
+    );
+    let served = fixture.get("www.site.test", "/page.txt", &plain).await;
+    assert_eq!(served.status, 200);
+    // Under TLS the redirect stays on HTTPS.
+    let tls = connection(Some("site.test"));
+    let moved = fixture.get("site.test", "/", &tls).await;
+    assert_eq!(moved.header("location"), Some("https://www.site.test/"));
+}
+
+#[tokio::test]
+async fn plain_http_is_sent_to_https_on_the_tls_port_when_the_site_asks() {
+    let tree = site_tree();
+    let (listener, certificate) = tls(tree.path());
+    let options = format!("{certificate}\nhttps_redirect = true");
+    let config = sites(tree.path(), listener, &options);
+    let fixture = gateway(&config, Some(8443)).await;
+    let moved = fixture
+        .get("site.test", "/page.txt?a=b", &connection(None))
+        .await;
+    assert_eq!(moved.status, 308);
+    assert_eq!(
+        moved.header("location"),
+        Some("https://site.test:8443/page.txt?a=b")
+    );
+    let served = fixture
+        .get("site.test", "/page.txt", &connection(Some("site.test")))
+        .await;
+    assert_eq!(
+        (served.status, served.body.as_str()),
+        (200, "public page\n")
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_route_answers_its_own_status_and_appends_the_rest_of_the_path() {
+    let tree = site_tree();
+    let fixture = gateway(&sites(tree.path(), "", ""), None).await;
+    let plain = connection(None);
+    let exact = fixture.get("site.test", "/old", &plain).await;
+    assert_eq!(exact.status, 301);
+    assert_eq!(exact.header("location"), Some("https://blog.site.test/new"));
+    let below = fixture.get("site.test", "/old/2024/post", &plain).await;
+    assert_eq!(below.status, 301);
+    assert_eq!(
+        below.header("location"),
+        Some("https://blog.site.test/new/2024/post")
+    );
+}
+
+#[tokio::test]
+async fn hsts_is_sent_over_tls_only() {
+    let tree = site_tree();
+    let (listener, certificate) = tls(tree.path());
+    let options = format!("{certificate}\nhsts_max_age = 600");
+    let config = sites(tree.path(), listener, &options);
+    let fixture = gateway(&config, None).await;
+    let secure = fixture
+        .get("site.test", "/page.txt", &connection(Some("site.test")))
+        .await;
+    assert_eq!(secure.status, 200);
+    assert_eq!(
+        secure.header("strict-transport-security"),
+        Some("max-age=600")
+    );
+    let plain = fixture
+        .get("site.test", "/page.txt", &connection(None))
+        .await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("strict-transport-security"), None);
+}
+
+#[tokio::test]
+async fn an_unknown_host_is_421_or_404_as_configured() {
+    let tree = site_tree();
+    let plain = connection(None);
+    let misdirected = gateway(&sites(tree.path(), "unknown_host = \"421\"", ""), None).await;
+    assert_eq!(
+        misdirected.get("elsewhere.test", "/", &plain).await.status,
+        421
+    );
+    assert_eq!(misdirected.get("site.test", "/", &plain).await.status, 200);
+    let not_found = gateway(&sites(tree.path(), "unknown_host = \"404\"", ""), None).await;
+    assert_eq!(
+        not_found.get("elsewhere.test", "/", &plain).await.status,
+        404
+    );
+    assert_eq!(not_found.get("site.test", "/", &plain).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_tls_connection_for_one_site_does_not_serve_another_sites_requests() {
+    let tree = site_tree();
+    let fixture = gateway(&sites(tree.path(), "", ""), None).await;
+    let for_bare = connection(Some("bare.test"));
+    assert_eq!(fixture.get("site.test", "/", &for_bare).await.status, 421);
+    assert_eq!(fixture.get("bare.test", "/", &for_bare).await.status, 404);
+}
