@@ -41,6 +41,7 @@ pub struct Builder {
     envs: Vec<(OsString, OsString)>,
     args: Vec<OsString>,
     read_stderr: bool,
+    data_dir: bool,
 }
 
 enum Config {
@@ -81,6 +82,14 @@ impl Builder {
         self
     }
 
+    /// Leaves out the harness's `--data-dir`, so that the node's wharf.toml says where
+    /// SQLite files go (`[apps] data_dir`) and a reload can move them: the command line
+    /// would win over the file.
+    pub fn data_dir_from_config(mut self) -> Self {
+        self.data_dir = false;
+        self
+    }
+
     /// Leaves stderr to a pipe nobody reads, for a test of what happens once it is
     /// full; the log then holds only stdout.
     pub fn unread_stderr(mut self) -> Self {
@@ -115,6 +124,7 @@ impl Builder {
             args,
             envs,
             read_stderr: self.read_stderr,
+            data_dir: self.data_dir,
             listen: Some(listen),
         };
         Wharf::launch(launch, &self.apps, config, config_dir)
@@ -129,6 +139,8 @@ struct Launch {
     /// Variables to set, or (`None`) to remove.
     envs: Vec<(OsString, Option<OsString>)>,
     read_stderr: bool,
+    /// Whether the harness gives the node a `--data-dir` (when the test names none).
+    data_dir: bool,
     /// The `--listen` address, when the harness chose it (a restart asks for the port
     /// it got before).
     listen: Option<SocketAddr>,
@@ -200,6 +212,7 @@ impl Wharf {
             envs: Vec::new(),
             args: Vec::new(),
             read_stderr: true,
+            data_dir: true,
         }
     }
 
@@ -232,6 +245,7 @@ impl Wharf {
                 .map(|(k, v)| (k.to_owned(), v.map(OsStr::to_owned)))
                 .collect(),
             read_stderr: true,
+            data_dir: true,
             listen: None,
         };
         Self::launch(launch, apps, None, tempfile::tempdir().unwrap())
@@ -244,7 +258,7 @@ impl Wharf {
         config_dir: tempfile::TempDir,
     ) -> Self {
         let data = tempfile::tempdir().unwrap();
-        if !launch.args.iter().any(|a| a == "--data-dir") {
+        if launch.data_dir && !launch.args.iter().any(|a| a == "--data-dir") {
             launch
                 .args
                 .extend(["--data-dir".into(), data.path().into()]);

@@ -980,12 +980,13 @@ fn start_reloadable(config: &str) -> (Wharf, tempfile::TempDir, std::path::PathB
     }
     let path = apps.path().join("wharf.conf");
     std::fs::write(&path, config).unwrap();
-    let envs = [
-        ("WHARF_CACHE_DIR", shared_cache_dir().into_os_string()),
-        ("WHARF_TEST_DB_PASSWORD", PASSWORD.into()),
-    ];
-    let envs: Vec<_> = envs.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-    let wharf = Wharf::start_with(apps.path(), &envs, &["--config", path.to_str().unwrap()]);
+    // The file, not the command line, says where SQLite files go, so a reload can
+    // move them.
+    let wharf = Wharf::builder(apps.path())
+        .config_file(&path)
+        .env("WHARF_TEST_DB_PASSWORD", PASSWORD)
+        .data_dir_from_config()
+        .start();
     (wharf, apps, path)
 }
 
@@ -1020,14 +1021,16 @@ fn reload(wharf: &Wharf, path: &std::path::Path, config: &str, expect: &[&str]) 
 /// Starts `reads` and waits until it is under way.
 async fn read_loop(url: String) -> ReadLoop {
     let reads = ReadLoop::start(url);
-    let started = Instant::now();
-    while reads.ok.load(Ordering::Relaxed) < 20 {
-        assert!(
-            started.elapsed() < 10 * SECOND,
-            "the read loop never got going"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until_async(
+        10 * SECOND,
+        "the read loop has 20 answers",
+        async || match reads.ok.load(Ordering::Relaxed) {
+            n if n >= 20 => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await
+    .unwrap();
     reads
 }
 
@@ -1064,19 +1067,20 @@ async fn database_changed_by_reload_serves_every_request_and_the_old_pools_close
         on_replica += (server_id(&c, &wharf, "/sqlprobe/server-id").await == replica_id) as u32;
     }
     assert!(on_replica > 0, "no read reached the added replica");
-    let started = Instant::now();
-    loop {
-        let open = wharf_connections(&cluster).await;
-        let left: Vec<_> = old.iter().filter(|id| open.contains(id)).collect();
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            started.elapsed() < 10 * SECOND,
-            "the old pools' connections {left:?} are still open"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until_async(
+        10 * SECOND,
+        "the old pools' connections are closed",
+        async || {
+            let open = wharf_connections(&cluster).await;
+            let left: Vec<_> = old.iter().filter(|id| open.contains(id)).collect();
+            match left.is_empty() {
+                true => Ok(()),
+                false => Err(format!("still open: {left:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap();
 
     let (ok, failed) = reads.finish().await;
     assert_eq!(
@@ -1118,7 +1122,11 @@ async fn reload_to_a_primary_that_does_not_answer_is_refused_and_the_old_pools_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_dir_and_a_switch_to_mysql_by_reload_serve_every_request() {
     let cluster = Cluster::start(0).await.unwrap();
-    let (wharf, _apps, path) = start_reloadable("");
+    let first = tempfile::tempdir().unwrap();
+    let (wharf, _apps, path) = start_reloadable(&format!(
+        "[apps]\ndata_dir = {:?}\n",
+        first.path().to_str().unwrap()
+    ));
     assert!(
         wharf.banner.contains("database: SQLite"),
         "{}",

@@ -276,17 +276,19 @@ async fn cluster_status_shows_every_node_and_a_stopped_replica_down_with_its_rea
 
     let killed = Instant::now();
     cluster.kill(NodeId::Replica(0)).await;
-    let down = loop {
-        let replica = provider.status().remove(1);
-        if !replica.health.is_up() {
-            break replica;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(10),
-            "the killed replica still shows up: {replica:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let down = poll_until_async(
+        Duration::from_secs(10),
+        "the killed replica shows down",
+        async || {
+            let replica = provider.status().remove(1);
+            match replica.health.is_up() {
+                false => Ok(replica),
+                true => Err(replica),
+            }
+        },
+    )
+    .await
+    .unwrap();
     assert!(
         down.health.reason().starts_with("not answering"),
         "{down:?}"
