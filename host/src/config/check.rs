@@ -22,11 +22,11 @@ pub(super) fn check(file: File) -> Result<Config, Vec<String>> {
     if apps.max_instances == 0 {
         problems.push("apps.max_instances: must be at least 1".into());
     }
-    if apps.max_instances > crate::runtime::MAX_INSTANCES {
+    if apps.max_instances > super::MAX_INSTANCES {
         problems.push(format!(
             "apps.max_instances: {} is more than the most wharf supports ({})",
             apps.max_instances,
-            crate::runtime::MAX_INSTANCES
+            super::MAX_INSTANCES
         ));
     }
     if apps.max_idle_instances > apps.max_instances {
@@ -225,7 +225,7 @@ fn check_route(
         problems.push(format!(
             "{key}.path: {path:?} must be a path starting with '/'"
         ));
-    } else if let Some(why) = crate::gateway::path::route_problem(&path) {
+    } else if let Some(why) = crate::http::path::route_problem(&path) {
         problems.push(format!("{key}.path: {why}"));
     }
     if let Some(other) = overlap {

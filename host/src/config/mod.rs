@@ -250,6 +250,18 @@ impl DatabaseConfig {
     }
 }
 
+// The `[apps]` defaults and bounds; the runtime's instance pool is sized by them.
+/// Instances alive at once across all apps, busy or idle, by default.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// The most `[apps] max_instances` may be: the engine's pool sizes some of its parts at
+/// four per instance in a u32, and a million instances is far past any machine's memory.
+pub const MAX_INSTANCES: u32 = 1_000_000;
+/// Idle instances kept across all apps by default: a quarter of the pool, so idle ones
+/// alone can never take the slots busy apps need.
+pub const DEFAULT_MAX_IDLE_INSTANCES: u32 = 250;
+/// How long an idle instance is kept by default.
+pub const DEFAULT_IDLE_INSTANCE_TTL: Duration = Duration::from_secs(30);
+
 mod defaults {
     use std::time::Duration;
 
@@ -263,13 +275,13 @@ mod defaults {
         Duration::from_secs(30)
     }
     pub fn max_instances() -> u32 {
-        crate::runtime::DEFAULT_MAX_INSTANCES
+        super::DEFAULT_MAX_INSTANCES
     }
     pub fn max_idle_instances() -> u32 {
-        crate::runtime::DEFAULT_MAX_IDLE_INSTANCES
+        super::DEFAULT_MAX_IDLE_INSTANCES
     }
     pub fn idle_instance_ttl() -> Duration {
-        crate::runtime::DEFAULT_IDLE_INSTANCE_TTL
+        super::DEFAULT_IDLE_INSTANCE_TTL
     }
     pub fn drain_delay() -> Duration {
         Duration::from_secs(2)

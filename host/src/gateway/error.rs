@@ -31,6 +31,12 @@ pub enum GatewayError {
     App(#[from] InvokeError),
 }
 
+impl From<crate::http::path::BadPath> for GatewayError {
+    fn from(e: crate::http::path::BadPath) -> Self {
+        GatewayError::BadRequest(e.0)
+    }
+}
+
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {

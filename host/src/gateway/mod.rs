@@ -1,10 +1,9 @@
 //! The L7 pipeline: request id, request checks, the one normal form of the path (see
-//! [`path`]), the site and target a request is for, and the one place where errors
+//! [`crate::http::path`]), the site and target a request is for, and the one place where errors
 //! become HTTP responses.
 
 mod build_errors;
 mod error;
-pub mod path;
 pub mod sites;
 pub mod static_files;
 
@@ -12,7 +11,7 @@ pub use build_errors::BuildErrors;
 pub use error::GatewayError;
 pub use sites::Sites;
 
-use crate::http::Body;
+use crate::http::{Body, path};
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -189,7 +188,7 @@ impl Gateway {
     }
 }
 
-/// `req` with its path in normal form (see [`path`]), so that routing, static files
+/// `req` with its path in normal form (see [`crate::http::path`]), so that routing, static files
 /// and apps all see the one path.
 fn with_normal_path<B>(mut req: Request<B>) -> Result<Request<B>, GatewayError> {
     let Cow::Owned(normal) = path::normalize(req.uri().path())? else {

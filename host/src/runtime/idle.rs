@@ -7,21 +7,12 @@
 //! the slot of the least recently used idle instance rather than answering 503.
 
 use super::invoke::Instance;
+use crate::config::{DEFAULT_IDLE_INSTANCE_TTL, DEFAULT_MAX_IDLE_INSTANCES, DEFAULT_MAX_INSTANCES};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-/// Instances alive at once across all apps, busy or idle, by default.
-pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
-/// The most `[apps] max_instances` may be: the engine's pool sizes some of its parts at
-/// four per instance in a u32, and a million instances is far past any machine's memory.
-pub const MAX_INSTANCES: u32 = 1_000_000;
-/// Idle instances kept across all apps by default: a quarter of the pool, so idle ones
-/// alone can never take the slots busy apps need.
-pub const DEFAULT_MAX_IDLE_INSTANCES: u32 = 250;
-/// How long an idle instance is kept by default.
-pub const DEFAULT_IDLE_INSTANCE_TTL: Duration = Duration::from_secs(30);
 /// Idle instances kept per app, whatever the global budget: one app's burst should not
 /// evict every other app's warm instances.
 const MAX_IDLE_PER_APP: usize = 64;

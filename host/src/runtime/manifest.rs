@@ -62,7 +62,7 @@ impl Manifest {
                 route.starts_with('/') && !route.contains(['?', '#', ' ']),
                 "routes: {route:?} must be a path starting with '/'"
             );
-            if let Some(why) = crate::gateway::path::route_problem(route) {
+            if let Some(why) = crate::http::path::route_problem(route) {
                 anyhow::bail!("routes[{i}]: {why}");
             }
         }

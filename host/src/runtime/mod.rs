@@ -17,10 +17,7 @@ pub use watch::report;
 
 pub use app::App;
 pub use cache::Origin;
-pub use idle::{
-    DEFAULT_IDLE_INSTANCE_TTL, DEFAULT_MAX_IDLE_INSTANCES, DEFAULT_MAX_INSTANCES, MAX_INSTANCES,
-    PoolOptions,
-};
+pub use idle::PoolOptions;
 pub use invoke::InvokeError;
 pub use registry::Registry;
 

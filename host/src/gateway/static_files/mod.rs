@@ -345,7 +345,7 @@ fn resolved_file(path: &str) -> String {
 /// system: `..` segments (also percent-encoded), backslashes, NUL, bytes that are not
 /// UTF-8 (overlong encodings such as `%c0%ae` among them) and encoded slashes, which
 /// ServeDir would turn into separators after routing saw one segment (see
-/// `gateway::path`). It decodes exactly once, as ServeDir does, so a double-encoded
+/// `crate::http::path`). It decodes exactly once, as ServeDir does, so a double-encoded
 /// `%252e` stays the literal name `%2e`. ConfinedBackend is what actually guarantees
 /// confinement; this gives hostile requests a 400 instead of a file-system lookup.
 fn is_safe_path(path: &str) -> bool {

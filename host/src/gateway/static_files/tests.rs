@@ -94,7 +94,7 @@ async fn traversal_vectors_never_reach_outside_the_root() {
         ("/%2e%2e/secret.txt", StatusCode::BAD_REQUEST),
         ("/%2E%2E/secret.txt", StatusCode::BAD_REQUEST),
         ("/..%2fsecret.txt", StatusCode::BAD_REQUEST),
-        // An encoded slash is never a separator (see gateway::path).
+        // An encoded slash is never a separator (see crate::http::path).
         ("/docs%2Findex.html", StatusCode::BAD_REQUEST),
         ("/%252e%252e/secret.txt", StatusCode::NOT_FOUND),
         ("/%252e%252e%252fsecret.txt", StatusCode::NOT_FOUND),

@@ -1,5 +1,6 @@
-//! HTTP pieces several modules share: the response body type, route prefix matching,
-//! and host-name patterns with the one table that looks them up.
+//! HTTP pieces several modules share: the response body type, the one normal form of
+//! a request path ([`path`]), route prefix matching, and host-name patterns with the
+//! one table that looks them up.
 //!
 //! # Host names: one rule
 //! Sites, SNI certificate selection, the configuration's checks and apps' outbound
@@ -13,6 +14,8 @@
 //!   alike cover the same names. (nginx's `server_name *.x` covers any depth; wharf
 //!   does not follow it, since a site would then answer names its certificate cannot.)
 //! - an exact name wins over a wildcard (`api.example.com` over `*.example.com`).
+
+pub mod path;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
