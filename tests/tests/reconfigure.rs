@@ -116,6 +116,35 @@ async fn status_line(addr: SocketAddr, path: &str) -> String {
     reply.lines().next().unwrap_or_default().to_string()
 }
 
+/// The status line of GET `path` on `stream`, which stays open for the next request.
+async fn status_on(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let read = async {
+        let (mut reply, mut buf) = (Vec::new(), [0; 1024]);
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed");
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply).into_owned();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let length = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().unwrap())
+            });
+            if length.is_some_and(|length| body.len() >= length) {
+                return head.lines().next().unwrap().to_string();
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("no whole answer within 10 s")
+}
+
 async fn refuses_connections(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_err()
 }
@@ -167,6 +196,9 @@ async fn sites_limits_admin_and_apps_reload_in_place_with_zero_failed_requests()
     // [admin] allow: 127.0.0.1 is not let in any more.
     let old_admin = admin_addr(&wharf);
     assert_eq!(status_line(old_admin, "/readyz").await, "HTTP/1.1 200 OK");
+    // A connection kept open across the reload is held to the new list too.
+    let mut kept = tokio::net::TcpStream::connect(old_admin).await.unwrap();
+    assert_eq!(status_on(&mut kept, "/readyz").await, "HTTP/1.1 200 OK");
     let narrow = "[admin]\naddress = \"127.0.0.1:0\"\nallow = [\"127.0.0.2/32\"]\n";
     reload(
         &wharf,
@@ -176,6 +208,10 @@ async fn sites_limits_admin_and_apps_reload_in_place_with_zero_failed_requests()
     );
     assert_eq!(
         status_line(old_admin, "/readyz").await,
+        "HTTP/1.1 403 Forbidden"
+    );
+    assert_eq!(
+        status_on(&mut kept, "/readyz").await,
         "HTTP/1.1 403 Forbidden"
     );
 

@@ -83,8 +83,8 @@ impl Admin {
         }
     }
 
-    /// Connections accepted from now on are let in by `allow` and read with
-    /// `header_read`.
+    /// Requests from now on, on open connections too, are let in by `allow`; connections
+    /// accepted from now on are read with `header_read`.
     pub fn update(&self, allow: Vec<IpNet>, header_read: Duration) {
         self.settings.store(Settings::new(allow, header_read));
     }
@@ -92,22 +92,27 @@ impl Admin {
 
 impl Drop for Admin {
     fn drop(&mut self) {
-        // Closes the socket; each connection has its own task and finishes.
+        // Closes the socket. A client keeping a connection to it open would go on being
+        // answered by settings nothing updates any more: its requests are refused.
         self.accept.abort();
+        self.settings
+            .store(Settings::new(Vec::new(), Duration::ZERO));
     }
 }
 
 async fn serve(listener: TcpListener, settings: Arc<ArcSwap<Settings>>, readiness: Arc<Readiness>) {
     loop {
         let (stream, peer) = crate::net::accept(&listener).await;
-        let (settings, readiness) = (settings.load_full(), readiness.clone());
+        let (current, settings, readiness) =
+            (settings.load_full(), settings.clone(), readiness.clone());
         tokio::spawn(async move {
-            let allow = settings.clone();
+            // The allow-list is read per request, so a reload that narrows it applies to
+            // connections already open; the HTTP settings are the connection's own.
             let service = service_fn(move |req| {
-                let response = answer(&req, peer, &allow.allow, &readiness);
+                let response = answer(&req, peer, &settings.load().allow, &readiness);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
-            let _ = settings
+            let _ = current
                 .server
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
