@@ -185,8 +185,12 @@ async fn accept_loop(
     loop {
         let (stream, peer) = accept(&listener.tcp).await;
         let _ = stream.set_nodelay(true);
-        // On an unspecified address (0.0.0.0) only the stream knows which one it reached.
-        let local = stream.local_addr().unwrap_or(listener.local);
+        // On an unspecified address (0.0.0.0) only the stream knows which one it reached;
+        // elsewhere the listener's own address is it, without a getsockname per connection.
+        let local = match listener.local.ip().is_unspecified() {
+            true => stream.local_addr().unwrap_or(listener.local),
+            false => listener.local,
+        };
         let (http, gateway, watcher) = (
             server.http.load_full(),
             server.gateway.clone(),
