@@ -221,11 +221,7 @@ fn check_route(
     problems: &mut Vec<String>,
 ) -> Option<RouteConfig> {
     let path = route.path;
-    if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
-        problems.push(format!(
-            "{key}.path: {path:?} must be a path starting with '/'"
-        ));
-    } else if let Some(why) = crate::http::path::route_problem(&path) {
+    if let Some(why) = crate::http::path::route_problem(&path) {
         problems.push(format!("{key}.path: {why}"));
     }
     if let Some(other) = overlap {
@@ -237,6 +233,15 @@ fn check_route(
         check_dir(problems, &format!("{key}.root"), root);
     }
     if let Some(to) = &route.redirect
+        && to.contains(['?', '#'])
+    {
+        // The rest of the request's path is appended to the target: after a query it
+        // would land in the query, after a fragment the browser would drop it.
+        problems.push(format!(
+            "{key}.redirect: {to:?} has a query or fragment; the rest of the request's \
+             path is appended to the target, so it must end in its path"
+        ));
+    } else if let Some(to) = &route.redirect
         && !is_redirect_target(to)
     {
         problems.push(format!(

@@ -128,9 +128,13 @@ fn decode_unreserved(path: &str) -> Result<String, BadPath> {
     Ok(out)
 }
 
-/// Why a configured route prefix `route` would never match as written: requests are
-/// matched in normal form, so a prefix must be written in it. `None` when it is.
+/// Why a configured route prefix `route` would never match as written: it is not a
+/// path, or it is not in the normal form requests are matched in. `None` when it is
+/// fine. The one check of route prefixes, for wharf.toml and app manifests alike.
 pub fn route_problem(route: &str) -> Option<String> {
+    if !route.starts_with('/') || route.contains(['?', '#', ' ']) {
+        return Some(format!("{route:?} must be a path starting with '/'"));
+    }
     match normalize(route) {
         Ok(normal) if normal == route => None,
         Ok(normal) => Some(format!(

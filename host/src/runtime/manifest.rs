@@ -58,10 +58,6 @@ impl Manifest {
 
     fn validate(&self) -> anyhow::Result<()> {
         for (i, route) in self.routes.iter().flatten().enumerate() {
-            anyhow::ensure!(
-                route.starts_with('/') && !route.contains(['?', '#', ' ']),
-                "routes: {route:?} must be a path starting with '/'"
-            );
             if let Some(why) = crate::http::path::route_problem(route) {
                 anyhow::bail!("routes[{i}]: {why}");
             }
