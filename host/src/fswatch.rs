@@ -101,7 +101,7 @@ where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    let (dir, file) = dir_and_file(path)?;
+    let (dir, file) = watch_target(path)?;
     watch(
         &[(&dir, RecursiveMode::NonRecursive)],
         move |changed| (changed == file).then_some(()),
@@ -109,16 +109,22 @@ where
     )
 }
 
-/// The directory to watch for `path` and the path events for the file will carry: the
-/// file canonical, so a relative path or one through a symlinked directory matches.
-fn dir_and_file(path: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let file = path
+/// The directory to watch for `path` (canonical, as the watcher reports paths under
+/// the watched directory) and the path events for the file will carry. The file itself
+/// is not resolved: it may not exist yet, and a symlink swapped in its place (certbot,
+/// a Kubernetes ConfigMap) must keep being seen under its own name.
+pub(crate) fn watch_target(path: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("watching {}: does not name a file", path.display()))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = parent
         .canonicalize()
-        .with_context(|| format!("watching {}", path.display()))?;
-    let dir = file
-        .parent()
-        .with_context(|| format!("watching {}: the file has no directory", path.display()))?
-        .to_path_buf();
+        .with_context(|| format!("watching {}", parent.display()))?;
+    let file = dir.join(name);
     Ok((dir, file))
 }
 
@@ -203,6 +209,40 @@ mod tests {
         }
         tokio::time::sleep(SETTLE * 3).await;
         assert_eq!(*calls.lock().unwrap(), 1, "one call per settled change");
+    }
+
+    #[tokio::test]
+    async fn a_symlink_swapped_to_another_target_is_seen() {
+        // As a Kubernetes ConfigMap or certbot's live/ directory: the watched name is a
+        // symlink, and an update points a new symlink at a file elsewhere, renamed over.
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("v1"), dir.path().join("v2"));
+        for (version, text) in [(&first, "old"), (&second, "new")] {
+            std::fs::create_dir(version).unwrap();
+            std::fs::write(version.join("wharf.toml"), text).unwrap();
+        }
+        let conf = dir.path().join("conf");
+        std::fs::create_dir(&conf).unwrap();
+        let file = conf.join("wharf.toml");
+        std::os::unix::fs::symlink(first.join("wharf.toml"), &file).unwrap();
+        let calls = Arc::new(Mutex::new(0));
+        let counted = calls.clone();
+        let _watch = watch_file(&file, move || {
+            *counted.lock().unwrap() += 1;
+            std::future::ready(())
+        })
+        .unwrap();
+        let tmp = conf.join(".wharf.toml.new");
+        std::os::unix::fs::symlink(second.join("wharf.toml"), &tmp).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while *calls.lock().unwrap() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the swapped symlink was not seen"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]

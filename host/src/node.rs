@@ -318,7 +318,8 @@ impl Inner {
         let tls_sites = tls_sites(&new);
         let wants_tls = wanted.iter().any(|(_, tls)| *tls);
         let new_certs = match &state.certs {
-            Some(store) if store.sites() != tls_sites => {
+            // Without a TLS listener nothing serves them: not loaded, as at start.
+            Some(store) if wants_tls && store.sites() != tls_sites => {
                 Some(load_certificates(&tls_sites, &origin)?)
             }
             None if wants_tls => Some(load_certificates(&tls_sites, &origin)?),
@@ -327,6 +328,10 @@ impl Inner {
         let certs_loaded = new_certs.is_some();
         let new_store = match (&state.certs, &new_certs) {
             (None, Some(certs)) => Some(CertStore::new(certs.clone())?),
+            _ => None,
+        };
+        let replaced = match (&state.certs, new_certs) {
+            (Some(_), Some(certs)) => Some((certs.watch()?, certs)),
             _ => None,
         };
         let mut added = Vec::new();
@@ -366,20 +371,18 @@ impl Inner {
             }
             false => None,
         };
-        // The two swaps that can still fail. Binding the apps to new databases fails
-        // more often (a data directory apps cannot write), so it goes first: if it
-        // does, nothing has changed.
+        // The last step that can fail (re-binding apps to new databases fails whole or
+        // not at all), so if it does, nothing has changed.
         if let Some(databases) = databases {
             let described = databases.describe();
             self.runtime.set_databases(databases).await?;
             tracing::info!("database reloaded: {described}");
         }
-        if let (Some(store), Some(certs)) = (&state.certs, new_certs) {
-            // The certificates serving now stay if this fails.
-            store.replace(certs)?;
-        }
 
         // From here on, nothing can fail.
+        if let (Some(store), Some((watch, certs))) = (&state.certs, replaced) {
+            store.replace(certs, watch);
+        }
         if new_store.is_some() {
             state.certs = new_store;
         }

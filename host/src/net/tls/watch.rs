@@ -3,13 +3,13 @@
 use super::table::Certificates;
 use super::{Reloaded, TlsSite};
 use crate::fswatch::{self, RecursiveMode};
-use anyhow::{Context, anyhow};
+
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 impl Certificates {
@@ -26,7 +26,7 @@ impl Certificates {
         let mut dirs = BTreeSet::new();
         for (index, site) in self.sites().iter().enumerate() {
             for path in [&site.cert, &site.key] {
-                let (dir, watched) = watch_target(path)?;
+                let (dir, watched) = fswatch::watch_target(path)?;
                 let entry = files.entry(watched).or_default();
                 if !entry.iter().any(|(i, _)| *i == index) {
                     entry.push((index, path.clone()));
@@ -111,13 +111,13 @@ impl CertStore {
         self.current.load().sites().to_vec()
     }
 
-    /// Serves `certs` from the next handshake on. Connections already open keep the
+    /// Serves `certs` from the next handshake on, watched by `watch` (from
+    /// [`Certificates::watch`], made first: that is the part that can fail, and a reload
+    /// does it before it changes anything). Connections already open keep the
     /// certificate they were made with.
-    pub fn replace(&self, certs: Arc<Certificates>) -> anyhow::Result<()> {
-        let watch = certs.watch()?;
+    pub fn replace(&self, certs: Arc<Certificates>, watch: fswatch::Watch) {
         self.current.store(certs);
         *self.watch.lock().unwrap() = watch;
-        Ok(())
     }
 }
 
@@ -125,21 +125,4 @@ impl ResolvesServerCert for CertStore {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current.load().resolve(client_hello)
     }
-}
-
-/// The directory to watch for `path` (canonical, as the watcher reports paths under the
-/// watched directory) and the path events for the file will carry.
-fn watch_target(path: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{} does not name a file", path.display()))?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let dir = parent
-        .canonicalize()
-        .with_context(|| format!("watching {}", parent.display()))?;
-    let watched = dir.join(name);
-    Ok((dir, watched))
 }
