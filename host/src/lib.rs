@@ -3,9 +3,10 @@
 //! The request path runs top to bottom through these modules: [`net`] accepts
 //! connections and speaks HTTP, [`gateway`] checks and routes each request and maps
 //! errors to statuses, [`runtime`] runs the app's component, which reaches [`db`] for
-//! SQL. [`node`] builds, runs and reloads all of them. [`http`] holds what several of
-//! them share (body type, route prefixes, host patterns), [`fswatch`] the one file
-//! watcher, [`health`] whether a checked node is up. [`config`] is wharf.toml.
+//! SQL, or [`proxy`] forwards it to a backend of an upstream pool. [`node`] builds,
+//! runs and reloads all of them. [`http`] holds what several of them share (body
+//! type, route prefixes, host patterns), [`fswatch`] the one file watcher, [`health`]
+//! whether a checked node is up. [`config`] is wharf.toml.
 //! [`project`] is the developer's side: `wharf new` and `wharf build`.
 
 pub mod cert;
@@ -19,4 +20,5 @@ pub mod monitor;
 pub mod net;
 pub mod node;
 pub mod project;
+pub mod proxy;
 pub mod runtime;

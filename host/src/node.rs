@@ -13,6 +13,7 @@ use crate::db::Provider;
 use crate::fswatch;
 use crate::gateway::BuildErrors;
 use crate::gateway::{Gateway, ListenerId, Sites};
+use crate::proxy::Upstreams;
 use crate::monitor::admin::{self, Admin, Readiness};
 use crate::net::tls::{self, CertStore, Certificates, TlsSite};
 use crate::net::{self, Draining, Server, Serving, Timeouts};
@@ -174,7 +175,7 @@ impl Node {
             .iter()
             .find(|(_, l)| l.tls.is_some())
             .map(|(_, l)| l.local.port());
-        let mut gateway = Gateway::new(runtime.clone(), Sites::from_config(&config, https_port)?);
+        let mut gateway = Gateway::new(runtime.clone(), Sites::from_config(&config, https_port, &Upstreams::default())?);
         let dev_watch = match dev {
             Some((projects, errors)) => {
                 gateway = gateway.with_build_errors(errors.clone());
@@ -359,7 +360,7 @@ impl Inner {
                 .find(|((_, is_tls), _)| *is_tls)
                 .map(|(_, l)| l.local.port());
         }
-        let sites = Sites::from_config(&new, https_port)?;
+        let sites = Sites::from_config(&new, https_port, &Upstreams::default())?;
         // The new pools are built and their primary must answer before they replace
         // the old ones; requests in flight finish on the old pools, which then close.
         let databases = match databases_differ(&state.config, &new, &self.options) {

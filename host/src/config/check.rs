@@ -64,6 +64,9 @@ pub(super) fn check(file: File) -> Result<Config, Vec<String>> {
         limits: file.limits,
         database,
         admin,
+        // Filled in by the [[upstream]] and [firewall] checks.
+        upstreams: Vec::new(),
+        firewall: Default::default(),
     })
 }
 

@@ -35,6 +35,162 @@ pub struct Config {
     pub database: Option<DatabaseConfig>,
     /// Health checks on a listener of their own. Without it, there is none.
     pub admin: Option<AdminConfig>,
+    /// `[[upstream]]`: pools of backends that routes send requests on to.
+    pub upstreams: Vec<UpstreamConfig>,
+    pub firewall: FirewallConfig,
+}
+
+/// `[firewall]`
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FirewallConfig {
+    /// Peers (CIDRs or bare addresses) whose `X-Forwarded-*` and `Forwarded` headers
+    /// are believed and passed on; from anyone else they are replaced.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `[[upstream]]`: a pool of backends serving the same thing, and how requests are
+/// spread over them, checked and retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// What routes name it by (`{ path = "/", upstream = "app" }`).
+    pub name: String,
+    /// `[[upstream.server]]`, at least one; addresses are distinct.
+    pub servers: Vec<ServerConfig>,
+    /// Default round robin.
+    pub algorithm: Algorithm,
+    /// Speak HTTP/2 to the backends (h2c on `http://`, ALPN h2 on `https://`).
+    pub http2: bool,
+    /// `ca`: PEM file of the authorities `https://` backends are verified against,
+    /// instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Most connections open to one backend at once (HTTP/1.1: requests in flight);
+    /// past it a request waits for one, within the connect timeout. Default 256.
+    pub max_connections: usize,
+    /// `connect_timeout_ms`, default 1 s: TCP and TLS, then the attempt fails (and is
+    /// retried on another backend).
+    pub connect_timeout: Duration,
+    /// `response_timeout_ms`, default 30 s: from sending the request head until the
+    /// response head arrives; past it 504.
+    pub response_timeout: Duration,
+    /// `idle_timeout_ms`, default 60 s: the longest pause in a body, either way, and
+    /// how long an unused pooled connection is kept.
+    pub idle_timeout: Duration,
+    /// `tunnel_idle_timeout_ms`, default 300 s: the longest pause on an upgraded
+    /// connection (WebSocket) before both sides are closed.
+    pub tunnel_idle_timeout: Duration,
+    /// `[upstream.health_check]`; without it, only passive checks.
+    pub health_check: Option<HealthCheckConfig>,
+    /// `[upstream.outlier]`: passive ejection.
+    pub outlier: OutlierConfig,
+    /// `slow_start_ms`, default 10 s: a backend that comes back ramps from a small
+    /// share to its full weight over this time (0: at once).
+    pub slow_start: Duration,
+    /// `panic_threshold_percent`, default 50: with fewer healthy primaries than this
+    /// share, requests are spread over all primaries rather than overload the rest.
+    pub panic_threshold: f64,
+    /// `[upstream.retry]`
+    pub retry: RetryConfig,
+}
+
+/// `[[upstream.server]]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub address: BackendAddress,
+    /// 1..=1000, default 1.
+    pub weight: u32,
+    /// Used only when no primary (non-backup) server is up.
+    pub backup: bool,
+}
+
+/// A backend as written: `127.0.0.2:8080` (plain HTTP), `http://host:port` or
+/// `https://host:port` (port defaults 80 and 443).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendAddress {
+    pub tls: bool,
+    /// A name or an IP address (IPv6 without brackets); for TLS, the SNI and the name
+    /// the certificate is checked for.
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for BackendAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        match self.host.contains(':') {
+            true => write!(f, "{scheme}://[{}]:{}", self.host, self.port),
+            false => write!(f, "{scheme}://{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// `algorithm`
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Algorithm {
+    /// `round_robin`: smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// `least_connections`: power of two choices on requests in flight.
+    LeastConnections,
+    /// `least_latency`: power of two choices on peak-EWMA response time.
+    LeastLatency,
+    /// `hash`, with `hash_on`: consistent (rendezvous) hashing.
+    Hash(HashOn),
+}
+
+/// `hash_on`: `client_ip` (default), `header:NAME` or `cookie:NAME`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum HashOn {
+    #[default]
+    ClientIp,
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+/// `[upstream.health_check]`: active checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    /// Default "/".
+    pub path: String,
+    /// Check this port of the backend's host instead of its own (e.g. a wharf
+    /// node's admin listener, `/readyz`).
+    pub port: Option<u16>,
+    /// `interval_ms`, default 2 s, each jittered by up to a tenth.
+    pub interval: Duration,
+    /// `timeout_ms`, default 1 s.
+    pub timeout: Duration,
+    /// `expect_status`, default 200..=399 (a number given: exactly it).
+    pub expect_status: std::ops::RangeInclusive<u16>,
+    /// Default 2.
+    pub rise: u32,
+    /// Default 3.
+    pub fall: u32,
+}
+
+/// `[upstream.outlier]`: passive ejection of a backend that keeps failing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierConfig {
+    /// Connect failures or 5xx answers in a row that eject; default 5, 0 turns it off.
+    pub consecutive_failures: u32,
+    /// `base_ejection_ms`, default 10 s: the first ejection; each repeat adds as much
+    /// again, up to `max_ejection_ms` (default 300 s).
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    /// `max_ejected_percent`, default 50: never more of the pool ejected at once.
+    pub max_ejected_percent: u32,
+}
+
+/// `[upstream.retry]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Further tries of an idempotent request that got no answer (or a 502, 503 or
+    /// 504) from a backend, each on another backend; default 1. Connect failures are
+    /// tried on every other backend, within the budget.
+    pub attempts: u32,
+    /// `budget_percent`, default 20: retries in flight at most this share of the
+    /// pool's requests in flight...
+    pub budget_percent: u32,
+    /// `budget_min`, default 3: ...or this many, whichever is more.
+    pub budget_min: u32,
 }
 
 /// `[admin]`: the operator's listener, apart from the sites: `/healthz` and `/readyz`.
@@ -115,6 +271,8 @@ pub enum RouteTarget {
         to: String,
         status: http::StatusCode,
     },
+    /// An `[[upstream]]` pool, by name.
+    Upstream(String),
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

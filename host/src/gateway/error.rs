@@ -2,6 +2,7 @@
 //! reasons to HTTP statuses.
 
 use crate::http::Body;
+use crate::proxy::UpstreamError;
 use crate::runtime::InvokeError;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
@@ -29,6 +30,8 @@ pub enum GatewayError {
     BuildFailed { app: String, output: String },
     #[error(transparent)]
     App(#[from] InvokeError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
 }
 
 impl From<crate::http::path::BadPath> for GatewayError {
@@ -56,6 +59,13 @@ impl GatewayError {
                 InvokeError::Trap(_) | InvokeError::NoResponse | InvokeError::ErrorCode(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
+            },
+            GatewayError::Upstream(e) => match e {
+                UpstreamError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::Connect | UpstreamError::NoResponse | UpstreamError::BadResponse => {
+                    StatusCode::BAD_GATEWAY
+                }
+                UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             },
         }
     }

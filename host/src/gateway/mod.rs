@@ -178,6 +178,7 @@ impl Gateway {
                 .await
                 .unwrap_or_else(GatewayError::into_response),
             Target::Redirect { to, status } => redirect(status, &to),
+            Target::Upstream(pool) => pool.forward(req, conn, id).await?,
         };
         if let Some(hsts) = hsts {
             response

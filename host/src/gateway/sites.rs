@@ -5,6 +5,7 @@ use super::GatewayError;
 use super::static_files::StaticFiles;
 use crate::config::{Config, RouteTarget, SiteConfig, UnknownHost};
 use crate::http::{HostTable, route_matches};
+use crate::proxy::{Pool, Upstreams};
 use crate::runtime::{App, Registry};
 use http::{HeaderValue, StatusCode};
 use std::borrow::Cow;
@@ -45,6 +46,7 @@ pub enum Target {
         to: String,
         status: StatusCode,
     },
+    Upstream(Arc<Pool>),
 }
 
 /// What the site makes of a request before routing: serve it, or redirect it.
@@ -57,6 +59,7 @@ enum Configured {
     App(String),
     Static(Arc<StaticFiles>),
     Redirect { to: String, status: StatusCode },
+    Upstream(Arc<Pool>),
 }
 
 impl Sites {
@@ -80,9 +83,14 @@ impl Sites {
     }
 
     /// The sites of a checked configuration; `https_port` is the port of the TLS
-    /// listener as bound, for HTTPS redirects. Fails only on what the file check cannot
-    /// see in advance (a static root vanishing in between).
-    pub fn from_config(config: &Config, https_port: Option<u16>) -> anyhow::Result<Self> {
+    /// listener as bound, for HTTPS redirects; `upstreams` the pools built from the same
+    /// configuration. Fails only on what the file check cannot see in advance (a static
+    /// root vanishing in between).
+    pub fn from_config(
+        config: &Config,
+        https_port: Option<u16>,
+        upstreams: &Upstreams,
+    ) -> anyhow::Result<Self> {
         if config.sites.is_empty() {
             return Ok(Self::catch_all());
         }
@@ -100,7 +108,7 @@ impl Sites {
             if site.default {
                 sites.default = Some(i);
             }
-            sites.sites.push(Site::new(site)?);
+            sites.sites.push(Site::new(site, upstreams)?);
         }
         Ok(sites)
     }
@@ -158,7 +166,7 @@ impl Sites {
 }
 
 impl Site {
-    fn new(config: &SiteConfig) -> anyhow::Result<Self> {
+    fn new(config: &SiteConfig, upstreams: &Upstreams) -> anyhow::Result<Self> {
         let mut routes: Vec<(Arc<str>, Configured)> = Vec::new();
         for route in &config.routes {
             let target = match &route.target {
@@ -171,6 +179,12 @@ impl Site {
                     to: to.clone(),
                     status: *status,
                 },
+                RouteTarget::Upstream(name) => Configured::Upstream(
+                    upstreams
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| anyhow::anyhow!("no upstream is named {name}"))?,
+                ),
             };
             routes.push((route.path.as_str().into(), target));
         }
@@ -243,6 +257,7 @@ impl Site {
                         status: *status,
                     }
                 }
+                Configured::Upstream(pool) => Target::Upstream(pool.clone()),
             });
         }
         match &self.root {

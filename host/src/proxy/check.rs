@@ -1,0 +1,1 @@
+//! Active health checks. (Skeleton: the core helper fills it in.)
