@@ -1,16 +1,18 @@
 //! Test harness: builds the wharf binary and the guest components from source, starts
 //! wharf nodes on port 0 of their own loopback addresses and reads the real addresses
 //! from their output, waits for conditions under a deadline, and offers small HTTP/1.1,
-//! HTTP/2 and HTTPS clients.
+//! HTTP/2 and HTTPS clients, and a test backend to put behind a balancer.
 
+mod backend;
 pub mod baseline;
 mod client;
 pub mod mariadb;
 mod node;
 mod poll;
 
+pub use backend::{Backend, Mode};
 pub use client::{HttpClient, Reply, TlsReply, https_get, raw_exchange, wait_for_status};
-pub use node::{Builder, Wharf, next_loopback_ip};
+pub use node::{Builder, Memory, Wharf, next_loopback_ip};
 pub use poll::{poll_until, poll_until_async};
 
 use std::path::{Path, PathBuf};

@@ -174,6 +174,15 @@ impl Launch {
     }
 }
 
+/// A process's resident set size, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// `VmRSS`: now.
+    pub resident: u64,
+    /// `VmHWM`: the most it has been since the process started.
+    pub peak: u64,
+}
+
 /// A running wharf process, killed on drop.
 pub struct Wharf {
     child: Child,
@@ -349,6 +358,24 @@ impl Wharf {
         self.child.id()
     }
 
+    /// The process's resident memory now and at its peak, from `/proc/PID/status`.
+    pub fn memory(&self) -> Memory {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|rest| rest.trim().strip_suffix("kB"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {key} in {path}:\n{status}"))
+        };
+        Memory {
+            resident: kib("VmRSS:") * 1024,
+            peak: kib("VmHWM:") * 1024,
+        }
+    }
+
     /// Sends signal `name` (`TERM`, `HUP`...) to the process.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
@@ -420,9 +447,12 @@ fn run(
     launch: &Launch,
     log: &Arc<Mutex<Vec<String>>>,
 ) -> anyhow::Result<(Child, Option<ChildStderr>, String)> {
-    let mut child = launch
-        .command()
-        .env("RUST_LOG", "info")
+    let mut command = launch.command();
+    // A test may ask for more (`RUST_LOG=info,access=debug`: a line per request).
+    if !launch.envs.iter().any(|(key, _)| key == "RUST_LOG") {
+        command.env("RUST_LOG", "info");
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
