@@ -46,6 +46,14 @@ impl RequestId {
     }
 }
 
+#[cfg(test)]
+impl RequestId {
+    /// An id for tests of what runs under a request, outside the gateway.
+    pub(crate) fn for_test(n: u64) -> Self {
+        Self(n)
+    }
+}
+
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:016x}", self.0)
