@@ -38,7 +38,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// A request's id: sixteen hex digits, in the `x-request-id` response header and in
 /// the log lines of the request (the guest's output among them).
 #[derive(Debug, Clone, Copy)]
-pub struct RequestId(u64);
+pub struct RequestId(pub(crate) u64);
 
 impl RequestId {
     fn header_value(self) -> HeaderValue {
