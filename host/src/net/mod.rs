@@ -236,7 +236,8 @@ async fn serve_connection<S>(
         let (gateway, conn) = (gateway.clone(), conn.clone());
         async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, &conn).await) }
     });
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    // With upgrades: a WebSocket forwarded to an upstream needs the client's side too.
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(%peer, "connection ended: {e}");
     }
