@@ -31,6 +31,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// `[[upstream]] name = "app"`, with an admin listener of its own.
 struct Balancer {
     node: Wharf,
+    /// The admin listener as wharf.toml names it (port 0), for reloads to name it so.
+    admin_config: SocketAddr,
     admin: SocketAddr,
     client: HttpClient,
     _apps: tempfile::TempDir,
@@ -41,15 +43,16 @@ impl Balancer {
     /// `extra`: other top-level sections (`[firewall]`).
     fn start(upstream: &str, extra: &str) -> Self {
         let apps = apps_dir(&[]);
-        let admin = SocketAddr::new(next_loopback_ip(), 0);
+        let admin_config = SocketAddr::new(next_loopback_ip(), 0);
         let node = Wharf::builder(apps.path())
-            .config(&config(admin, upstream, extra))
+            .config(&config(admin_config, upstream, extra))
             .start();
         let admin = node
             .admin
             .unwrap_or_else(|| panic!("no admin listener in:\n{}", node.banner));
         Self {
             node,
+            admin_config,
             admin,
             client: HttpClient::http1(),
             _apps: apps,
@@ -65,7 +68,7 @@ impl Balancer {
     fn reload(&self, upstream: &str, extra: &str) {
         let mark = self.node.log_len();
         let path = self.node.config.as_ref().unwrap();
-        std::fs::write(path, config(self.admin, upstream, extra)).unwrap();
+        std::fs::write(path, config(self.admin_config, upstream, extra)).unwrap();
         self.node.signal("HUP");
         self.node
             .wait_for_log_since(mark, &["configuration reloaded"], 10 * SECOND)
@@ -806,7 +809,9 @@ async fn a_1_gib_upload_streams_through_with_the_balancer_growing_less_than_64_m
 async fn a_pool_edited_under_load_loses_no_request() {
     let backends = backends(3);
     let [a, b, c] = [&backends[0], &backends[1], &backends[2]];
-    let lb = Balancer::start(&pool(&[a, b]), "");
+    // No slow start: the added backend's exact share is checked at the end.
+    let upstream = |servers: String| format!("slow_start_ms = 0\n{servers}");
+    let lb = Balancer::start(&upstream(pool(&[a, b])), "");
     let load = Load::start(lb.url("/edit"), 2);
     poll_until(10 * SECOND, "a and b answer", || {
         let last = load.last(100);
@@ -817,7 +822,7 @@ async fn a_pool_edited_under_load_loses_no_request() {
     })
     .unwrap();
 
-    block_in_place(|| lb.reload(&pool(&[a, b, c]), ""));
+    block_in_place(|| lb.reload(&upstream(pool(&[a, b, c])), ""));
     poll_until(
         10 * SECOND,
         "the added backend answers",
@@ -829,7 +834,7 @@ async fn a_pool_edited_under_load_loses_no_request() {
     .unwrap();
 
     let weighted = [(a.addr(), 3), (b.addr(), 1), (c.addr(), 1)];
-    block_in_place(|| lb.reload(&servers(&weighted), ""));
+    block_in_place(|| lb.reload(&upstream(servers(&weighted)), ""));
     let reweighted = Instant::now();
     poll_until(10 * SECOND, "a answers about 3 in 5", || {
         let since = load.since(reweighted);
@@ -841,7 +846,8 @@ async fn a_pool_edited_under_load_loses_no_request() {
     })
     .unwrap();
 
-    block_in_place(|| lb.reload(&servers(&[(a.addr(), 3), (c.addr(), 1)]), ""));
+    let remaining = [(a.addr(), 3), (c.addr(), 1)];
+    block_in_place(|| lb.reload(&upstream(servers(&remaining)), ""));
     let removed = Instant::now();
     poll_until(
         10 * SECOND,
