@@ -53,8 +53,9 @@ pub enum AdminAction {
 impl Upstreams {
     /// The pools `configs` describe. A backend of `previous` whose address (and
     /// connection settings) a new pool names again is the same [`Backend`], with its
-    /// health, latency, ejections and requests in flight. Active checks start here.
-    /// `trusted` are the peers whose forwarding headers are passed on.
+    /// health, latency, ejections and requests in flight. Active checks start here,
+    /// on the current tokio runtime; a backend added to a pool that was serving starts
+    /// in slow start. `trusted` are the peers whose forwarding headers are passed on.
     pub fn build(
         configs: &[UpstreamConfig],
         trusted: &[IpNet],
