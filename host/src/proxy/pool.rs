@@ -270,6 +270,9 @@ impl Pool {
         let mut request = Request::from_parts(head, body.take().expect("a first body"));
         let mut attempts_left = self.config.retry.attempts;
         let mut permit: Option<Permit<'_>> = None;
+        // The last answer a backend gave (a 502, 503 or 504 that is being retried): the
+        // client gets it, rather than a bare error, if no later attempt gets one.
+        let mut answered: Option<(Response<Body>, InFlight)> = None;
         loop {
             tried.push(next);
             let backend = &self.members[next].backend;
@@ -322,11 +325,17 @@ impl Pool {
                 false => None,
             };
             let Some((index, granted)) = again else {
-                return match last {
-                    Ok(response) => Ok(self.answer(response, guard, client_upgrade)),
-                    Err(why) => Err(why.into()),
+                return match (last, answered) {
+                    (Ok(response), _) => Ok(self.answer(response, guard, client_upgrade)),
+                    (Err(_), Some((response, guard))) => {
+                        Ok(self.answer(response, guard, client_upgrade))
+                    }
+                    (Err(why), None) => Err(why.into()),
                 };
             };
+            if let Ok(response) = last {
+                answered = Some((response, guard));
+            }
             request = match (returned, &template) {
                 (Some(request), _) => request,
                 (None, Some(head)) => {
@@ -1021,6 +1030,21 @@ mod tests {
         }
         assert!(hits().0 > before.0, "GETs reached it too, and were retried");
         assert_eq!(hits().1, before.1 + 4);
+        assert_eq!(in_flight(pool), 0);
+    }
+
+    #[tokio::test]
+    async fn a_503_is_what_the_client_gets_when_the_retry_finds_no_connection() {
+        let (answers, hits) = backend(StatusCode::SERVICE_UNAVAILABLE).await;
+        let config = upstream("app", &[answers, refused().await]);
+        let upstreams = Upstreams::build(&[config], &[], None).unwrap();
+        let pool = pool_of(&upstreams);
+        // Whichever is tried first, the other is tried too, and only one answered.
+        for _ in 0..2 {
+            let (status, _) = send(pool, "GET").await.unwrap();
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
         assert_eq!(in_flight(pool), 0);
     }
 
