@@ -211,6 +211,45 @@ async fn sequential_requests_reuse_one_kept_alive_connection() {
 }
 
 #[tokio::test]
+async fn an_idle_connection_older_than_the_idle_timeout_is_not_reused() {
+    let backend = TestBackend::plain(ok("hello")).await;
+    let idle = Duration::from_millis(100);
+    let client = Client::new(
+        &backend.address(),
+        ClientSettings {
+            idle_timeout: idle,
+            ..settings()
+        },
+    );
+    text(client.send(get("/")).await.unwrap()).await;
+    // What is tested is time passing: a sleep, not a readiness check.
+    tokio::time::sleep(idle * 2).await;
+    text(client.send(get("/")).await.unwrap()).await;
+    assert_eq!(backend.accepted(), 2);
+    eventually("the expired connection closed", || {
+        client.open_connections() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn answers_without_a_body_leave_the_connection_reusable() {
+    let backend = TestBackend::plain(handler(|_| async {
+        let mut response = Response::new(full(""));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        response
+    }))
+    .await;
+    let client = Client::new(&backend.address(), settings());
+    for _ in 0..3 {
+        // Dropped unread, as a server drops a body it knows is empty.
+        let response = client.send(get("/")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    assert_eq!(backend.accepted(), 1);
+}
+
+#[tokio::test]
 async fn a_connection_the_backend_closed_while_idle_is_not_used_again() {
     let backend = TestBackend::plain(ok("hello")).await;
     let client = Client::new(&backend.address(), settings());
@@ -286,12 +325,14 @@ async fn a_refused_connection_gives_the_request_back_untouched() {
     };
     let client = Client::new(&address, settings());
     let request = Request::post("/upload?x=1")
+        .version(Version::HTTP_2)
         .header("x-test", "kept")
         .body(full("payload"))
         .unwrap();
     let (request, error) = expect_connect(client.send(request).await);
     assert!(error.contains(&addr.to_string()), "{error}");
     assert_eq!(request.uri(), "/upload?x=1");
+    assert_eq!(request.version(), Version::HTTP_2);
     assert_eq!(request.headers()["x-test"], "kept");
     let body = request.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "payload");
