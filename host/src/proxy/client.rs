@@ -410,6 +410,13 @@ impl Inner {
     /// dropped (closed) on the way.
     async fn checkout(&self, deadline: Instant) -> Option<H1> {
         let limit = self.settings.idle_timeout;
+        if self.idle.lock().expect("idle list lock").is_empty() {
+            return None;
+        }
+        // An idle connection's task sees the backend's close only when it runs: letting
+        // the wakeups already due run first shows such a connection as closed, where
+        // otherwise the request would be written to it and lost.
+        tokio::task::yield_now().await;
         loop {
             let parked = {
                 let mut idle = self.idle.lock().expect("idle list lock");

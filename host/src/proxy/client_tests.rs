@@ -265,6 +265,60 @@ async fn a_connection_the_backend_closed_while_idle_is_not_used_again() {
     assert_eq!(backend.accepted(), 2);
 }
 
+/// Reads one request head from `tcp` and answers `ok`; false at the end of the stream.
+fn answer_one(tcp: &mut std::net::TcpStream) -> bool {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tcp.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_backend_close_the_client_has_not_processed_yet_does_not_lose_the_next_request() {
+    // A backend on a thread of its own, so it closes its first connection while the
+    // client's runtime is not running: the close is there to be seen, but the
+    // connection's task has not looked yet when the next request arrives.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (close, close_rx) = std::sync::mpsc::channel::<()>();
+    let (closed_tx, closed) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut first, _) = listener.accept().unwrap();
+        assert!(answer_one(&mut first));
+        close_rx.recv().unwrap();
+        drop(first);
+        closed_tx.send(()).unwrap();
+        let (mut second, _) = listener.accept().unwrap();
+        while answer_one(&mut second) {}
+    });
+    let address = BackendAddress {
+        tls: false,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    };
+    let client = Client::new(&address, settings());
+    assert_eq!(text(client.send(get("/")).await.unwrap()).await, "ok");
+
+    close.send(()).unwrap();
+    closed.recv().unwrap();
+    let response = client.send(get("/")).await.unwrap();
+    assert_eq!(text(response).await, "ok");
+    drop(client);
+    // Joined off the runtime, which must run on to close the client's connection.
+    let joined = tokio::task::spawn_blocking(move || server.join().unwrap());
+    tokio::time::timeout(Duration::from_secs(5), joined)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn past_max_connections_a_request_waits_and_fails_with_connect_after_the_timeout() {
     let (open_gate, gate) = watch::channel(false);
