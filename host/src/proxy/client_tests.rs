@@ -412,6 +412,34 @@ async fn no_response_head_within_the_response_timeout_is_a_timeout() {
 }
 
 #[tokio::test]
+async fn an_answer_that_is_not_http_is_a_bad_response() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = [0; 1024];
+        let _ = tcp.read(&mut buf).await;
+        let _ = tcp.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+    });
+    let address = BackendAddress {
+        tls: false,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    };
+    let sent = Client::new(&address, settings()).send(get("/")).await;
+    assert!(
+        matches!(
+            sent,
+            Err(SendError::Failed {
+                bad_response: true,
+                ..
+            })
+        ),
+        "{sent:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_response_body_that_pauses_past_the_idle_timeout_ends_with_an_error() {
     let senders = Arc::new(Mutex::new(Vec::new()));
     let kept = senders.clone();
