@@ -413,7 +413,6 @@ fn check_database(db: file::Database, problems: &mut Vec<String>) -> Option<Data
     })
 }
 
-/// Every `[[upstream]]`; a pool with a problem is left out (the caller fails anyway).
 fn check_upstreams(
     upstreams: Vec<file::Upstream>,
     problems: &mut Vec<String>,
@@ -428,11 +427,7 @@ fn check_upstreams(
                 upstream.name
             ));
         }
-        let before = problems.len();
-        let config = check_upstream(&key, upstream, problems);
-        if problems.len() == before {
-            checked.push(config);
-        }
+        checked.push(check_upstream(&key, upstream, problems));
     }
     checked
 }
