@@ -30,7 +30,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -131,6 +131,10 @@ pub struct Pool {
     config: UpstreamConfig,
     trusted: Arc<[IpNet]>,
     budget: Budget,
+    /// Requests of this pool being forwarded now, each counted once however many tries
+    /// it takes: the base of the retry budget. (The backends' in-flight counts would
+    /// count a request twice while its retry runs and its first answer is kept.)
+    forwarding: AtomicU32,
     /// Panic mode at the last pick, to log when it starts and ends.
     panic: AtomicBool,
     /// Held while deciding an ejection, so that two at once cannot both pass the cap.
@@ -228,6 +232,7 @@ impl Pool {
             config: config.clone(),
             trusted,
             budget: Budget::new(config.retry.budget_percent, config.retry.budget_min),
+            forwarding: AtomicU32::new(0),
             panic: AtomicBool::new(false),
             ejecting: Mutex::new(()),
             checks: Mutex::new(checks),
@@ -250,6 +255,7 @@ impl Pool {
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
+        let _forwarding = Forwarding::start(&self.forwarding);
         let key = self.hash_key(&req, conn);
         let mut tried = Vec::new();
         // All down: answered at once, before the body is read.
@@ -385,7 +391,7 @@ impl Pool {
     /// Another backend for a retry, and the budget's permit for it.
     fn another(&self, tried: &[usize], key: Option<u64>) -> Option<(usize, Permit<'_>)> {
         let index = self.pick(tried, key)?;
-        let requests = self.members.iter().map(|m| m.backend.in_flight()).sum();
+        let requests = self.forwarding.load(Ordering::Relaxed);
         let Some(permit) = self.budget.try_acquire(requests) else {
             tracing::debug!(pool = %self.name, "retry budget spent; no retry");
             return None;
@@ -531,6 +537,23 @@ impl Pool {
             panic,
             servers,
         }
+    }
+}
+
+/// One request counted in [`Pool::forwarding`] until [`Pool::forward`] returns or is
+/// cancelled.
+struct Forwarding<'a>(&'a AtomicU32);
+
+impl<'a> Forwarding<'a> {
+    fn start(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Forwarding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
