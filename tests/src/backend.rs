@@ -46,7 +46,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 /// How long [`Backend::stop`] waits for its listener and connections to be gone.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What a backend does with the next requests (WebSocket upgrades are always echoed).
+/// What a backend does with the next requests (WebSocket upgrades included: unless it
+/// dies, they are echoed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Reads the body, waits the delay, answers 200.

@@ -161,10 +161,10 @@ fn pool(backends: &[&Backend]) -> String {
 }
 
 /// Test backends named `a`, `b`, ... each on a loopback address of its own.
-fn backends(n: usize) -> Vec<Backend> {
-    (0..n)
-        .map(|i| Backend::start(&((b'a' + i as u8) as char).to_string(), next_loopback_ip()))
-        .collect()
+fn backends<const N: usize>() -> [Backend; N] {
+    std::array::from_fn(|i| {
+        Backend::start(&((b'a' + i as u8) as char).to_string(), next_loopback_ip())
+    })
 }
 
 /// Which test backend answered.
@@ -301,9 +301,8 @@ async fn get_from(source: IpAddr, to: SocketAddr, path: &str, headers: &[(&str, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_gives_three_backends_exactly_equal_shares() {
-    let backends = backends(3);
-    let refs: Vec<&Backend> = backends.iter().collect();
-    let lb = Balancer::start(&pool(&refs), "");
+    let [a, b, c] = backends();
+    let lb = Balancer::start(&pool(&[&a, &b, &c]), "");
     let shares = lb.shares(300).await;
     let expected = BTreeMap::from([("a".into(), 100), ("b".into(), 100), ("c".into(), 100)]);
     assert_eq!(shares, expected);
@@ -311,7 +310,7 @@ async fn round_robin_gives_three_backends_exactly_equal_shares() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_honours_weights_smoothly() {
-    let [a, b] = <[Backend; 2]>::try_from(backends(2)).ok().unwrap();
+    let [a, b] = backends();
     let upstream = format!(
         "algorithm = \"round_robin\"\n{}",
         servers(&[(a.addr(), 2), (b.addr(), 1)])
@@ -331,23 +330,31 @@ async fn round_robin_honours_weights_smoothly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_connections_sends_new_requests_to_the_idle_backend() {
-    let [a, b] = <[Backend; 2]>::try_from(backends(2)).ok().unwrap();
+    let [a, b] = backends();
     let upstream = format!("algorithm = \"least_connections\"\n{}", pool(&[&a, &b]));
     let lb = Balancer::start(&upstream, "");
     a.set_delay(20 * SECOND);
 
-    // Bursts of requests at once, until some are held on a (those on b return at once).
-    let mut held = Vec::new();
-    poll_until_async(10 * SECOND, "requests are held on a", async || {
-        if a.in_flight() > 0 {
-            return Ok(());
-        }
-        for _ in 0..6 {
-            let (client, url) = (HttpClient::http1(), lb.url("/held"));
-            held.push(tokio::spawn(async move { client.get(&url).await }));
-        }
-        Err(a.in_flight())
-    })
+    // Bursts of requests at once, until some are held on a and those b got are done
+    // (else b would be as busy as a for a moment).
+    let mut held: Vec<JoinHandle<_>> = Vec::new();
+    poll_until_async(
+        10 * SECOND,
+        "requests are held on a, none on b",
+        async || {
+            let pending = held.iter().filter(|h| !h.is_finished()).count();
+            if a.in_flight() > 0 && pending == a.in_flight() && b.in_flight() == 0 {
+                return Ok(());
+            }
+            if a.in_flight() == 0 {
+                for _ in 0..6 {
+                    let (client, url) = (HttpClient::http1(), lb.url("/held"));
+                    held.push(tokio::spawn(async move { client.get(&url).await }));
+                }
+            }
+            Err((a.in_flight(), pending))
+        },
+    )
     .await
     .unwrap();
 
@@ -369,7 +376,7 @@ async fn least_connections_sends_new_requests_to_the_idle_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_latency_moves_traffic_off_a_backend_that_turns_slow_within_a_second_and_back() {
-    let [a, b] = <[Backend; 2]>::try_from(backends(2)).ok().unwrap();
+    let [a, b] = backends();
     let upstream = format!("algorithm = \"least_latency\"\n{}", pool(&[&a, &b]));
     let lb = Balancer::start(&upstream, "");
     let load = Load::start(lb.url("/latency"), 4);
@@ -413,8 +420,7 @@ async fn least_latency_moves_traffic_off_a_backend_that_turns_slow_within_a_seco
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hashing_keeps_each_key_on_one_backend_and_removing_one_moves_only_its_keys() {
-    let backends = backends(3);
-    let [a, b, c] = [&backends[0], &backends[1], &backends[2]];
+    let [a, b, c] = &backends();
     let hashing = "algorithm = \"hash\"\nhash_on = \"header:x-user\"\n";
     let lb = Balancer::start(&format!("{hashing}{}", pool(&[a, b, c])), "");
     let placement = async || {
@@ -558,7 +564,7 @@ async fn a_killed_node_costs_no_get_is_ejected_within_the_checks_and_comes_back_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_to_a_backend_that_dies_mid_request_gets_502_and_is_never_sent_twice() {
-    let [a, b] = <[Backend; 2]>::try_from(backends(2)).ok().unwrap();
+    let [a, b] = backends();
     a.set_mode(Mode::DieMidRequest);
     b.set_mode(Mode::DieMidRequest);
     let lb = Balancer::start(&pool(&[&a, &b]), "");
@@ -581,7 +587,7 @@ async fn a_post_to_a_backend_that_dies_mid_request_gets_502_and_is_never_sent_tw
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_slower_than_the_response_timeout_gets_504_saying_so() {
-    let [a] = <[Backend; 1]>::try_from(backends(1)).ok().unwrap();
+    let [a] = backends();
     a.set_delay(5 * SECOND);
     let lb = Balancer::start(&format!("response_timeout_ms = 300\n{}", pool(&[&a])), "");
     let start = Instant::now();
@@ -601,7 +607,7 @@ async fn a_backend_slower_than_the_response_timeout_gets_504_saying_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_backend_down_the_answer_is_503_with_retry_after_at_once() {
-    let [a, b] = <[Backend; 2]>::try_from(backends(2)).ok().unwrap();
+    let [a, b] = backends();
     let upstream = format!(
         "{}[upstream.health_check]\ninterval_ms = 100\ntimeout_ms = 100\nfall = 1\n",
         pool(&[&a, &b])
@@ -636,9 +642,12 @@ async fn with_every_backend_down_the_answer_is_503_with_retry_after_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retry_budget_holds_when_every_backend_fails() {
     const REQUESTS: u64 = 40;
-    let backends = backends(3);
+    let backends: [Backend; 3] = backends();
     for backend in &backends {
-        backend.set_delay(300 * MS);
+        // Longer than the requests take to arrive: every first try is in flight at
+        // once, so the budget is a share of all of them, and no retry's place comes
+        // free before the last first try has failed.
+        backend.set_delay(SECOND);
         backend.set_mode(Mode::Fail {
             status: 503,
             retry_after: None,
@@ -673,7 +682,7 @@ async fn the_retry_budget_holds_when_every_backend_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_name_the_real_client_and_only_a_trusted_proxy_may_add_to_them() {
-    let [a] = <[Backend; 1]>::try_from(backends(1)).ok().unwrap();
+    let [a] = backends();
     let (client_ip, proxy_ip) = (next_loopback_ip(), next_loopback_ip());
     let firewall = format!("[firewall]\ntrusted_proxies = [\"{proxy_ip}\"]\n");
     let lb = Balancer::start(&pool(&[&a]), &firewall);
@@ -726,7 +735,7 @@ async fn forwarded_headers_name_the_real_client_and_only_a_trusted_proxy_may_add
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_echoes_through_the_balancer() {
-    let [a] = <[Backend; 1]>::try_from(backends(1)).ok().unwrap();
+    let [a] = backends();
     let lb = Balancer::start(&pool(&[&a]), "");
     let tcp = tokio::net::TcpStream::connect(lb.node.addr).await.unwrap();
     let (mut ws, response) = tokio_tungstenite::client_async("ws://lb.test/chat", tcp)
@@ -755,7 +764,7 @@ async fn a_websocket_echoes_through_the_balancer() {
 async fn a_1_gib_upload_streams_through_with_the_balancer_growing_less_than_64_mib() {
     const CHUNK: usize = 64 * 1024;
     const SIZE: u64 = 1 << 30;
-    let [a] = <[Backend; 1]>::try_from(backends(1)).ok().unwrap();
+    let [a] = backends();
     let lb = Balancer::start(&pool(&[&a]), "");
     // Warm: the connection pool and buffers a first upload makes are not growth.
     let reply = lb
@@ -807,8 +816,7 @@ async fn a_1_gib_upload_streams_through_with_the_balancer_growing_less_than_64_m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_edited_under_load_loses_no_request() {
-    let backends = backends(3);
-    let [a, b, c] = [&backends[0], &backends[1], &backends[2]];
+    let [a, b, c] = &backends();
     // No slow start: the added backend's exact share is checked at the end.
     let upstream = |servers: String| format!("slow_start_ms = 0\n{servers}");
     let lb = Balancer::start(&upstream(pool(&[a, b])), "");
@@ -871,7 +879,7 @@ async fn a_pool_edited_under_load_loses_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_over_the_admin_api_lets_requests_in_flight_finish_and_enable_brings_it_back() {
-    let [a, b] = <[Backend; 2]>::try_from(backends(2)).ok().unwrap();
+    let [a, b] = backends();
     let lb = Balancer::start(&format!("slow_start_ms = 0\n{}", pool(&[&a, &b])), "");
     a.set_delay(2 * SECOND);
     // Round robin: of two requests at once, one is a's.
