@@ -3,23 +3,27 @@
 #
 # The proxy alone on CPU 0 with one thread (`wharf serve --workers 1`, HAProxy
 # `nbthread 1`); the backends (tests/src/bin/bench_backend.rs: hyper answering hello
-# world, one worker each) and wrk on CPU 1. Both proxies balance over the same two
-# backends, keep connections to them alive, and add X-Forwarded-For/-Proto/-Host and a
-# request id (wharf does so always; HAProxy is told to, for the same work).
+# world, one worker each) and the load generators on CPU 1: wrk for requests/s,
+# tests/src/bin/bench_client.rs for latencies (each request's own). Both proxies
+# balance over the same two backends, keep connections to them alive, and add
+# X-Forwarded-For/-Proto/-Host and a request id (wharf does so always; HAProxy is told
+# to, for the same work).
 #
 # 1. Round robin over two fast backends: requests/s at 64 connections and the proxy's
 #    CPU time per request; at one connection, p50 and p99 against calling a backend
 #    directly (the latency the proxy adds).
-# 2. One of the two backends answers 50 ms late: p50/p99 at 16 connections of wharf's
-#    least_latency (and least_connections) against HAProxy's leastconn and roundrobin,
-#    and the share of requests the slow backend got.
+# 2. One of the two backends answers 50 ms late: p50/p99/p99.9 at 16 connections of
+#    wharf's least_latency (and least_connections) against HAProxy's leastconn and
+#    roundrobin, and the share of requests the slow backend got.
 #
-# Usage: tests/bench/balancer.sh [DURATION_SECONDS]   (default 10; each measurement
-# also has a 2 s warm-up). Builds in release into $CARGO_TARGET_DIR (default target/).
+# Usage: tests/bench/balancer.sh [DURATION_SECONDS] [ROUNDS]   (default 10 and 2; each
+# measurement also has a 2 s warm-up; the first scenario runs ROUNDS times, alternating
+# the proxies). Builds in release into $CARGO_TARGET_DIR (default target/).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
 duration="${1:-10}"
+rounds="${2:-2}"
 slow_ms=50
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
@@ -36,7 +40,8 @@ if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
     )
 fi
 haproxy="$(command -v haproxy || echo /usr/sbin/haproxy)"
-cargo build --quiet --release -p wharf -p wharf-tests --bin wharf --bin bench-backend
+cargo build --quiet --release -p wharf -p wharf-tests --bin wharf --bin bench-backend \
+    --bin bench-client
 bin="${CARGO_TARGET_DIR:-$repo/target}/release"
 
 work="$(mktemp -d)"
@@ -49,6 +54,7 @@ cleanup() {
 trap cleanup EXIT
 
 source "$repo/tests/bench/common.sh"
+conns=64   # for load (wrk): the throughput runs
 
 # The machine may be shared (builds of others on both CPUs): from here on this script
 # and what it starts (proxies, backends, wrk) run at the highest priority, so others
@@ -150,18 +156,18 @@ CFG
     echo "haproxy did not start" >&2; cat "$work/haproxy-$balance.err" >&2; exit 1
 }
 
-# wrk reports its own percentiles rounded and without p99.9: this prints them in µs.
-cat >"$work/percentiles.lua" <<'LUA'
-done = function(summary, latency, requests)
-    for _, p in ipairs({ 50, 99, 99.9 }) do
-        io.write(string.format("p%s %d\n", p, latency:percentile(p)))
-    end
-end
-LUA
-# measure URL: load (common.sh) with the percentiles; prints "REQUESTS/S".
-measure() { load "$1" -s "$work/percentiles.lua" | cut -d' ' -f1; }
-# percentile_us P: the P% latency of the last measurement, in µs.
-percentile_us() { awk -v p="p$1" '$1 == p { print $2 }' "$work/wrk.txt"; }
+# client URL CONNECTIONS: bench-client (every request's own latency; wrk's percentiles
+# are corrected for coordinated omission, which makes a few 50 ms answers a long tail)
+# on CPU 1, after a 2 s warm-up; sets $client_rps and $client_p50, _p99, _p999 in µs.
+client() {
+    local out
+    out="$(taskset -c 1 "$bin/bench-client" "$1" "$2" 2 &&
+        taskset -c 1 "$bin/bench-client" "$1" "$2" "$duration")" ||
+        { echo "errors in run of $1: $out" >&2; exit 1; }
+    read -r _ _ _ _ _ client_rps _ client_p50 _ client_p99 _ client_p999 <<<"$(tail -1 <<<"$out")"
+}
+# user_sys PID: the user and the system CPU time process PID has used, in clock ticks.
+user_sys() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
 start_backend fast-1
 fast1="$addr"
@@ -171,65 +177,88 @@ start_backend slow "$slow_ms"
 slow="$addr"
 
 # --- 1. Round robin over two fast backends ---------------------------------------------
-conns=1
-measure "http://$fast1/" >/dev/null
-direct_p50=$(percentile_us 50) direct_p99=$(percentile_us 99)
-
-declare -A rps cpu p50 p99 busy
-for proxy in wharf haproxy; do
-    case "$proxy" in
-        wharf) start_wharf round_robin "$fast1" "$fast2" ;;
-        haproxy) start_haproxy roundrobin "$fast1" "$fast2" ;;
-    esac
-    server_pid="$pid"
-    conns=1
-    measure "http://$addr/" >/dev/null
-    p50[$proxy]=$(percentile_us 50) p99[$proxy]=$(percentile_us 99)
-    conns=64
-    ticks_before=$(cpu_ticks "$pid")
-    rps[$proxy]=$(measure "http://$addr/")
-    cpu[$proxy]=$(<"$work/cpu")
-    # The proxy's CPU use over both runs of load (warm-up included): near 100% means it
-    # was the bottleneck, as it should be.
-    busy[$proxy]=$(awk -v t="$(( $(cpu_ticks "$pid") - ticks_before ))" -v hz="$(getconf CLK_TCK)" \
-        -v s="$((duration + 2))" 'BEGIN { printf "%.0f", t / hz / s * 100 }')
-    unset server_pid
-    stop "$pid"
+# A round measures the direct path and both proxies; rounds alternate which proxy goes
+# first, so a drift of the shared machine lands on both. Each figure is the mean of the
+# rounds; the requests/s of each round are shown too.
+declare -A rps cpu p50 p99 busy sys
+direct_p50="" direct_p99=""
+order=(wharf haproxy)
+for _ in $(seq 1 "$rounds"); do
+    client "http://$fast1/" 1
+    direct_p50+=" $client_p50" direct_p99+=" $client_p99"
+    for proxy in "${order[@]}"; do
+        case "$proxy" in
+            wharf) start_wharf round_robin "$fast1" "$fast2" ;;
+            haproxy) start_haproxy roundrobin "$fast1" "$fast2" ;;
+        esac
+        server_pid="$pid"
+        client "http://$addr/" 1
+        p50[$proxy]+=" $client_p50" p99[$proxy]+=" $client_p99"
+        read -r user_before sys_before < <(user_sys "$pid")
+        read -r proxy_rps _ < <(load "http://$addr/")
+        rps[$proxy]+=" $proxy_rps"
+        cpu[$proxy]+=" $(<"$work/cpu")"
+        read -r user_after sys_after < <(user_sys "$pid")
+        # The proxy's CPU use over both runs of load (warm-up included): near 100% means
+        # it was the bottleneck, as it should be; and the kernel's share of it.
+        used=$((user_after - user_before + sys_after - sys_before))
+        busy[$proxy]+=" $(awk -v t="$used" -v hz="$(getconf CLK_TCK)" -v s="$((duration + 2))" \
+            'BEGIN { printf "%.0f", t / hz / s * 100 }')"
+        sys[$proxy]+=" $(( (sys_after - sys_before) * 100 / used ))"
+        unset server_pid
+        stop "$pid"
+    done
+    order=("${order[1]}" "${order[0]}")
 done
 
-added() { echo $(( $1 - $2 )); }
-echo
-echo "1. round robin over two hello backends; proxy on CPU 0 with one thread, ${duration}s runs"
-printf '%-10s %12s %8s %12s %10s %16s %16s\n' proxy "req/s (c64)" ratio "CPU µs/req" "CPU busy" \
-    "p50 µs (c1)" "p99 µs (c1)"
+# mean FORMAT VALUES: the mean of the space-separated VALUES.
+mean() { awk -v f="$1" '{ t = 0; for (i = 1; i <= NF; i++) t += $i; printf f, t / NF }' <<<"$2"; }
+declare -A round_rps
 for proxy in wharf haproxy; do
-    printf '%-10s %12.0f %8s %12s %9s%% %8s (+%4s) %8s (+%4s)\n' "$proxy" "${rps[$proxy]}" \
+    round_rps[$proxy]="${rps[$proxy]# }"
+    for figure in rps p50 p99 busy sys; do
+        declare -n values="$figure"
+        values[$proxy]=$(mean "%.0f" "${values[$proxy]}")
+    done
+    unset -n values
+    cpu[$proxy]=$(mean "%.1f" "${cpu[$proxy]}")
+done
+direct_p50=$(mean "%.0f" "$direct_p50") direct_p99=$(mean "%.0f" "$direct_p99")
+
+added() { echo $(($1 - $2)); }
+echo
+echo "1. round robin over two hello backends; proxy on CPU 0 with one thread;" \
+    "$rounds rounds of ${duration}s runs"
+printf '%-10s %12s %8s %12s %10s %8s %16s %16s\n' proxy "req/s (c64)" ratio "CPU µs/req" \
+    "CPU busy" "of it sys" "p50 µs (c1)" "p99 µs (c1)"
+for proxy in wharf haproxy; do
+    printf '%-10s %12s %8s %12s %9s%% %7s%% %8s (+%4s) %8s (+%4s)\n' "$proxy" "${rps[$proxy]}" \
         "$(ratio "${rps[$proxy]}" "${rps[haproxy]}")" "${cpu[$proxy]}" "${busy[$proxy]}" \
-        "${p50[$proxy]}" "$(added "${p50[$proxy]}" "$direct_p50")" \
+        "${sys[$proxy]}" "${p50[$proxy]}" "$(added "${p50[$proxy]}" "$direct_p50")" \
         "${p99[$proxy]}" "$(added "${p99[$proxy]}" "$direct_p99")"
 done
-printf '%-10s %12s %8s %12s %10s %16s %16s\n' direct "" "" "" "" "$direct_p50" "$direct_p99"
+printf '%-10s %12s %8s %12s %10s %8s %16s %16s\n' direct "" "" "" "" "" "$direct_p50" "$direct_p99"
+echo "req/s of each round: wharf ${round_rps[wharf]}; haproxy ${round_rps[haproxy]}"
 echo "targets: wharf ≥ 1.00× HAProxy's req/s ($(ratio "${rps[wharf]}" "${rps[haproxy]}")×)," \
     "≤ 20 µs added p50 ($(added "${p50[wharf]}" "$direct_p50") µs)"
 
 # --- 2. One backend 50 ms late ---------------------------------------------------------
-conns=16
 runs=("wharf least_latency" "wharf least_connections" "haproxy leastconn" "haproxy roundrobin")
 declare -A late_rps late_p50 late_p99 late_p999 late_share
 for run in "${runs[@]}"; do
     read -r proxy algorithm <<<"$run"
     "start_$proxy" "$algorithm" "$fast1" "$slow"
     before_fast=$(served "$fast1") before_slow=$(served "$slow")
-    late_rps[$run]=$(measure "http://$addr/")
-    late_p50[$run]=$(percentile_us 50) late_p99[$run]=$(percentile_us 99)
-    late_p999[$run]=$(percentile_us 99.9)
+    client "http://$addr/" 16
+    late_rps[$run]=$client_rps late_p50[$run]=$client_p50 late_p99[$run]=$client_p99
+    late_p999[$run]=$client_p999
     fast_n=$(( $(served "$fast1") - before_fast )) slow_n=$(( $(served "$slow") - before_slow ))
     late_share[$run]=$(awk -v s="$slow_n" -v f="$fast_n" 'BEGIN { printf "%.2f", s * 100 / (s + f) }')
     stop "$pid"
 done
 
 echo
-echo "2. one of two backends answers ${slow_ms} ms late; $conns connections, ${duration}s runs"
+echo "2. one of two backends answers ${slow_ms} ms late; 16 connections, ${duration}s runs"
 printf '%-26s %10s %10s %10s %10s %12s\n' "proxy, algorithm" "req/s" "p50 µs" "p99 µs" \
     "p99.9 µs" "to slow (%)"
 for run in "${runs[@]}"; do

@@ -210,6 +210,26 @@ async fn the_balancer_spreads_requests_over_both_app_nodes_keeps_serving_without
         .await
         .unwrap();
     assert_eq!(created.status, 201, "{created:?}");
+    // Its failing checks of /readyz take it out of rotation (interval 0.5 s × fall 2).
+    let app1_address = format!("http://{}:8080", APPS[0]);
+    let state = poll_until_async(CATCH_UP, "the balancer shows app-1 out", async || {
+        let status = client.get(&format!("http://{LB}:9180/upstreams")).await;
+        let state = status.ok().and_then(|reply| {
+            let status: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
+            let servers = status["upstreams"][0]["servers"].as_array()?.clone();
+            let app1 = servers
+                .iter()
+                .find(|s| s["address"] == app1_address.as_str())?;
+            Some(app1["state"].as_str()?.to_owned())
+        });
+        match state.as_deref() {
+            Some("down" | "ejected") => Ok(state),
+            _ => Err(state),
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!("app-1 in the balancer's status: {state:?}");
     poll_until(CATCH_UP, "app-2 logs every request", || {
         match example.served("app-2", "/todo") - before {
             21.. => Ok(()),
