@@ -60,8 +60,14 @@ if [ -z "${WHARF:-}" ]; then
 fi
 
 # --- The run directory, fresh: empty databases, the apps both app nodes serve -----------
+# Only a directory an earlier up.sh made (or an empty one) is wiped.
+if [ -n "$(ls -A "$run" 2>/dev/null)" ] && [ ! -e "$run/.wharf-example-run" ]; then
+    echo "$run is not empty and not a run directory of this example: not touching it" >&2
+    exit 1
+fi
 rm -rf "$run"
 mkdir -p "$run/apps" "$run/lb/apps"
+touch "$run/.wharf-example-run"
 for wasm in "$repo"/guest-apps/target/wasm32-wasip2/release/*.wasm; do cp "$wasm" "$run/apps/"; done
 for manifest in "$repo"/guest-apps/*/*.toml; do
     [ "$(basename "$manifest")" = Cargo.toml ] || cp "$manifest" "$run/apps/"

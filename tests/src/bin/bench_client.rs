@@ -4,8 +4,8 @@
 //! slow answers into a long tail of requests that were never made.
 //!
 //! CONNECTIONS HTTP/1.1 keep-alive connections, each sending GET URL as soon as the last
-//! answer is read, for SECONDS, on one thread. Any answer but 200, or a failed request,
-//! counts as an error and makes the exit status 1.
+//! answer is read, for SECONDS, on one thread. Any answer but 200, a failed request or
+//! one unanswered after 5 s counts as an error and makes the exit status 1.
 //! Usage: bench-client URL CONNECTIONS SECONDS; prints
 //! `requests N errors N rps R p50_us A p99_us B p999_us C`.
 
@@ -14,6 +14,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use std::time::{Duration, Instant};
+
+/// A request not answered within this counts as an error, so that the run ends in time
+/// even if the server stops answering.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Tally {
@@ -91,13 +95,12 @@ async fn connection(
                 break;
             }
             let sent = Instant::now();
-            let answer = match sender.send_request(request).await {
-                Ok(response) => {
-                    let ok = response.status() == http::StatusCode::OK;
-                    response.into_body().collect().await.is_ok() && ok
-                }
-                Err(_) => false,
+            let exchange = async {
+                let response = sender.send_request(request).await.ok()?;
+                let ok = response.status() == http::StatusCode::OK;
+                (response.into_body().collect().await.is_ok() && ok).then_some(())
             };
+            let answer = matches!(tokio::time::timeout(TIMEOUT, exchange).await, Ok(Some(())));
             if !answer {
                 tally.errors += 1;
                 break;
