@@ -13,10 +13,10 @@ use crate::db::Provider;
 use crate::fswatch;
 use crate::gateway::BuildErrors;
 use crate::gateway::{Gateway, ListenerId, Sites};
-use crate::proxy::Upstreams;
 use crate::monitor::admin::{self, Admin, Readiness};
 use crate::net::tls::{self, CertStore, Certificates, TlsSite};
 use crate::net::{self, Draining, Server, Serving, Timeouts};
+use crate::proxy::Upstreams;
 use crate::runtime::{LoadEvent, Origin, PoolOptions, Runtime};
 use anyhow::Context;
 use std::io::Write;
@@ -175,7 +175,10 @@ impl Node {
             .iter()
             .find(|(_, l)| l.tls.is_some())
             .map(|(_, l)| l.local.port());
-        let mut gateway = Gateway::new(runtime.clone(), Sites::from_config(&config, https_port, &Upstreams::default())?);
+        let mut gateway = Gateway::new(
+            runtime.clone(),
+            Sites::from_config(&config, https_port, &Upstreams::default())?,
+        );
         let dev_watch = match dev {
             Some((projects, errors)) => {
                 gateway = gateway.with_build_errors(errors.clone());

@@ -27,7 +27,8 @@ async fn gateway(config: &str, https_port: Option<u16>) -> Fixture {
     let runtime = Runtime::new(apps.path(), Some(shared_cache_dir()), databases).unwrap();
     runtime.load_all().await.unwrap();
     let config = Config::parse(config).unwrap();
-    let sites = Sites::from_config(&config, https_port, &wharf::proxy::Upstreams::default()).unwrap();
+    let sites =
+        Sites::from_config(&config, https_port, &wharf::proxy::Upstreams::default()).unwrap();
     Fixture {
         gateway: Gateway::new(Arc::clone(&runtime), sites),
         _apps: apps,

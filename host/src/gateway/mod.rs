@@ -38,11 +38,19 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// A request's id: sixteen hex digits, in the `x-request-id` response header and in
 /// the log lines of the request (the guest's output among them).
 #[derive(Debug, Clone, Copy)]
-pub struct RequestId(u64);
+pub struct RequestId(pub(crate) u64);
 
 impl RequestId {
     fn header_value(self) -> HeaderValue {
         HeaderValue::try_from(self.to_string()).expect("hex digits are a valid header value")
+    }
+}
+
+#[cfg(test)]
+impl RequestId {
+    /// An id for tests of what runs under a request, outside the gateway.
+    pub(crate) fn for_test(n: u64) -> Self {
+        Self(n)
     }
 }
 
