@@ -220,18 +220,34 @@ fn check(path: &Path) -> ExitCode {
         // they parse and that each key matches its certificate.
         wharf::node::certificates(&config)
             .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+        // Likewise each upstream's `ca` opens; reading it checks it holds certificates.
+        let problems: Vec<String> = (config.upstreams.iter().enumerate())
+            .filter_map(|(i, upstream)| {
+                let ca = upstream.ca.as_deref()?;
+                let e = wharf::proxy::client::tls_config(Some(ca), upstream.http2).err()?;
+                Some(format!("{}: upstream[{i}].ca: {e:#}", path.display()))
+            })
+            .collect();
+        anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
         Ok(config)
     });
     match checked {
         Ok(config) => {
             let count =
                 |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-            println!(
-                "{}: ok ({}, {})",
-                path.display(),
+            let mut parts = vec![
                 count(config.listeners.len(), "listener"),
-                count(config.sites.len(), "site")
-            );
+                count(config.sites.len(), "site"),
+            ];
+            if !config.upstreams.is_empty() {
+                let servers = config.upstreams.iter().map(|u| u.servers.len()).sum();
+                parts.push(format!(
+                    "{} of {}",
+                    count(config.upstreams.len(), "upstream"),
+                    count(servers, "server")
+                ));
+            }
+            println!("{}: ok ({})", path.display(), parts.join(", "));
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -2,8 +2,8 @@
 //! configuration, served until shutdown, and brought to a new configuration in place.
 //!
 //! [`Node::build`] makes the long-lived parts (database provider, runtime and its apps
-//! watcher, `wharf dev`'s builder, certificates, listeners, admin listener, gateway)
-//! and prints where it listens. [`Node::run`] reloads on SIGHUP or a saved wharf.toml
+//! watcher, `wharf dev`'s builder, certificates, upstream pools, listeners, admin
+//! listener, gateway) and prints where it listens. [`Node::run`] reloads on SIGHUP or a saved wharf.toml
 //! until the shutdown future completes, then drains. [`Node::apply`] is the reload:
 //! everything that can fail (reading certificates, binding new addresses, building
 //! sites) is done first, so a reload either happens whole or changes nothing.
@@ -19,6 +19,7 @@ use crate::net::{self, Draining, Server, Serving, Timeouts};
 use crate::proxy::Upstreams;
 use crate::runtime::{LoadEvent, Origin, PoolOptions, Runtime};
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,8 @@ pub enum Section {
     Apps,
     /// `[database]`
     Database,
+    /// `[[upstream]]` and `[firewall]`.
+    Upstreams,
 }
 
 /// What a reload did.
@@ -86,6 +89,9 @@ struct Inner {
     server: Arc<Server>,
     runtime: Arc<Runtime>,
     readiness: Arc<Readiness>,
+    /// The live pools, shared with the admin listener; routes hold the pools they
+    /// send to, so a reload swaps both.
+    upstreams: Arc<ArcSwap<Upstreams>>,
     /// Held for a whole reload, so two never interleave.
     state: tokio::sync::Mutex<State>,
 }
@@ -162,11 +168,17 @@ impl Node {
             bound.push(((address, is_tls), listener));
         }
         let readiness = Arc::new(Readiness::default());
+        let upstreams = Arc::new(ArcSwap::from_pointee(Upstreams::build(
+            &config.upstreams,
+            &config.firewall.trusted_proxies,
+            None,
+        )?));
         let admin = match &config.admin {
             Some(settings) => Some(Admin::spawn(
                 admin::bind(settings.address).await?,
                 settings.allow.clone(),
                 readiness.clone(),
+                upstreams.clone(),
                 timeouts(&config).header_read,
             )),
             None => None,
@@ -175,10 +187,8 @@ impl Node {
             .iter()
             .find(|(_, l)| l.tls.is_some())
             .map(|(_, l)| l.local.port());
-        let mut gateway = Gateway::new(
-            runtime.clone(),
-            Sites::from_config(&config, https_port, &Upstreams::default())?,
-        );
+        let sites = Sites::from_config(&config, https_port, &upstreams.load())?;
+        let mut gateway = Gateway::new(runtime.clone(), sites);
         let dev_watch = match dev {
             Some((projects, errors)) => {
                 gateway = gateway.with_build_errors(errors.clone());
@@ -231,6 +241,7 @@ impl Node {
                 server,
                 runtime,
                 readiness,
+                upstreams,
                 state: tokio::sync::Mutex::new(state),
             }),
             hup,
@@ -244,7 +255,8 @@ impl Node {
     /// `shutdown` completes. Then `/readyz` turns 503 at once, and the listeners keep
     /// accepting for `[admin] drain_delay_ms` more (a second signal cuts it short), so a
     /// balancer checking readiness stops sending before connections are refused. Then
-    /// they close and open connections get `[limits] drain_timeout_ms` to finish.
+    /// they close and open connections get `[limits] drain_timeout_ms` to finish; the
+    /// upstreams' active checks stop last.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let reload = tokio::spawn(reload_on_change(
             self.inner.clone(),
@@ -291,6 +303,7 @@ impl Node {
         let finished = async { while all.join_next().await.is_some() {} };
         // Each drain has its deadline; this bounds those a reload started earlier.
         let _ = tokio::time::timeout(drain, finished).await;
+        self.inner.upstreams.load().retire();
     }
 
     /// Brings the node to `new`; see [`Inner::apply`].
@@ -302,8 +315,9 @@ impl Node {
 impl Inner {
     /// Brings the running node to `new` without dropping a connection or a request:
     /// sites, TLS, `[limits]` (for new connections; the drain timeout for the next
-    /// shutdown), `[admin]` and listeners change in place. New addresses are bound
-    /// before anything changes: one that cannot be bound refuses the whole reload.
+    /// shutdown), `[admin]`, upstream pools and listeners change in place. New
+    /// addresses are bound and new pools built (each backend named again keeps its
+    /// state) before anything changes: one that cannot be bound refuses the whole reload.
     /// Removed listeners stop accepting and their connections finish. What cannot
     /// change in place is named in one log line and in [`Applied::on_restart`].
     async fn apply(&self, new: Config) -> anyhow::Result<Applied> {
@@ -363,25 +377,33 @@ impl Inner {
                 .find(|((_, is_tls), _)| *is_tls)
                 .map(|(_, l)| l.local.port());
         }
-        let sites = Sites::from_config(&new, https_port, &Upstreams::default())?;
-        // The new pools are built and their primary must answer before they replace
-        // the old ones; requests in flight finish on the old pools, which then close.
-        let databases = match databases_differ(&state.config, &new, &self.options) {
-            true => {
-                let databases =
-                    Provider::new(new.database.as_ref(), data_dir(&self.options, &new)).await?;
-                databases.check()?;
-                Some(databases)
-            }
+        let old_upstreams = self.upstreams.load_full();
+        let new_upstreams = match applied.changed.contains(&Section::Upstreams) {
+            true => Some(Arc::new(Upstreams::build(
+                &new.upstreams,
+                &new.firewall.trusted_proxies,
+                Some(&old_upstreams),
+            )?)),
             false => None,
         };
-        // The last step that can fail (re-binding apps to new databases fails whole or
-        // not at all), so if it does, nothing has changed.
-        if let Some(databases) = databases {
-            let described = databases.describe();
-            self.runtime.set_databases(databases).await?;
-            tracing::info!("database reloaded: {described}");
-        }
+        let built = async {
+            let upstreams = new_upstreams.as_deref().unwrap_or(&old_upstreams);
+            let sites = Sites::from_config(&new, https_port, upstreams)?;
+            // The last step that can fail (re-binding apps to new databases fails whole
+            // or not at all), so if it does, nothing has changed.
+            self.switch_databases(&state.config, &new).await?;
+            anyhow::Ok(sites)
+        };
+        let sites = match built.await {
+            Ok(sites) => sites,
+            Err(e) => {
+                // Their active checks started when they were built.
+                if let Some(upstreams) = &new_upstreams {
+                    upstreams.retire();
+                }
+                return Err(e);
+            }
+        };
 
         // From here on, nothing can fail.
         if let (Some(store), Some((watch, certs))) = (&state.certs, replaced) {
@@ -394,6 +416,12 @@ impl Inner {
             tracing::info!("{origin}: TLS sites reloaded");
         }
         self.server.gateway().set_sites(sites);
+        if let Some(upstreams) = new_upstreams {
+            // Requests in flight on the old pools finish there.
+            self.upstreams.store(upstreams);
+            old_upstreams.retire();
+            tracing::info!("{origin}: upstreams reloaded");
+        }
         if applied.changed.contains(&Section::Limits) {
             self.server.set_timeouts(timeouts(&new));
         }
@@ -435,11 +463,13 @@ impl Inner {
                     listener,
                     settings.allow.clone(),
                     self.readiness.clone(),
+                    self.upstreams.clone(),
                     timeouts(&new).header_read,
                 );
                 printed.push(format!(
-                    "admin on http://{} (/healthz, /readyz)",
-                    admin.local
+                    "admin on http://{} ({})",
+                    admin.local,
+                    admin::ENDPOINTS
                 ));
                 // The old listener closes; its open connections finish.
                 state.admin = Some(admin);
@@ -471,6 +501,21 @@ impl Inner {
         }
         state.config = new;
         Ok(applied)
+    }
+
+    /// The apps' databases brought to `new`'s, when they differ from `old`'s: the new
+    /// pools are built and their primary must answer before they replace the old
+    /// ones; requests in flight finish on the old pools, which then close.
+    async fn switch_databases(&self, old: &Config, new: &Config) -> anyhow::Result<()> {
+        if !databases_differ(old, new, &self.options) {
+            return Ok(());
+        }
+        let databases = Provider::new(new.database.as_ref(), data_dir(&self.options, new)).await?;
+        databases.check()?;
+        let described = databases.describe();
+        self.runtime.set_databases(databases).await?;
+        tracing::info!("database reloaded: {described}");
+        Ok(())
     }
 }
 
@@ -504,6 +549,10 @@ fn diff(old: &Config, new: &Config, options: &Options) -> Applied {
             || data_dir(options, old) != data_dir(options, new),
     );
     changed(Section::Database, old.database != new.database);
+    changed(
+        Section::Upstreams,
+        old.upstreams != new.upstreams || old.firewall != new.firewall,
+    );
     // wasmtime reserves the instance pool at start, and the apps watcher is bound to
     // the directory.
     if old.apps.max_instances != new.apps.max_instances {
@@ -697,7 +746,7 @@ fn print_startup(
         let _ = writeln!(out, "listening on {}://{addr}", scheme(*tls));
     }
     if let Some(admin) = admin {
-        let _ = writeln!(out, "admin on http://{admin} (/healthz, /readyz)");
+        let _ = writeln!(out, "admin on http://{admin} ({})", admin::ENDPOINTS);
     }
     let addr = addrs[0].0;
     let mut rows = vec![["APP".to_string(), "URL".into(), "STATUS".into()]];
@@ -826,6 +875,47 @@ mod tests {
                 on_restart: vec![]
             }
         );
+    }
+
+    #[test]
+    fn pools_and_trusted_proxies_change_the_upstreams_section_alone() {
+        let options = Options::default();
+        let pool = |address: &str, weight: u32| {
+            config(&format!(
+                "[[site]]\nhosts = ['a.example']\nroutes = [{{ path = '/', upstream = 'app' }}]\n\
+                 [[upstream]]\nname = 'app'\n\
+                 servers = [{{ address = '{address}', weight = {weight} }}]\n"
+            ))
+        };
+        let base = pool("127.0.0.2:8080", 1);
+        // Another spelling of the same server is the same pool.
+        assert_eq!(
+            diff(&base, &pool("http://127.0.0.2:8080/", 1), &options),
+            Applied::default()
+        );
+        assert_eq!(
+            diff(&base, &pool("127.0.0.2:8080", 2), &options).changed,
+            [Section::Upstreams]
+        );
+        assert_eq!(
+            diff(&base, &pool("127.0.0.3:8080", 1), &options).changed,
+            [Section::Upstreams]
+        );
+        assert_eq!(
+            diff(
+                &config(""),
+                &config("[firewall]\ntrusted_proxies = ['10.0.0.0/8']\n"),
+                &options
+            )
+            .changed,
+            [Section::Upstreams]
+        );
+        // The pools stay as they are when only a route to them moves.
+        let moved = config(
+            "[[site]]\nhosts = ['a.example']\nroutes = [{ path = '/app', upstream = 'app' }]\n\
+             [[upstream]]\nname = 'app'\nservers = [{ address = '127.0.0.2:8080' }]\n",
+        );
+        assert_eq!(diff(&base, &moved, &options).changed, [Section::Sites]);
     }
 
     #[test]

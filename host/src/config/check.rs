@@ -3,16 +3,27 @@
 //! its key path.
 
 use super::file::{self, File};
-use super::{AdminConfig, Config, DatabaseConfig, RouteConfig, RouteTarget, SiteConfig};
+use super::{
+    AdminConfig, Algorithm, BackendAddress, Config, DatabaseConfig, FirewallConfig, HashOn,
+    HealthCheckConfig, RouteConfig, RouteTarget, ServerConfig, SiteConfig, UpstreamConfig,
+};
 use crate::http::{HostPattern, HostTable};
 use http::StatusCode;
 use ipnet::IpNet;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 /// The statuses a redirect route may answer with.
 const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
+
+/// The heaviest a server may be: weights are shares, and a thousand to one is past any
+/// real difference between machines while keeping the selection's arithmetic small.
+const MAX_WEIGHT: u32 = 1000;
+
+/// The statuses an active check may expect.
+const STATUSES: std::ops::RangeInclusive<u16> = 100..=599;
 
 pub(super) fn check(file: File) -> Result<Config, Vec<String>> {
     let mut problems = Vec::new();
@@ -43,6 +54,7 @@ pub(super) fn check(file: File) -> Result<Config, Vec<String>> {
         tls_listener,
         hosts: HostTable::default(),
         default: None,
+        upstreams: file.upstreams.iter().map(|u| u.name.clone()).collect(),
     };
     let sites = file
         .sites
@@ -53,6 +65,8 @@ pub(super) fn check(file: File) -> Result<Config, Vec<String>> {
     let database = file
         .database
         .and_then(|db| check_database(db, &mut problems));
+    let upstreams = check_upstreams(file.upstreams, &mut problems);
+    let firewall = check_firewall(file.firewall, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -64,9 +78,8 @@ pub(super) fn check(file: File) -> Result<Config, Vec<String>> {
         limits: file.limits,
         database,
         admin,
-        // Filled in by the [[upstream]] and [firewall] checks.
-        upstreams: Vec::new(),
-        firewall: Default::default(),
+        upstreams,
+        firewall,
     })
 }
 
@@ -96,20 +109,35 @@ fn check_addresses(file: &File, problems: &mut Vec<String>) {
 }
 
 fn check_admin(admin: file::Admin, problems: &mut Vec<String>) -> AdminConfig {
-    let mut allow = Vec::new();
-    for (i, net) in admin.allow.iter().enumerate() {
+    AdminConfig {
+        address: admin.address,
+        allow: networks("admin.allow", &admin.allow, problems),
+        drain_delay: admin.drain_delay,
+    }
+}
+
+fn check_firewall(firewall: file::Firewall, problems: &mut Vec<String>) -> FirewallConfig {
+    FirewallConfig {
+        trusted_proxies: networks(
+            "firewall.trusted_proxies",
+            &firewall.trusted_proxies,
+            problems,
+        ),
+    }
+}
+
+/// The networks of a list of CIDRs or bare addresses; `key` names the list.
+fn networks(key: &str, nets: &[String], problems: &mut Vec<String>) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (i, net) in nets.iter().enumerate() {
         match network(net) {
-            Some(net) => allow.push(net),
+            Some(net) => out.push(net),
             None => problems.push(format!(
-                "admin.allow[{i}]: {net:?} is not an address or a network in CIDR form"
+                "{key}[{i}]: {net:?} is not an address or a network in CIDR form"
             )),
         }
     }
-    AdminConfig {
-        address: admin.address,
-        allow,
-        drain_delay: admin.drain_delay,
-    }
+    out
 }
 
 /// A network in CIDR form, or a bare address as a network of one.
@@ -125,6 +153,8 @@ struct SitesSeen {
     /// Site index by host.
     hosts: HostTable<usize>,
     default: Option<usize>,
+    /// The names of the `[[upstream]]`s, which routes may name.
+    upstreams: HashSet<String>,
 }
 
 fn check_site(
@@ -199,7 +229,7 @@ fn check_site(
             let key = format!("{key}.routes[{j}]");
             let norm = route.path.trim_end_matches('/').to_string();
             let overlap = paths.insert(norm, j);
-            check_route(&key, route, overlap, problems)
+            check_route(&key, route, overlap, &seen.upstreams, problems)
         })
         .collect();
     SiteConfig {
@@ -216,11 +246,13 @@ fn check_site(
     }
 }
 
-/// `overlap`: the earlier route of the site with the same path, if any.
+/// `overlap`: the earlier route of the site with the same path, if any; `upstreams`: the
+/// names of the file's `[[upstream]]`s.
 fn check_route(
     key: &str,
     route: file::Route,
     overlap: Option<usize>,
+    upstreams: &HashSet<String>,
     problems: &mut Vec<String>,
 ) -> Option<RouteConfig> {
     let path = route.path;
@@ -261,19 +293,27 @@ fn check_route(
             route.status
         ));
     }
-    let target = match (route.app, route.root, route.redirect) {
-        (Some(app), None, None) => RouteTarget::App(app),
-        (None, Some(root), None) => RouteTarget::Root(root),
-        (None, None, Some(to)) => RouteTarget::Redirect {
+    if let Some(name) = &route.upstream
+        && !upstreams.contains(name)
+    {
+        problems.push(format!("{key}.upstream: no [[upstream]] is named {name:?}"));
+    }
+    let target = match (route.app, route.root, route.redirect, route.upstream) {
+        (Some(app), None, None, None) => RouteTarget::App(app),
+        (None, Some(root), None, None) => RouteTarget::Root(root),
+        (None, None, Some(to), None) => RouteTarget::Redirect {
             to,
             status: status?,
         },
-        (None, None, None) => {
-            problems.push(format!("{key}: set one of app, root or redirect"));
+        (None, None, None, Some(name)) => RouteTarget::Upstream(name),
+        (None, None, None, None) => {
+            problems.push(format!("{key}: set one of app, root, redirect or upstream"));
             return None;
         }
         _ => {
-            problems.push(format!("{key}: set only one of app, root or redirect"));
+            problems.push(format!(
+                "{key}: set only one of app, root, redirect or upstream"
+            ));
             return None;
         }
     };
@@ -371,4 +411,298 @@ fn check_database(db: file::Database, problems: &mut Vec<String>) -> Option<Data
         max_replica_lag: db.max_replica_lag,
         check_interval: db.check_interval,
     })
+}
+
+fn check_upstreams(
+    upstreams: Vec<file::Upstream>,
+    problems: &mut Vec<String>,
+) -> Vec<UpstreamConfig> {
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut checked = Vec::new();
+    for (i, upstream) in upstreams.into_iter().enumerate() {
+        let key = format!("upstream[{i}]");
+        if let Some(first) = names.insert(upstream.name.clone(), i) {
+            problems.push(format!(
+                "{key}.name: {:?} is already upstream[{first}]",
+                upstream.name
+            ));
+        }
+        checked.push(check_upstream(&key, upstream, problems));
+    }
+    checked
+}
+
+fn check_upstream(
+    key: &str,
+    upstream: file::Upstream,
+    problems: &mut Vec<String>,
+) -> UpstreamConfig {
+    // The name is a segment of the admin API's paths and a metrics label value.
+    let name_ok = !upstream.name.is_empty()
+        && upstream
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !name_ok {
+        problems.push(format!(
+            "{key}.name: {:?} must be letters, digits, '-', '_' or '.'",
+            upstream.name
+        ));
+    }
+    let servers = check_servers(key, &upstream.servers, problems);
+    let hash_on = match &upstream.hash_on {
+        Some(text) => check_hash_on(key, text, problems),
+        None => Some(HashOn::default()),
+    };
+    let algorithm = match upstream.algorithm {
+        file::Algorithm::RoundRobin => Algorithm::RoundRobin,
+        file::Algorithm::LeastConnections => Algorithm::LeastConnections,
+        file::Algorithm::LeastLatency => Algorithm::LeastLatency,
+        file::Algorithm::Hash => Algorithm::Hash(hash_on.unwrap_or_default()),
+    };
+    if upstream.hash_on.is_some() && upstream.algorithm != file::Algorithm::Hash {
+        problems.push(format!("{key}.hash_on: needs algorithm = \"hash\""));
+    }
+    if let Some(ca) = &upstream.ca
+        && let Err(e) = std::fs::File::open(ca)
+    {
+        problems.push(format!("{key}.ca: {}: {e}", ca.display()));
+    }
+    if upstream.max_connections == 0 {
+        problems.push(format!("{key}.max_connections: must be at least 1"));
+    }
+    let outlier = &upstream.outlier;
+    let retry = &upstream.retry;
+    for (name, duration) in [
+        ("connect_timeout_ms", upstream.connect_timeout),
+        ("response_timeout_ms", upstream.response_timeout),
+        ("idle_timeout_ms", upstream.idle_timeout),
+        ("tunnel_idle_timeout_ms", upstream.tunnel_idle_timeout),
+        ("outlier.base_ejection_ms", outlier.base_ejection),
+        ("outlier.max_ejection_ms", outlier.max_ejection),
+    ] {
+        at_least_1ms(problems, &format!("{key}.{name}"), duration);
+    }
+    if outlier.max_ejection < outlier.base_ejection {
+        problems.push(format!(
+            "{key}.outlier.max_ejection_ms: {} is below base_ejection_ms {}",
+            outlier.max_ejection.as_millis(),
+            outlier.base_ejection.as_millis()
+        ));
+    }
+    for (name, percent) in [
+        ("panic_threshold_percent", upstream.panic_threshold_percent),
+        ("outlier.max_ejected_percent", outlier.max_ejected_percent),
+        ("retry.budget_percent", retry.budget_percent),
+    ] {
+        if percent > 100 {
+            problems.push(format!("{key}.{name}: {percent} is more than 100"));
+        }
+    }
+    let health_check = upstream
+        .health_check
+        .map(|check| check_health_check(key, check, problems));
+    UpstreamConfig {
+        name: upstream.name,
+        servers,
+        algorithm,
+        http2: upstream.http2,
+        ca: upstream.ca,
+        max_connections: upstream.max_connections,
+        connect_timeout: upstream.connect_timeout,
+        response_timeout: upstream.response_timeout,
+        idle_timeout: upstream.idle_timeout,
+        tunnel_idle_timeout: upstream.tunnel_idle_timeout,
+        health_check,
+        outlier: upstream.outlier,
+        slow_start: upstream.slow_start,
+        panic_threshold: f64::from(upstream.panic_threshold_percent) / 100.0,
+        retry: upstream.retry,
+    }
+}
+
+fn check_servers(
+    key: &str,
+    servers: &[file::Server],
+    problems: &mut Vec<String>,
+) -> Vec<ServerConfig> {
+    if servers.is_empty() {
+        problems.push(format!("{key}.servers: a pool needs at least one server"));
+    } else if servers.iter().all(|s| s.backup) {
+        problems.push(format!(
+            "{key}.servers: every server is a backup; backups serve only when no other is up"
+        ));
+    }
+    let mut seen: HashMap<BackendAddress, usize> = HashMap::new();
+    let mut checked = Vec::new();
+    for (j, server) in servers.iter().enumerate() {
+        let key = format!("{key}.servers[{j}]");
+        if !(1..=MAX_WEIGHT).contains(&server.weight) {
+            problems.push(format!(
+                "{key}.weight: {} is outside 1..={MAX_WEIGHT}",
+                server.weight
+            ));
+        }
+        let address = match backend_address(&server.address) {
+            Ok(address) => address,
+            Err(why) => {
+                problems.push(format!("{key}.address: {why}"));
+                continue;
+            }
+        };
+        if let Some(first) = seen.insert(address.clone(), j) {
+            problems.push(format!(
+                "{key}.address: {address} is already servers[{first}]"
+            ));
+        }
+        checked.push(ServerConfig {
+            address,
+            weight: server.weight,
+            backup: server.backup,
+        });
+    }
+    checked
+}
+
+/// `127.0.0.2:8080`, `http://host[:port]` or `https://host[:port]` (a lone trailing
+/// slash allowed), in normal form; the error says what is wrong with `text`.
+pub(super) fn backend_address(text: &str) -> Result<BackendAddress, String> {
+    let (tls, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+            "http" => (Some(false), rest),
+            "https" => (Some(true), rest),
+            _ => {
+                return Err(format!(
+                    "{text:?}: the scheme {scheme:?} is not http or https"
+                ));
+            }
+        },
+        None => (None, text),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return Err(format!(
+            "{text:?} has a path or query; a server is [http:// or https://]host:port only"
+        ));
+    }
+    if rest.contains('@') {
+        return Err(format!(
+            "{text:?} holds a user name; a server is host:port only"
+        ));
+    }
+    let authority: http::uri::Authority = rest
+        .parse()
+        .map_err(|_| format!("{text:?} is not host:port"))?;
+    let port = match (authority.port_u16(), tls) {
+        (Some(0), _) => return Err(format!("{text:?}: port 0 is not a port to connect to")),
+        (Some(port), _) => port,
+        (None, None) => {
+            return Err(format!(
+                "{text:?} has no port (or put http:// or https:// in front)"
+            ));
+        }
+        (None, Some(false)) => 80,
+        (None, Some(true)) => 443,
+    };
+    let host = authority.host();
+    let host = match host.parse::<HostPattern>() {
+        Ok(HostPattern::Exact(host)) => host,
+        _ => {
+            return Err(format!(
+                "{text:?}: {host:?} is not a host name or an IP address"
+            ));
+        }
+    };
+    Ok(BackendAddress {
+        tls: tls.unwrap_or(false),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    })
+}
+
+fn check_hash_on(key: &str, text: &str, problems: &mut Vec<String>) -> Option<HashOn> {
+    let on = if text == "client_ip" {
+        HashOn::ClientIp
+    } else if let Some(name) = text.strip_prefix("header:") {
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => HashOn::Header(name),
+            Err(_) => {
+                problems.push(format!("{key}.hash_on: {name:?} is not a header name"));
+                return None;
+            }
+        }
+    } else if let Some(name) = text.strip_prefix("cookie:") {
+        // A cookie name is an HTTP token (RFC 6265).
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        if !token {
+            problems.push(format!("{key}.hash_on: {name:?} is not a cookie name"));
+            return None;
+        }
+        HashOn::Cookie(name.to_string())
+    } else {
+        problems.push(format!(
+            "{key}.hash_on: {text:?} is not client_ip, header:NAME or cookie:NAME"
+        ));
+        return None;
+    };
+    Some(on)
+}
+
+fn check_health_check(
+    key: &str,
+    check: file::HealthCheck,
+    problems: &mut Vec<String>,
+) -> HealthCheckConfig {
+    let key = format!("{key}.health_check");
+    if !check.path.starts_with('/') {
+        problems.push(format!("{key}.path: {:?} must start with /", check.path));
+    } else if check.path.parse::<http::uri::PathAndQuery>().is_err() {
+        problems.push(format!(
+            "{key}.path: {:?} is not a request path",
+            check.path
+        ));
+    }
+    if check.port == Some(0) {
+        problems.push(format!("{key}.port: 0 is not a port to connect to"));
+    }
+    at_least_1ms(problems, &format!("{key}.interval_ms"), check.interval);
+    at_least_1ms(problems, &format!("{key}.timeout_ms"), check.timeout);
+    let expect_status = match check.expect_status {
+        Some(status) if !STATUSES.contains(&status) => {
+            problems.push(format!(
+                "{key}.expect_status: {status} is outside {}..={}",
+                STATUSES.start(),
+                STATUSES.end()
+            ));
+            status..=status
+        }
+        Some(status) => status..=status,
+        None => 200..=399,
+    };
+    for (name, count) in [("rise", check.rise), ("fall", check.fall)] {
+        if count == 0 {
+            problems.push(format!("{key}.{name}: must be at least 1"));
+        }
+    }
+    HealthCheckConfig {
+        path: check.path,
+        port: check.port,
+        interval: check.interval,
+        timeout: check.timeout,
+        expect_status,
+        rise: check.rise,
+        fall: check.fall,
+    }
+}
+
+fn at_least_1ms(problems: &mut Vec<String>, key: &str, duration: Duration) {
+    if duration.is_zero() {
+        problems.push(format!("{key}: must be at least 1"));
+    }
 }

@@ -4,7 +4,8 @@
 //! serde would stop at the first.
 
 use super::{
-    AppsConfig, LimitsConfig, ListenerConfig, TlsConfig, UnknownHost, defaults, serde_duration,
+    AppsConfig, LimitsConfig, ListenerConfig, OutlierConfig, RetryConfig, TlsConfig, UnknownHost,
+    defaults, serde_duration,
 };
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -26,6 +27,124 @@ pub(super) struct File {
     pub limits: LimitsConfig,
     pub database: Option<Database>,
     pub admin: Option<Admin>,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<Upstream>,
+    #[serde(default)]
+    pub firewall: Firewall,
+}
+
+/// `[firewall]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Firewall {
+    /// CIDRs or bare addresses.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `[[upstream]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Upstream {
+    pub name: String,
+    /// `servers = [{ address, weight, backup }]` or `[[upstream.servers]]` tables.
+    #[serde(default)]
+    pub servers: Vec<Server>,
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// `client_ip`, `header:NAME` or `cookie:NAME`; only with `algorithm = "hash"`.
+    pub hash_on: Option<String>,
+    #[serde(default)]
+    pub http2: bool,
+    pub ca: Option<PathBuf>,
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    #[serde(
+        rename = "connect_timeout_ms",
+        default = "defaults::upstream_connect_timeout",
+        with = "serde_duration::millis"
+    )]
+    pub connect_timeout: Duration,
+    #[serde(
+        rename = "response_timeout_ms",
+        default = "defaults::response_timeout",
+        with = "serde_duration::millis"
+    )]
+    pub response_timeout: Duration,
+    #[serde(
+        rename = "idle_timeout_ms",
+        default = "defaults::idle_timeout",
+        with = "serde_duration::millis"
+    )]
+    pub idle_timeout: Duration,
+    #[serde(
+        rename = "tunnel_idle_timeout_ms",
+        default = "defaults::tunnel_idle_timeout",
+        with = "serde_duration::millis"
+    )]
+    pub tunnel_idle_timeout: Duration,
+    #[serde(
+        rename = "slow_start_ms",
+        default = "defaults::slow_start",
+        with = "serde_duration::millis"
+    )]
+    pub slow_start: Duration,
+    #[serde(default = "defaults::panic_threshold_percent")]
+    pub panic_threshold_percent: u32,
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+/// `algorithm`; `hash` takes its key from `hash_on`.
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Algorithm {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+    LeastLatency,
+    Hash,
+}
+
+/// One of `servers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Server {
+    pub address: String,
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub backup: bool,
+}
+
+/// `[upstream.health_check]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HealthCheck {
+    #[serde(default = "defaults::health_check_path")]
+    pub path: String,
+    pub port: Option<u16>,
+    #[serde(
+        rename = "interval_ms",
+        default = "defaults::health_check_interval",
+        with = "serde_duration::millis"
+    )]
+    pub interval: Duration,
+    #[serde(
+        rename = "timeout_ms",
+        default = "defaults::health_check_timeout",
+        with = "serde_duration::millis"
+    )]
+    pub timeout: Duration,
+    /// One status; without it, any of 200..=399.
+    pub expect_status: Option<u16>,
+    #[serde(default = "defaults::rise")]
+    pub rise: u32,
+    #[serde(default = "defaults::fall")]
+    pub fall: u32,
 }
 
 /// `[admin]`
@@ -65,7 +184,7 @@ pub(super) struct Site {
     pub routes: Vec<Route>,
 }
 
-/// One `routes` entry: `{ path, app | root | redirect, status }`.
+/// One `routes` entry: `{ path, app | root | redirect | upstream, status }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Route {
@@ -73,6 +192,7 @@ pub(super) struct Route {
     pub app: Option<String>,
     pub root: Option<PathBuf>,
     pub redirect: Option<String>,
+    pub upstream: Option<String>,
     #[serde(default = "defaults::redirect_status")]
     pub status: u16,
 }

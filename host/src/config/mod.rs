@@ -54,7 +54,7 @@ pub struct FirewallConfig {
 pub struct UpstreamConfig {
     /// What routes name it by (`{ path = "/", upstream = "app" }`).
     pub name: String,
-    /// `[[upstream.server]]`, at least one; addresses are distinct.
+    /// `servers`, at least one that is not a backup; addresses are distinct.
     pub servers: Vec<ServerConfig>,
     /// Default round robin.
     pub algorithm: Algorithm,
@@ -85,14 +85,15 @@ pub struct UpstreamConfig {
     /// `slow_start_ms`, default 10 s: a backend that comes back ramps from a small
     /// share to its full weight over this time (0: at once).
     pub slow_start: Duration,
-    /// `panic_threshold_percent`, default 50: with fewer healthy primaries than this
-    /// share, requests are spread over all primaries rather than overload the rest.
+    /// `panic_threshold_percent`, default 50, kept as a fraction (0.5): with fewer
+    /// healthy primaries than this share, requests are spread over all primaries rather
+    /// than overload the rest (0: never).
     pub panic_threshold: f64,
     /// `[upstream.retry]`
     pub retry: RetryConfig,
 }
 
-/// `[[upstream.server]]`
+/// One of `servers`: `{ address, weight, backup }`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub address: BackendAddress,
@@ -103,7 +104,8 @@ pub struct ServerConfig {
 }
 
 /// A backend as written: `127.0.0.2:8080` (plain HTTP), `http://host:port` or
-/// `https://host:port` (port defaults 80 and 443).
+/// `https://host:port` (port defaults 80 and 443); the host in lower case, so two
+/// spellings of one backend are equal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendAddress {
     pub tls: bool,
@@ -120,6 +122,15 @@ impl std::fmt::Display for BackendAddress {
             true => write!(f, "{scheme}://[{}]:{}", self.host, self.port),
             false => write!(f, "{scheme}://{}:{}", self.host, self.port),
         }
+    }
+}
+
+impl std::str::FromStr for BackendAddress {
+    type Err = String;
+
+    /// As in `servers`: `127.0.0.2:8080`, `http://host[:port]` or `https://host[:port]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        check::backend_address(s)
     }
 }
 
@@ -167,30 +178,68 @@ pub struct HealthCheckConfig {
 }
 
 /// `[upstream.outlier]`: passive ejection of a backend that keeps failing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct OutlierConfig {
     /// Connect failures or 5xx answers in a row that eject; default 5, 0 turns it off.
+    #[serde(default = "defaults::consecutive_failures")]
     pub consecutive_failures: u32,
     /// `base_ejection_ms`, default 10 s: the first ejection; each repeat adds as much
     /// again, up to `max_ejection_ms` (default 300 s).
+    #[serde(
+        rename = "base_ejection_ms",
+        default = "defaults::base_ejection",
+        with = "serde_duration::millis"
+    )]
     pub base_ejection: Duration,
+    #[serde(
+        rename = "max_ejection_ms",
+        default = "defaults::max_ejection",
+        with = "serde_duration::millis"
+    )]
     pub max_ejection: Duration,
     /// `max_ejected_percent`, default 50: never more of the pool ejected at once.
+    #[serde(default = "defaults::max_ejected_percent")]
     pub max_ejected_percent: u32,
 }
 
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: defaults::consecutive_failures(),
+            base_ejection: defaults::base_ejection(),
+            max_ejection: defaults::max_ejection(),
+            max_ejected_percent: defaults::max_ejected_percent(),
+        }
+    }
+}
+
 /// `[upstream.retry]`
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Further tries of an idempotent request that got no answer (or a 502, 503 or
     /// 504) from a backend, each on another backend; default 1. Connect failures are
     /// tried on every other backend, within the budget.
+    #[serde(default = "defaults::retry_attempts")]
     pub attempts: u32,
     /// `budget_percent`, default 20: retries in flight at most this share of the
     /// pool's requests in flight...
+    #[serde(default = "defaults::budget_percent")]
     pub budget_percent: u32,
     /// `budget_min`, default 3: ...or this many, whichever is more.
+    #[serde(default = "defaults::budget_min")]
     pub budget_min: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: defaults::retry_attempts(),
+            budget_percent: defaults::budget_percent(),
+            budget_min: defaults::budget_min(),
+        }
+    }
 }
 
 /// `[admin]`: the operator's listener, apart from the sites: `/healthz` and `/readyz`.
@@ -252,7 +301,7 @@ pub struct TlsConfig {
 }
 
 /// One `routes` entry: a path prefix (in the normal form requests are matched in) and
-/// what serves it. In the file: `{ path, app | root | redirect, status }`.
+/// what serves it. In the file: `{ path, app | root | redirect | upstream, status }`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub path: String,
@@ -474,6 +523,68 @@ mod defaults {
     pub fn redirect_status() -> u16 {
         308
     }
+
+    // [[upstream]]: the values HAProxy and Envoy users are used to.
+    pub fn max_connections() -> usize {
+        256
+    }
+    pub fn upstream_connect_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn response_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn tunnel_idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn slow_start() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn panic_threshold_percent() -> u32 {
+        50
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+    pub fn health_check_path() -> String {
+        "/".into()
+    }
+    pub fn health_check_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn health_check_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn rise() -> u32 {
+        2
+    }
+    pub fn fall() -> u32 {
+        3
+    }
+    pub fn consecutive_failures() -> u32 {
+        5
+    }
+    pub fn base_ejection() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_ejection() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn max_ejected_percent() -> u32 {
+        50
+    }
+    pub fn retry_attempts() -> u32 {
+        1
+    }
+    pub fn budget_percent() -> u32 {
+        20
+    }
+    pub fn budget_min() -> u32 {
+        3
+    }
 }
 
 /// Durations kept in the file as whole milliseconds or seconds (`*_ms`, `*_s` keys).
@@ -545,6 +656,9 @@ impl file::File {
         self.apps.data_dir.as_mut().map(resolve);
         if let Some(db) = &mut self.database {
             db.password_file.as_mut().map(resolve);
+        }
+        for upstream in &mut self.upstreams {
+            upstream.ca.as_mut().map(resolve);
         }
     }
 }
@@ -706,6 +820,322 @@ mod tests {
                 "[[listener]]\naddress = '127.0.0.1:8080'\n[[listener]]\naddress = '127.0.0.1:8080'\n"
             ),
             "listener[1].address: 127.0.0.1:8080 is already listener[0]"
+        );
+    }
+
+    /// The key of each problem `text` has, in order.
+    fn keys(text: &str) -> Vec<String> {
+        let problems = format!("{:#}", Config::parse(text).unwrap_err());
+        problems
+            .lines()
+            .map(|p| p.split(": ").next().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_upstream_with_every_key_is_typed_and_the_rest_are_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+        let text = "[firewall]\ntrusted_proxies = ['10.0.0.0/8', '192.0.2.7']\n\
+            [[site]]\nhosts = ['example.com']\nroutes = [{ path = '/', upstream = 'app' }]\n\
+            [[upstream]]\nname = 'app'\nalgorithm = 'hash'\nhash_on = 'header:X-User'\n\
+            http2 = true\nca = 'ca.pem'\nmax_connections = 8\nconnect_timeout_ms = 100\n\
+            response_timeout_ms = 200\nidle_timeout_ms = 300\ntunnel_idle_timeout_ms = 400\n\
+            slow_start_ms = 0\npanic_threshold_percent = 30\n\
+            servers = [{ address = '127.0.0.2:8080', weight = 2 },\n\
+                       { address = 'HTTPS://App3.Internal', backup = true }]\n\
+            [upstream.health_check]\npath = '/readyz'\nport = 9180\ninterval_ms = 500\n\
+            timeout_ms = 250\nexpect_status = 204\nrise = 1\nfall = 2\n\
+            [upstream.outlier]\nconsecutive_failures = 0\nbase_ejection_ms = 1000\n\
+            max_ejection_ms = 2000\nmax_ejected_percent = 100\n\
+            [upstream.retry]\nattempts = 0\nbudget_percent = 10\nbudget_min = 1\n\
+            [[upstream]]\nname = 'plain'\n[[upstream.servers]]\naddress = 'http://[::1]:81'\n";
+        let path = dir.path().join("wharf.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(
+            config.firewall.trusted_proxies,
+            [
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "192.0.2.7/32".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            config.sites[0].routes[0].target,
+            RouteTarget::Upstream("app".into())
+        );
+        let app = &config.upstreams[0];
+        assert_eq!(
+            *app,
+            UpstreamConfig {
+                name: "app".into(),
+                servers: vec![
+                    ServerConfig {
+                        address: BackendAddress {
+                            tls: false,
+                            host: "127.0.0.2".into(),
+                            port: 8080
+                        },
+                        weight: 2,
+                        backup: false
+                    },
+                    ServerConfig {
+                        address: BackendAddress {
+                            tls: true,
+                            host: "app3.internal".into(),
+                            port: 443
+                        },
+                        weight: 1,
+                        backup: true
+                    },
+                ],
+                algorithm: Algorithm::Hash(HashOn::Header(http::HeaderName::from_static("x-user"))),
+                http2: true,
+                ca: Some(dir.path().join("ca.pem")),
+                max_connections: 8,
+                connect_timeout: Duration::from_millis(100),
+                response_timeout: Duration::from_millis(200),
+                idle_timeout: Duration::from_millis(300),
+                tunnel_idle_timeout: Duration::from_millis(400),
+                health_check: Some(HealthCheckConfig {
+                    path: "/readyz".into(),
+                    port: Some(9180),
+                    interval: Duration::from_millis(500),
+                    timeout: Duration::from_millis(250),
+                    expect_status: 204..=204,
+                    rise: 1,
+                    fall: 2,
+                }),
+                outlier: OutlierConfig {
+                    consecutive_failures: 0,
+                    base_ejection: Duration::from_secs(1),
+                    max_ejection: Duration::from_secs(2),
+                    max_ejected_percent: 100,
+                },
+                slow_start: Duration::ZERO,
+                panic_threshold: 0.3,
+                retry: RetryConfig {
+                    attempts: 0,
+                    budget_percent: 10,
+                    budget_min: 1
+                },
+            }
+        );
+        let plain = &config.upstreams[1];
+        assert_eq!(plain.servers[0].address.to_string(), "http://[::1]:81");
+        assert_eq!(plain.algorithm, Algorithm::RoundRobin);
+        assert_eq!(plain.max_connections, 256);
+        assert_eq!(plain.connect_timeout, Duration::from_secs(1));
+        assert_eq!(plain.response_timeout, Duration::from_secs(30));
+        assert_eq!(plain.idle_timeout, Duration::from_secs(60));
+        assert_eq!(plain.tunnel_idle_timeout, Duration::from_secs(300));
+        assert_eq!(plain.slow_start, Duration::from_secs(10));
+        assert_eq!(plain.panic_threshold, 0.5);
+        assert_eq!(plain.health_check, None);
+        assert_eq!(plain.outlier, OutlierConfig::default());
+        assert_eq!(plain.outlier.consecutive_failures, 5);
+        assert_eq!(plain.retry, RetryConfig::default());
+        assert_eq!(
+            (
+                plain.retry.attempts,
+                plain.retry.budget_percent,
+                plain.retry.budget_min
+            ),
+            (1, 20, 3)
+        );
+    }
+
+    #[test]
+    fn a_health_check_without_keys_gets_the_defaults() {
+        let config = Config::parse(
+            "[[upstream]]\nname = 'a'\nservers = [{ address = '127.0.0.2:1' }]\n\
+             algorithm = 'hash'\n[upstream.health_check]\n",
+        )
+        .unwrap();
+        let upstream = &config.upstreams[0];
+        assert_eq!(upstream.algorithm, Algorithm::Hash(HashOn::ClientIp));
+        assert_eq!(
+            upstream.health_check,
+            Some(HealthCheckConfig {
+                path: "/".into(),
+                port: None,
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+                expect_status: 200..=399,
+                rise: 2,
+                fall: 3,
+            })
+        );
+    }
+
+    #[test]
+    fn a_route_to_an_upstream_no_upstream_names_is_reported_with_its_key() {
+        let text = "[[site]]\nhosts = ['a.example']\n\
+                    routes = [{ path = '/x', app = 'x' }, { path = '/', upstream = 'ap' }]\n\
+                    [[upstream]]\nname = 'app'\nservers = [{ address = '127.0.0.2:1' }]\n";
+        assert_eq!(
+            format!("{:#}", Config::parse(text).unwrap_err()),
+            "site[0].routes[1].upstream: no [[upstream]] is named \"ap\""
+        );
+        let both = "[[site]]\nhosts = ['a.example']\n\
+                    routes = [{ path = '/', upstream = 'app', app = 'x' }]\n\
+                    [[upstream]]\nname = 'app'\nservers = [{ address = '127.0.0.2:1' }]\n";
+        assert_eq!(
+            format!("{:#}", Config::parse(both).unwrap_err()),
+            "site[0].routes[0]: set only one of app, root, redirect or upstream"
+        );
+    }
+
+    #[test]
+    fn pools_report_every_problem_with_its_key() {
+        let text = "[[upstream]]\nname = 'app'\nservers = [{ address = '127.0.0.2:1' }]\n\
+                    [[upstream]]\nname = 'app'\nservers = []\n\
+                    [[upstream]]\nname = 'a/b'\nservers = [{ address = '127.0.0.2:1', backup = true }]\n";
+        assert_eq!(
+            keys(text),
+            [
+                "upstream[1].name",
+                "upstream[1].servers",
+                "upstream[2].name",
+                "upstream[2].servers",
+            ]
+        );
+    }
+
+    #[test]
+    fn two_spellings_of_one_server_are_a_duplicate() {
+        let text = "[[upstream]]\nname = 'app'\nservers = [{ address = '127.0.0.2:8080' },\n\
+                    { address = '127.0.0.3:8080' }, { address = 'http://127.0.0.2:8080' }]\n";
+        assert_eq!(
+            format!("{:#}", Config::parse(text).unwrap_err()),
+            "upstream[0].servers[2].address: http://127.0.0.2:8080 is already servers[0]"
+        );
+        let names = "[[upstream]]\nname = 'app'\nservers = [{ address = 'https://App.example' },\n\
+                     { address = 'https://app.example:443/' }]\n";
+        assert_eq!(keys(names), ["upstream[0].servers[1].address"]);
+    }
+
+    #[test]
+    fn bad_server_addresses_and_weights_are_each_named() {
+        let text = "[[upstream]]\nname = 'app'\nservers = [\n\
+                    { address = 'ftp://h:21' },\n\
+                    { address = 'http://h:80/app' },\n\
+                    { address = 'http://h?x=1' },\n\
+                    { address = '127.0.0.2' },\n\
+                    { address = 'http://bad_host!:80' },\n\
+                    { address = 'http://u@h:80' },\n\
+                    { address = '127.0.0.2:0' },\n\
+                    { address = '127.0.0.2:1', weight = 0 },\n\
+                    { address = '127.0.0.2:2', weight = 1001 },\n\
+                    { address = '127.0.0.2:3', weight = 1000 },\n\
+                    ]\n";
+        assert_eq!(
+            keys(text),
+            [
+                "upstream[0].servers[0].address",
+                "upstream[0].servers[1].address",
+                "upstream[0].servers[2].address",
+                "upstream[0].servers[3].address",
+                "upstream[0].servers[4].address",
+                "upstream[0].servers[5].address",
+                "upstream[0].servers[6].address",
+                "upstream[0].servers[7].weight",
+                "upstream[0].servers[8].weight",
+            ]
+        );
+        let problems = format!("{:#}", Config::parse(text).unwrap_err());
+        assert!(
+            problems.contains("\"ftp\" is not http or https"),
+            "{problems}"
+        );
+        assert!(problems.contains("\"127.0.0.2\" has no port"), "{problems}");
+        assert!(problems.contains("1001 is outside 1..=1000"), "{problems}");
+    }
+
+    #[test]
+    fn hash_keys_are_checked_and_need_the_hash_algorithm() {
+        let pool = |name: &str, lines: &str| {
+            format!(
+                "[[upstream]]\nname = '{name}'\nservers = [{{ address = '127.0.0.2:1' }}]\n{lines}\n"
+            )
+        };
+        let text = [
+            pool("a", "hash_on = 'client_ip'"),
+            pool("b", "algorithm = 'hash'\nhash_on = 'header:bad header'"),
+            pool("c", "algorithm = 'hash'\nhash_on = 'cookie:a;b'"),
+            pool("d", "algorithm = 'hash'\nhash_on = 'query:id'"),
+            pool("e", "algorithm = 'hash'\nhash_on = 'cookie:session'"),
+        ]
+        .concat();
+        assert_eq!(
+            keys(&text),
+            [
+                "upstream[0].hash_on",
+                "upstream[1].hash_on",
+                "upstream[2].hash_on",
+                "upstream[3].hash_on",
+            ]
+        );
+        assert!(
+            err(&pool("x", "algorithm = 'fastest'"))
+                .starts_with("upstream[0].algorithm: unknown variant `fastest`"),
+        );
+    }
+
+    #[test]
+    fn bounds_of_timeouts_percentages_and_checks_are_each_named() {
+        let text = "[firewall]\ntrusted_proxies = ['10.0.0.0/33', 'proxy.example', '::1']\n\
+            [[upstream]]\nname = 'app'\nservers = [{ address = '127.0.0.2:1' }]\n\
+            ca = 'missing-ca.pem'\nmax_connections = 0\nconnect_timeout_ms = 0\n\
+            response_timeout_ms = 0\nidle_timeout_ms = 0\ntunnel_idle_timeout_ms = 0\n\
+            panic_threshold_percent = 101\n\
+            [upstream.health_check]\npath = 'readyz'\nport = 0\ninterval_ms = 0\ntimeout_ms = 0\n\
+            expect_status = 600\nrise = 0\nfall = 0\n\
+            [upstream.outlier]\nbase_ejection_ms = 0\nmax_ejection_ms = 0\nmax_ejected_percent = 200\n\
+            [upstream.retry]\nbudget_percent = 101\n";
+        assert_eq!(
+            keys(text),
+            [
+                "upstream[0].ca",
+                "upstream[0].max_connections",
+                "upstream[0].connect_timeout_ms",
+                "upstream[0].response_timeout_ms",
+                "upstream[0].idle_timeout_ms",
+                "upstream[0].tunnel_idle_timeout_ms",
+                "upstream[0].outlier.base_ejection_ms",
+                "upstream[0].outlier.max_ejection_ms",
+                "upstream[0].panic_threshold_percent",
+                "upstream[0].outlier.max_ejected_percent",
+                "upstream[0].retry.budget_percent",
+                "upstream[0].health_check.path",
+                "upstream[0].health_check.port",
+                "upstream[0].health_check.interval_ms",
+                "upstream[0].health_check.timeout_ms",
+                "upstream[0].health_check.expect_status",
+                "upstream[0].health_check.rise",
+                "upstream[0].health_check.fall",
+                "firewall.trusted_proxies[0]",
+                "firewall.trusted_proxies[1]",
+            ]
+        );
+        assert_eq!(
+            keys(
+                "[[upstream]]\nname = 'app'\nservers = [{ address = '127.0.0.2:1' }]\n\
+                 [upstream.outlier]\nbase_ejection_ms = 5000\nmax_ejection_ms = 1000\n"
+            ),
+            ["upstream[0].outlier.max_ejection_ms"]
+        );
+    }
+
+    #[test]
+    fn a_server_address_parses_as_written_in_servers() {
+        let parse = |s: &str| s.parse::<BackendAddress>().map(|a| a.to_string());
+        assert_eq!(parse("127.0.0.2:8080").unwrap(), "http://127.0.0.2:8080");
+        assert_eq!(parse("http%3A%2F%2Fx").ok(), None);
+        assert_eq!(parse("https://[::1]").unwrap(), "https://[::1]:443");
+        assert_eq!(
+            parse("HTTP://Node.Example.:81").unwrap(),
+            "http://node.example:81"
         );
     }
 }

@@ -224,7 +224,10 @@ impl Backend {
                 let why = format!("{rise} checks in a row passed");
                 self.log_change("down", "up", &why, false);
             }
-            Some(Change::NewReason) => self.log_change("down", "down", &reason, true),
+            Some(Change::NewReason) => {
+                let (pool, backend) = (&*self.pool, &self.address);
+                tracing::warn!(%pool, %backend, "still down, now: {reason}");
+            }
             None => {}
         }
     }
@@ -246,7 +249,7 @@ impl Backend {
         self.state().outlier.is_ejected(now)
     }
 
-    /// Ejects the backend (unless it is already) after `failures` in a row.
+    /// Ejects the backend for its next ejection time, unless it is out already.
     pub fn eject(&self, now: Instant, config: &OutlierConfig) {
         let mut state = self.state();
         if state.outlier.is_ejected(now) {
@@ -265,11 +268,11 @@ impl Backend {
     }
 
     /// The operator's drain (`true`) or enable. An enabled backend comes back through
-    /// slow start. False if it was in that state already.
-    pub fn set_drained(&self, drained: bool) -> bool {
+    /// slow start; one that was not drained stays as it is.
+    pub fn set_drained(&self, drained: bool) {
         let mut state = self.state();
         if state.drained == drained {
-            return false;
+            return;
         }
         state.drained = drained;
         if !drained {
@@ -280,7 +283,6 @@ impl Backend {
             true => self.log_change("up", "drained", "drained by the operator", false),
             false => self.log_change("drained", "up", "enabled by the operator", false),
         }
-        true
     }
 
     fn log_change(&self, from: &str, to: &str, reason: &str, bad: bool) {

@@ -242,13 +242,23 @@ impl Client {
             return Err(SendError::Connect { request, error });
         };
         let permit = permit.expect("the semaphore is never closed");
+        let (version, uri) = (request.version(), request.uri().clone());
         let limit = inner.settings.idle_timeout;
         let request = request.map(|body| IdleLimit::new(body, limit));
-        let (response, held) = match inner.settings.http2 {
-            true => inner.send_h2(request, deadline).await?,
-            false => inner.send_h1(request, deadline).await?,
+        let sent = match inner.settings.http2 {
+            true => inner.send_h2(request, deadline).await,
+            false => inner.send_h1(request, deadline).await,
         };
-        Ok(self.inner.respond(response, held, permit))
+        match sent {
+            Ok((response, held)) => Ok(self.inner.respond(response, held, permit)),
+            // Handed back as it came, for another backend that may speak another version.
+            Err(SendError::Connect { mut request, error }) => {
+                *request.version_mut() = version;
+                *request.uri_mut() = uri;
+                Err(SendError::Connect { request, error })
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// An active health check: `GET path` on a fresh connection (to `port` of the
@@ -343,7 +353,6 @@ impl Inner {
                 Ok(conn) => conn,
                 Err(error) => return Err(SendError::connect(request, error)),
             };
-            let origin = request.uri().clone();
             let sent = conn
                 .sender
                 .try_send_request(self.h2_request(request, self.address.port));
@@ -351,9 +360,7 @@ impl Inner {
                 Err(_) => return Err(SendError::Timeout),
                 Ok(Ok(response)) => return Ok((response, Some(Conn::H2(conn)))),
                 Ok(Err(mut refused)) => match refused.take_message() {
-                    Some(mut back) => {
-                        *back.uri_mut() = origin;
-                        *back.version_mut() = Version::HTTP_11;
+                    Some(back) => {
                         if retry {
                             let error = format!("{}: {}", self.address, refused.into_error());
                             return Err(SendError::connect(back, error));
@@ -403,6 +410,13 @@ impl Inner {
     /// dropped (closed) on the way.
     async fn checkout(&self, deadline: Instant) -> Option<H1> {
         let limit = self.settings.idle_timeout;
+        if self.idle.lock().expect("idle list lock").is_empty() {
+            return None;
+        }
+        // An idle connection's task sees the backend's close only when it runs: letting
+        // the wakeups already due run first shows such a connection as closed, where
+        // otherwise the request would be written to it and lost.
+        tokio::task::yield_now().await;
         loop {
             let parked = {
                 let mut idle = self.idle.lock().expect("idle list lock");
@@ -453,13 +467,18 @@ impl Inner {
         };
         let limit = self.settings.idle_timeout;
         response.map(|body| {
-            ResponseBody {
+            let mut body = ResponseBody {
                 body: IdleLimit::new(body.map_err(BoxError::from).boxed_unsync(), limit),
                 held,
                 permit: Some(permit),
                 pool: self.clone(),
+            };
+            // Nothing to read (HEAD, 204, 304): servers do not poll such a body, and the
+            // connection is free now.
+            if hyper::body::Body::is_end_stream(&body) {
+                body.finish();
             }
-            .boxed_unsync()
+            body.boxed_unsync()
         })
     }
 
@@ -498,9 +517,14 @@ impl Inner {
         // Requests and small answers should not wait for Nagle's timer.
         tcp.set_nodelay(true)
             .map_err(|e| format!("{address}: {e}"))?;
-        let Some(tls) = &self.settings.tls else {
+        if !address.tls {
             return self.handshake(TokioIo::new(tcp)).await;
-        };
+        }
+        let tls = self
+            .settings
+            .tls
+            .as_ref()
+            .ok_or_else(|| format!("{address}: no TLS settings for an https:// backend"))?;
         // A name is sent as SNI and checked; an IP address is only checked.
         let name =
             ServerName::try_from(address.host.clone()).map_err(|e| format!("{address}: {e}"))?;

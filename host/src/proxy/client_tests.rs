@@ -211,6 +211,45 @@ async fn sequential_requests_reuse_one_kept_alive_connection() {
 }
 
 #[tokio::test]
+async fn an_idle_connection_older_than_the_idle_timeout_is_not_reused() {
+    let backend = TestBackend::plain(ok("hello")).await;
+    let idle = Duration::from_millis(100);
+    let client = Client::new(
+        &backend.address(),
+        ClientSettings {
+            idle_timeout: idle,
+            ..settings()
+        },
+    );
+    text(client.send(get("/")).await.unwrap()).await;
+    // What is tested is time passing: a sleep, not a readiness check.
+    tokio::time::sleep(idle * 2).await;
+    text(client.send(get("/")).await.unwrap()).await;
+    assert_eq!(backend.accepted(), 2);
+    eventually("the expired connection closed", || {
+        client.open_connections() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn answers_without_a_body_leave_the_connection_reusable() {
+    let backend = TestBackend::plain(handler(|_| async {
+        let mut response = Response::new(full(""));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        response
+    }))
+    .await;
+    let client = Client::new(&backend.address(), settings());
+    for _ in 0..3 {
+        // Dropped unread, as a server drops a body it knows is empty.
+        let response = client.send(get("/")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    assert_eq!(backend.accepted(), 1);
+}
+
+#[tokio::test]
 async fn a_connection_the_backend_closed_while_idle_is_not_used_again() {
     let backend = TestBackend::plain(ok("hello")).await;
     let client = Client::new(&backend.address(), settings());
@@ -224,6 +263,60 @@ async fn a_connection_the_backend_closed_while_idle_is_not_used_again() {
     let response = client.send(get("/")).await.unwrap();
     assert_eq!(text(response).await, "hello");
     assert_eq!(backend.accepted(), 2);
+}
+
+/// Reads one request head from `tcp` and answers `ok`; false at the end of the stream.
+fn answer_one(tcp: &mut std::net::TcpStream) -> bool {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tcp.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_backend_close_the_client_has_not_processed_yet_does_not_lose_the_next_request() {
+    // A backend on a thread of its own, so it closes its first connection while the
+    // client's runtime is not running: the close is there to be seen, but the
+    // connection's task has not looked yet when the next request arrives.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (close, close_rx) = std::sync::mpsc::channel::<()>();
+    let (closed_tx, closed) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut first, _) = listener.accept().unwrap();
+        assert!(answer_one(&mut first));
+        close_rx.recv().unwrap();
+        drop(first);
+        closed_tx.send(()).unwrap();
+        let (mut second, _) = listener.accept().unwrap();
+        while answer_one(&mut second) {}
+    });
+    let address = BackendAddress {
+        tls: false,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    };
+    let client = Client::new(&address, settings());
+    assert_eq!(text(client.send(get("/")).await.unwrap()).await, "ok");
+
+    close.send(()).unwrap();
+    closed.recv().unwrap();
+    let response = client.send(get("/")).await.unwrap();
+    assert_eq!(text(response).await, "ok");
+    drop(client);
+    // Joined off the runtime, which must run on to close the client's connection.
+    let joined = tokio::task::spawn_blocking(move || server.join().unwrap());
+    tokio::time::timeout(Duration::from_secs(5), joined)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -286,12 +379,14 @@ async fn a_refused_connection_gives_the_request_back_untouched() {
     };
     let client = Client::new(&address, settings());
     let request = Request::post("/upload?x=1")
+        .version(Version::HTTP_2)
         .header("x-test", "kept")
         .body(full("payload"))
         .unwrap();
     let (request, error) = expect_connect(client.send(request).await);
     assert!(error.contains(&addr.to_string()), "{error}");
     assert_eq!(request.uri(), "/upload?x=1");
+    assert_eq!(request.version(), Version::HTTP_2);
     assert_eq!(request.headers()["x-test"], "kept");
     let body = request.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "payload");
@@ -314,6 +409,34 @@ async fn no_response_head_within_the_response_timeout_is_a_timeout() {
     ));
     // The connection that timed out is closed, not kept.
     eventually("the connection closed", || client.open_connections() == 0).await;
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_http_is_a_bad_response() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = [0; 1024];
+        let _ = tcp.read(&mut buf).await;
+        let _ = tcp.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+    });
+    let address = BackendAddress {
+        tls: false,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    };
+    let sent = Client::new(&address, settings()).send(get("/")).await;
+    assert!(
+        matches!(
+            sent,
+            Err(SendError::Failed {
+                bad_response: true,
+                ..
+            })
+        ),
+        "{sent:?}"
+    );
 }
 
 #[tokio::test]
