@@ -17,9 +17,9 @@ const APPS: [&str; 2] = ["127.0.11.11", "127.0.11.12"];
 const DATABASES: [&str; 2] = ["127.0.11.21", "127.0.11.22"];
 const NODES: [&str; 5] = ["lb", "app-1", "app-2", "db-primary", "db-replica"];
 
-/// up.sh creates the databases and waits for every node; the guests and wharf are built
-/// before it starts.
-const UP_TIMEOUT: Duration = Duration::from_secs(180);
+/// up.sh creates the databases and waits for every node (the guests and wharf are built
+/// before it starts); on a machine busy with other builds that has taken two minutes.
+const UP_TIMEOUT: Duration = Duration::from_secs(300);
 /// down.sh gives each node a minute before it kills it.
 const DOWN_TIMEOUT: Duration = Duration::from_secs(150);
 /// Replication to the replica, and the nodes' log writer threads, are that quick.
