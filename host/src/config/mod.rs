@@ -69,8 +69,9 @@ pub struct UpstreamConfig {
     /// `connect_timeout_ms`, default 1 s: TCP and TLS, then the attempt fails (and is
     /// retried on another backend).
     pub connect_timeout: Duration,
-    /// `response_timeout_ms`, default 30 s: from sending the request head until the
-    /// response head arrives; past it 504.
+    /// `response_timeout_ms`, default 30 s: how long the response head may take
+    /// after the request's last progress (its head, or a piece of its body), so a long
+    /// upload is not a timeout but a backend that stops reading one is; past it 504.
     pub response_timeout: Duration,
     /// `idle_timeout_ms`, default 60 s: the longest pause in a body, either way, and
     /// how long an unused pooled connection is kept.

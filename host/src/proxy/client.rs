@@ -25,14 +25,14 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
-use tokio::time::{Instant, Sleep, timeout, timeout_at};
+use tokio::time::{Instant, Sleep, timeout_at};
 use tokio_rustls::TlsConnector;
 
 /// How a [`Client`] connects; from the backend's `[[upstream]]`.
@@ -322,11 +322,12 @@ impl Inner {
                     Err(error) => return Err(SendError::connect(request, error)),
                 },
             };
+            let progress = request.body().progress.clone();
             let sent = conn.sender.try_send_request(request);
-            match timeout(self.settings.response_timeout, sent).await {
-                Err(_) => return Err(SendError::Timeout),
-                Ok(Ok(response)) => return Ok((response, Some(Conn::H1(conn)))),
-                Ok(Err(mut refused)) => match refused.take_message() {
+            match head_within(sent, progress, self.settings.response_timeout).await {
+                None => return Err(SendError::Timeout),
+                Some(Ok(response)) => return Ok((response, Some(Conn::H1(conn)))),
+                Some(Err(mut refused)) => match refused.take_message() {
                     Some(back) if was_reused => request = back,
                     Some(back) => {
                         let error = format!("{}: {}", self.address, refused.into_error());
@@ -353,13 +354,14 @@ impl Inner {
                 Ok(conn) => conn,
                 Err(error) => return Err(SendError::connect(request, error)),
             };
+            let progress = request.body().progress.clone();
             let sent = conn
                 .sender
                 .try_send_request(self.h2_request(request, self.address.port));
-            match timeout(self.settings.response_timeout, sent).await {
-                Err(_) => return Err(SendError::Timeout),
-                Ok(Ok(response)) => return Ok((response, Some(Conn::H2(conn)))),
-                Ok(Err(mut refused)) => match refused.take_message() {
+            match head_within(sent, progress, self.settings.response_timeout).await {
+                None => return Err(SendError::Timeout),
+                Some(Ok(response)) => return Ok((response, Some(Conn::H2(conn)))),
+                Some(Err(mut refused)) => match refused.take_message() {
                     Some(back) => {
                         if retry {
                             let error = format!("{}: {}", self.address, refused.into_error());
@@ -640,6 +642,8 @@ struct IdleLimit {
     /// Running while a read waits for the source.
     timer: Option<Pin<Box<Sleep>>>,
     waiting: bool,
+    /// Marked at every frame read, for the response timeout of a request body.
+    progress: Progress,
 }
 
 impl IdleLimit {
@@ -649,6 +653,53 @@ impl IdleLimit {
             limit,
             timer: None,
             waiting: false,
+            progress: Progress::default(),
+        }
+    }
+}
+
+/// When a body last gave a frame: the response timeout runs from the later of the
+/// request head and its body's last piece, so a long upload is not taken for a slow
+/// backend (nginx counts `proxy_read_timeout` from the end of the request), while a
+/// backend that stops reading one still times out.
+#[derive(Clone)]
+struct Progress {
+    base: Instant,
+    /// Since `base`.
+    nanos: Arc<AtomicU64>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            base: Instant::now(),
+            nanos: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Progress {
+    fn mark(&self) {
+        let nanos = self.base.elapsed().as_nanos() as u64;
+        self.nanos.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+}
+
+/// The response head `sent` resolves to, unless `limit` passes after the request's
+/// last progress with no head.
+async fn head_within<F: Future>(sent: F, progress: Progress, limit: Duration) -> Option<F::Output> {
+    progress.mark();
+    let mut sent = std::pin::pin!(sent);
+    loop {
+        match timeout_at(progress.last() + limit, &mut sent).await {
+            Ok(head) => return Some(head),
+            // The body moved meanwhile: the clock starts again from there.
+            Err(_) if progress.last() + limit > Instant::now() => continue,
+            Err(_) => return None,
         }
     }
 }
@@ -664,6 +715,7 @@ impl hyper::body::Body for IdleLimit {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             this.waiting = false;
+            this.progress.mark();
             return Poll::Ready(frame);
         }
         let limit = this.limit;

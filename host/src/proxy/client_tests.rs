@@ -412,6 +412,37 @@ async fn no_response_head_within_the_response_timeout_is_a_timeout() {
 }
 
 #[tokio::test]
+async fn an_upload_longer_than_the_response_timeout_is_not_a_timeout() {
+    // Answers once the whole body is in, as most backends do.
+    let backend = TestBackend::plain(handler(|req: Request<Incoming>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Response::new(full(format!("{} bytes", body.len())))
+    }))
+    .await;
+    let client = Client::new(
+        &backend.address(),
+        ClientSettings {
+            response_timeout: Duration::from_millis(300),
+            ..settings()
+        },
+    );
+    let (tx, body) = channel_body();
+    // Six pieces 100 ms apart: twice the response timeout in all, never a pause of it.
+    tokio::spawn(async move {
+        for _ in 0..6 {
+            tx.send(Bytes::from_static(b"0123456789")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let request = Request::post("/")
+        .header(HOST, "backend.test")
+        .body(body)
+        .unwrap();
+    let response = client.send(request).await.expect("an answer");
+    assert_eq!(text(response).await, "60 bytes");
+}
+
+#[tokio::test]
 async fn an_answer_that_is_not_http_is_a_bad_response() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -513,7 +513,8 @@ impl Pool {
                     },
                     reason: backend.reason(now),
                     in_flight: backend.in_flight(),
-                    latency_ms: backend.latency.estimate(now) * 1000.0,
+                    // To the microsecond: finer is noise.
+                    latency_ms: (backend.latency.estimate(now) * 1e6).round() / 1e3,
                     ejections: backend.ejections(),
                     connections: backend.client.open_connections(),
                 }
