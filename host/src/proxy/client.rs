@@ -25,7 +25,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -195,7 +195,7 @@ pub enum SendError {
 impl SendError {
     fn connect(request: Request<Outgoing>, error: String) -> Self {
         SendError::Connect {
-            request: Box::new(request.map(|body| body.inner)),
+            request: Box::new(request.map(|mut body| std::mem::take(&mut body.inner))),
             error,
         }
     }
@@ -245,12 +245,13 @@ impl Client {
         let (version, uri) = (request.version(), request.uri().clone());
         let limit = inner.settings.idle_timeout;
         let request = request.map(|body| IdleLimit::new(body, limit));
+        let progress = request.body().progress.clone();
         let sent = match inner.settings.http2 {
             true => inner.send_h2(request, deadline).await,
             false => inner.send_h1(request, deadline).await,
         };
         match sent {
-            Ok((response, held)) => Ok(self.inner.respond(response, held, permit)),
+            Ok((response, held)) => Ok(self.inner.respond(response, held, permit, progress)),
             // Handed back as it came, for another backend that may speak another version.
             Err(SendError::Connect { mut request, error }) => {
                 *request.version_mut() = version;
@@ -458,6 +459,7 @@ impl Inner {
         response: Response<Incoming>,
         held: Option<Conn>,
         permit: OwnedSemaphorePermit,
+        request: Progress,
     ) -> Response<Body> {
         let held = match held {
             // The connection becomes the tunnel: its task must run on to hand it over.
@@ -472,6 +474,7 @@ impl Inner {
             let mut body = ResponseBody {
                 body: IdleLimit::new(body.map_err(BoxError::from).boxed_unsync(), limit),
                 held,
+                request,
                 permit: Some(permit),
                 pool: self.clone(),
             };
@@ -587,6 +590,9 @@ where
 struct ResponseBody {
     body: IdleLimit,
     held: Option<Conn>,
+    /// The request's body: until it is sent whole, the connection is not free, even
+    /// once the answer is complete (a backend may answer an upload early).
+    request: Progress,
     permit: Option<OwnedSemaphorePermit>,
     pool: Arc<Inner>,
 }
@@ -594,7 +600,9 @@ struct ResponseBody {
 impl ResponseBody {
     /// The answer is complete: the connection may serve the next request.
     fn finish(&mut self) {
-        if let Some(Conn::H1(conn)) = self.held.take() {
+        if let Some(Conn::H1(conn)) = self.held.take()
+            && self.request.ended()
+        {
             self.pool.park(conn);
         }
         self.permit = None;
@@ -667,6 +675,8 @@ struct Progress {
     base: Instant,
     /// Since `base`.
     nanos: Arc<AtomicU64>,
+    /// The body is done with: sent whole, or given up.
+    ended: Arc<AtomicBool>,
 }
 
 impl Default for Progress {
@@ -674,11 +684,16 @@ impl Default for Progress {
         Progress {
             base: Instant::now(),
             nanos: Arc::new(AtomicU64::new(0)),
+            ended: Arc::new(AtomicBool::new(false)),
         }
     }
 }
 
 impl Progress {
+    fn ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
     fn mark(&self) {
         let nanos = self.base.elapsed().as_nanos() as u64;
         self.nanos.fetch_max(nanos, Ordering::Relaxed);
@@ -739,6 +754,13 @@ impl hyper::body::Body for IdleLimit {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// hyper drops a request body once it has sent all of it (or given up on it).
+impl Drop for IdleLimit {
+    fn drop(&mut self) {
+        self.progress.ended.store(true, Ordering::Release);
     }
 }
 

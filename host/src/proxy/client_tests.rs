@@ -443,6 +443,51 @@ async fn an_upload_longer_than_the_response_timeout_is_not_a_timeout() {
 }
 
 #[tokio::test]
+async fn a_connection_whose_upload_is_still_going_is_not_given_to_the_next_request() {
+    // A backend that refuses an upload at once and keeps the connection open without
+    // reading the rest (as one enforcing a size limit may), and answers ok on the next.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut first, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0];
+        while !head.ends_with(b"\r\n\r\n") {
+            std::io::Read::read_exact(&mut first, &mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        first
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large")
+            .unwrap();
+        let (mut second, _) = listener.accept().unwrap();
+        while answer_one(&mut second) {}
+        drop(first);
+    });
+    let address = BackendAddress {
+        tls: false,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    };
+    let client = Client::new(&address, settings());
+    let (tx, body) = channel_body();
+    tx.send(Bytes::from_static(b"the first of many pieces"))
+        .await
+        .unwrap();
+    let upload = Request::post("/")
+        .header(HOST, "backend.test")
+        .body(body)
+        .unwrap();
+    let refused = client.send(upload).await.expect("an early answer");
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(text(refused).await, "too large");
+    // The upload has not ended (its sender is alive): that connection is still busy.
+    let next = client.send(get("/")).await.expect("another connection");
+    assert_eq!(text(next).await, "ok");
+    drop(tx);
+}
+
+#[tokio::test]
 async fn an_answer_that_is_not_http_is_a_bad_response() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
