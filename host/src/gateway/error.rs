@@ -61,7 +61,9 @@ impl GatewayError {
                 }
             },
             GatewayError::Upstream(e) => match e {
-                UpstreamError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::NoBackend(_) | UpstreamError::Busy(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 UpstreamError::Connect | UpstreamError::NoResponse | UpstreamError::BadResponse => {
                     StatusCode::BAD_GATEWAY
                 }

@@ -177,9 +177,9 @@ impl Drop for Counted {
 /// Why [`Client::send`] got no response head.
 #[derive(Debug)]
 pub enum SendError {
-    /// No connection could be had (TCP or TLS failed, or no free connection slot within
-    /// the connect timeout): the request never left, and here it is back, untouched
-    /// (its body unread), for another backend.
+    /// No connection could be had (TCP or TLS failed within the connect timeout): the
+    /// request never left, and here it is back, untouched (its body unread), for
+    /// another backend.
     Connect {
         request: Box<Request<Body>>,
         error: String,
@@ -190,6 +190,13 @@ pub enum SendError {
     Failed { error: String, bad_response: bool },
     /// No response head within the response timeout.
     Timeout,
+    /// Every connection slot of this backend stayed taken for the connect timeout:
+    /// this balancer's own cap, not a fault of the backend. The request never left;
+    /// here it is back.
+    Busy {
+        request: Box<Request<Body>>,
+        error: String,
+    },
 }
 
 impl SendError {
@@ -239,7 +246,7 @@ impl Client {
                 inner.settings.connect_timeout.as_millis()
             );
             let request = Box::new(request);
-            return Err(SendError::Connect { request, error });
+            return Err(SendError::Busy { request, error });
         };
         let permit = permit.expect("the semaphore is never closed");
         let (version, uri) = (request.version(), request.uri().clone());

@@ -47,4 +47,7 @@ pub enum UpstreamError {
     /// No response head within `response_timeout_ms`: 504.
     #[error("the backend did not answer in time")]
     Timeout,
+    /// Every backend tried had all its `max_connections` in use: 503.
+    #[error("every backend of upstream {0} is at its connection limit")]
+    Busy(std::sync::Arc<str>),
 }

@@ -308,6 +308,13 @@ impl Pool {
                     returned = Some(*request);
                     (Err(UpstreamError::Connect), true)
                 }
+                // Our own cap, not the backend's fault: tried elsewhere, not counted
+                // against it.
+                Err(SendError::Busy { request, error }) => {
+                    tracing::debug!(pool = %self.name, "{error}");
+                    returned = Some(*request);
+                    (Err(UpstreamError::Busy(self.name.clone())), true)
+                }
                 Err(SendError::Failed {
                     error,
                     bad_response,
@@ -663,7 +670,7 @@ mod tests {
                 max_ejected_percent: 50,
             },
             slow_start: Duration::ZERO,
-            panic_threshold: 50.0,
+            panic_threshold: 0.5,
             retry: RetryConfig {
                 attempts: 1,
                 budget_percent: 20,
@@ -1158,6 +1165,43 @@ mod tests {
         ));
         assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(a_hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn backends_whose_connections_are_all_in_use_are_busy_not_failed() {
+        let servers = [
+            backend(StatusCode::OK).await.0,
+            backend(StatusCode::OK).await.0,
+        ];
+        let mut config = upstream("app", &servers);
+        config.max_connections = 1;
+        config.connect_timeout = Duration::from_millis(100);
+        config.outlier.consecutive_failures = 1;
+        let upstreams = Upstreams::build(&[config], &[], None).unwrap();
+        let pool = pool_of(&upstreams);
+        // Each answer's body unread holds its backend's one connection.
+        let mut held = Vec::new();
+        for n in 0..2 {
+            let request = request("GET", "");
+            held.push(
+                pool.forward(request, &connection(), RequestId::for_test(n))
+                    .await,
+            );
+        }
+        assert!(held.iter().all(|r| r.is_ok()));
+        let turned_away = pool
+            .forward(request("GET", ""), &connection(), RequestId::for_test(3))
+            .await;
+        match turned_away {
+            Err(e) => assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{e}"),
+            Ok(r) => panic!("expected 503, got {}", r.status()),
+        }
+        for server in 0..2 {
+            assert_eq!(state(&upstreams, server), "up");
+        }
+        drop(held);
+        let (status, _) = send(pool, "GET").await.unwrap();
+        assert_eq!(status, StatusCode::OK);
     }
 
     #[tokio::test]
