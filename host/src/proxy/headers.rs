@@ -16,6 +16,9 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// Part of an `h2c` upgrade, which is never passed on (RFC 9113 §3.2 makes it
+/// connection-specific).
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Makes `req` the request a backend gets: hop-by-hop headers removed (those named in
@@ -97,9 +100,16 @@ pub fn from_backend<B>(resp: &mut Response<B>) {
 }
 
 /// The request asks to switch protocols (WebSocket and other `Upgrade`s, over HTTP/1.1).
+/// Not to `h2c`: a backend that took it would turn the connection into a tunnel of
+/// HTTP/2 requests that the balancer never sees, so never routes, checks or marks with
+/// forwarding headers (h2c smuggling). Such a request goes on as a plain one.
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    let upgrade = req.headers().get_all(UPGRADE);
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(UPGRADE)
+        && upgrade.iter().next().is_some()
+        && !upgrade
+            .iter()
+            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("h2c")))
         && req
             .headers()
             .get_all(CONNECTION)
@@ -121,6 +131,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in [
         CONNECTION,
+        HTTP2_SETTINGS,
         KEEP_ALIVE,
         PROXY_CONNECTION,
         TE,
@@ -452,5 +463,27 @@ mod tests {
         let mut h2 = request("/", &ws);
         *h2.version_mut() = Version::HTTP_2;
         assert!(!is_upgrade(&h2));
+    }
+
+    #[test]
+    fn an_h2c_upgrade_is_not_passed_on() {
+        let h2c = [
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ];
+        let mut req = request("/", &h2c);
+        assert!(!is_upgrade(&req));
+        let mixed = [("connection", "upgrade"), ("upgrade", "websocket, H2C")];
+        assert!(!is_upgrade(&request("/", &mixed)));
+        to_backend(&mut req, &conn("192.0.2.1:5000", false), RequestId(1), &[]);
+        for gone in ["upgrade", "connection", "http2-settings"] {
+            assert!(!req.headers().contains_key(gone), "{gone} was passed on");
+        }
+        // Without Connection naming it, too.
+        let mut req = request("/", &[("upgrade", "h2c"), ("http2-settings", "AAMA")]);
+        to_backend(&mut req, &conn("192.0.2.1:5000", false), RequestId(1), &[]);
+        assert!(!req.headers().contains_key("http2-settings"));
+        assert!(!req.headers().contains_key("upgrade"));
     }
 }
