@@ -242,17 +242,24 @@ impl Standing {
 
 /// Which backends may get the next request (indices into `standings`): the healthy
 /// primaries; with fewer than `panic_threshold` (0.5 = 50%) of the primaries healthy,
-/// every primary that is not drained (panic: spread rather than overload the
-/// survivors); with no primary healthy, the healthy backups; otherwise none.
+/// the healthy primaries and backups together, or without a healthy backup every
+/// primary that is not drained (panic: spread rather than overload the survivors);
+/// with no primary healthy, the healthy backups; otherwise none.
 /// Drained primaries do not count towards the share: draining for a deploy is not a
 /// failure, and must not tip the rest into panic.
 pub fn eligible(standings: &[Standing], panic_threshold: f64) -> Eligible {
     let healthy = standings.iter().filter(|s| s.primary_up()).count();
     let in_service = standings.iter().filter(|s| s.primary_in_service()).count();
+    let backups = standings.iter().any(Standing::backup_up);
     let (admit, panic): (fn(&Standing) -> bool, bool) = if healthy == 0 {
         (Standing::backup_up, false)
     } else if (healthy as f64) < panic_threshold * in_service as f64 {
-        (Standing::primary_in_service, true)
+        // Healthy backups take the overflow before requests go to failing primaries,
+        // as Envoy spills over to the next priority before it panics.
+        match backups {
+            true => (|s: &Standing| s.primary_up() || s.backup_up(), false),
+            false => (Standing::primary_in_service, true),
+        }
     } else {
         (Standing::primary_up, false)
     };
@@ -530,15 +537,21 @@ mod tests {
         let drained = standing(false, false, true);
         let backup_up = standing(true, true, false);
         let backup_down = standing(true, false, false);
-        let cases: [(&str, Vec<Standing>, &[usize], bool); 8] = [
+        let cases: [(&str, Vec<Standing>, &[usize], bool); 9] = [
             ("all healthy", vec![up, up, up], &[0, 1, 2], false),
             ("one down", vec![up, down, up], &[0, 2], false),
             ("half healthy is not panic", vec![up, down], &[0], false),
             (
                 "below panic: every primary",
-                vec![down, up, down, backup_up],
+                vec![down, up, down, backup_down],
                 &[0, 1, 2],
                 true,
+            ),
+            (
+                "below panic with a backup up: the healthy, backups too",
+                vec![down, up, down, backup_up],
+                &[1, 3],
+                false,
             ),
             (
                 "drained left out even in panic",
