@@ -285,6 +285,10 @@ impl Backend {
         }
     }
 
+    pub fn is_drained(&self) -> bool {
+        self.state().drained
+    }
+
     fn log_change(&self, from: &str, to: &str, reason: &str, bad: bool) {
         let (pool, backend) = (&*self.pool, &self.address);
         match bad {

@@ -188,11 +188,18 @@ impl Pool {
                     kept.backend.clone()
                 }
                 None => {
-                    if old.is_some() {
+                    // The same address with other connection settings: a new backend,
+                    // but the operator's drain holds.
+                    let same_address = old.and_then(|old| {
+                        old.members
+                            .iter()
+                            .find(|m| m.backend.address == server.address)
+                    });
+                    if old.is_some() && same_address.is_none() {
                         tracing::info!(pool = %name, backend = %server.address, "backend added");
                     }
                     let client = Client::new(&server.address, client_settings.clone());
-                    Arc::new(Backend::new(
+                    let backend = Backend::new(
                         name.clone(),
                         server.address.clone(),
                         client,
@@ -201,7 +208,11 @@ impl Pool {
                         // Added to a pool that is serving: it ramps up like one that
                         // came back, rather than take a full share cold.
                         old.is_some().then_some(now),
-                    ))
+                    );
+                    if same_address.is_some_and(|m| m.backend.is_drained()) {
+                        backend.set_drained(true);
+                    }
+                    Arc::new(backend)
                 }
             };
             members.push(Member {
@@ -811,8 +822,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_rebuild_with_other_connection_settings_makes_new_backends() {
+    async fn a_rebuild_with_other_connection_settings_makes_new_backends_that_stay_drained() {
         let first = Upstreams::build(&[upstream("app", &addresses(&[1]))], &[], None).unwrap();
+        first
+            .admin("app", "127.0.0.1:1", AdminAction::Drain)
+            .unwrap();
         let mut edited = upstream("app", &addresses(&[1]));
         edited.response_timeout = Duration::from_secs(1);
         let second = Upstreams::build(&[edited], &[], Some(&first)).unwrap();
@@ -827,6 +841,7 @@ mod tests {
             &backend(&first, "app"),
             &backend(&renamed, "other")
         ));
+        assert!(backend(&second, "app").is_drained(), "the drain holds");
     }
 
     #[tokio::test]
