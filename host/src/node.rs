@@ -173,6 +173,7 @@ impl Node {
             &config.firewall.trusted_proxies,
             None,
         )?));
+        upstreams.load().start();
         let admin = match &config.admin {
             Some(settings) => Some(Admin::spawn(
                 admin::bind(settings.address).await?,
@@ -394,16 +395,9 @@ impl Inner {
             self.switch_databases(&state.config, &new).await?;
             anyhow::Ok(sites)
         };
-        let sites = match built.await {
-            Ok(sites) => sites,
-            Err(e) => {
-                // Their active checks started when they were built.
-                if let Some(upstreams) = &new_upstreams {
-                    upstreams.retire();
-                }
-                return Err(e);
-            }
-        };
+        // New pools touch nothing until they start, so a failure here leaves the
+        // running ones as they were.
+        let sites = built.await?;
 
         // From here on, nothing can fail.
         if let (Some(store), Some((watch, certs))) = (&state.certs, replaced) {
@@ -418,8 +412,9 @@ impl Inner {
         self.server.gateway().set_sites(sites);
         if let Some(upstreams) = new_upstreams {
             // Requests in flight on the old pools finish there.
-            self.upstreams.store(upstreams);
+            self.upstreams.store(upstreams.clone());
             old_upstreams.retire();
+            upstreams.start();
             tracing::info!("{origin}: upstreams reloaded");
         }
         if applied.changed.contains(&Section::Limits) {

@@ -53,9 +53,9 @@ pub enum AdminAction {
 impl Upstreams {
     /// The pools `configs` describe. A backend of `previous` whose address (and
     /// connection settings) a new pool names again is the same [`Backend`], with its
-    /// health, latency, ejections and requests in flight. Active checks start here,
-    /// on the current tokio runtime; a backend added to a pool that was serving starts
-    /// in slow start. `trusted` are the peers whose forwarding headers are passed on.
+    /// health, latency, ejections and requests in flight. Active checks start with
+    /// [`Upstreams::start`]; a backend added to a pool that was serving starts in slow
+    /// start. `trusted` are the peers whose forwarding headers are passed on.
     pub fn build(
         configs: &[UpstreamConfig],
         trusted: &[IpNet],
@@ -70,6 +70,16 @@ impl Upstreams {
             pools.insert(pool.name.clone(), Arc::new(pool));
         }
         Ok(Self { pools })
+    }
+
+    /// Once this set serves (stored where requests find it): backends it shares with
+    /// the set it replaces take its check thresholds, and its active checks start.
+    /// Nothing before this touches a backend the running set uses, so a reload that
+    /// fails after `build` changes nothing.
+    pub fn start(&self) {
+        for pool in self.pools.values() {
+            pool.start();
+        }
     }
 
     /// After a swap, for the set that was replaced: its active checks stop; requests
@@ -183,10 +193,8 @@ impl Pool {
                 })
             });
             let backend = match kept {
-                Some(kept) => {
-                    kept.backend.set_checks(thresholds);
-                    kept.backend.clone()
-                }
+                // Its checks change in `start`, once this generation is the one serving.
+                Some(kept) => kept.backend.clone(),
                 None => {
                     // The same address with other connection settings: a new backend,
                     // but the operator's drain holds.
@@ -230,12 +238,6 @@ impl Pool {
                 tracing::info!(pool = %name, backend = %gone.backend.address, "backend removed");
             }
         }
-        let mut checks = JoinSet::new();
-        if let Some(check) = &config.health_check {
-            for member in &members {
-                check::spawn(&mut checks, member.backend.clone(), check.clone());
-            }
-        }
         Ok(Self {
             select: select::for_algorithm(&config.algorithm, members.len()),
             name,
@@ -246,8 +248,24 @@ impl Pool {
             forwarding: AtomicU32::new(0),
             panic: AtomicBool::new(false),
             ejecting: Mutex::new(()),
-            checks: Mutex::new(checks),
+            checks: Mutex::new(JoinSet::new()),
         })
+    }
+
+    /// Takes the pool's backends over: their thresholds become this pool's and its
+    /// active checks start (on the current tokio runtime).
+    fn start(&self) {
+        let thresholds = self.config.health_check.as_ref().map(|c| Thresholds {
+            rise: c.rise,
+            fall: c.fall,
+        });
+        let mut checks = self.checks();
+        for member in &self.members {
+            member.backend.set_checks(thresholds);
+            if let Some(check) = &self.config.health_check {
+                check::spawn(&mut checks, member.backend.clone(), check.clone());
+            }
+        }
     }
 
     fn checks(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
@@ -1280,6 +1298,7 @@ mod tests {
             fall: 2,
         });
         let upstreams = Upstreams::build(&[config], &[], None).unwrap();
+        upstreams.start();
         let deadline = Instant::now() + Duration::from_secs(5);
         while state(&upstreams, 0) != "down" {
             assert!(
@@ -1292,6 +1311,11 @@ mod tests {
         assert_eq!(state(&upstreams, 1), "up");
         let reason = &upstreams.status()["upstreams"][0]["servers"][0]["reason"];
         assert!(reason.as_str().unwrap().contains("503"), "{reason}");
+        // A set built but never started (its reload failed after) changes nothing, not
+        // even the checks of the backends it would share.
+        let unchecked = Upstreams::build(&[upstream("app", &[sick, well])], &[], Some(&upstreams));
+        drop(unchecked.unwrap());
+        assert_eq!(state(&upstreams, 0), "down");
         upstreams.retire();
         // Let an aborted probe in progress finish or vanish, then count: absence can
         // only be seen by waiting, here ten check intervals.
