@@ -1317,16 +1317,20 @@ mod tests {
         drop(unchecked.unwrap());
         assert_eq!(state(&upstreams, 0), "down");
         upstreams.retire();
-        // Let an aborted probe in progress finish or vanish, then count: absence can
-        // only be seen by waiting, here ten check intervals.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let after = sick_checks.load(Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(
-            sick_checks.load(Ordering::SeqCst),
-            after,
-            "checks went on after retire"
-        );
+        // Every check task has ended, cancelled: none can probe again.
+        let pool = upstreams.get("app").unwrap();
+        let mut checks = std::mem::take(&mut *pool.checks());
+        assert!(!checks.is_empty());
+        let all_ended = async {
+            while let Some(ended) = checks.join_next().await {
+                let cancelled = ended.is_err_and(|e| e.is_cancelled());
+                assert!(cancelled, "checks went on after retire");
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), all_ended)
+            .await
+            .expect("checks went on after retire");
+        assert!(sick_checks.load(Ordering::SeqCst) >= 2, "it was probed");
     }
 
     #[tokio::test]
