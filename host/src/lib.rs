@@ -12,6 +12,7 @@
 pub mod cert;
 pub mod config;
 pub mod db;
+pub mod firewall;
 pub mod fswatch;
 pub mod gateway;
 pub mod health;

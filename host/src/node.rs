@@ -10,12 +10,13 @@
 
 use crate::config::Config;
 use crate::db::Provider;
+use crate::firewall::{ConnectionCaps, Firewall, Rules};
 use crate::fswatch;
 use crate::gateway::BuildErrors;
 use crate::gateway::{Gateway, ListenerId, Sites};
 use crate::monitor::admin::{self, Admin, Readiness};
 use crate::net::tls::{self, CertStore, Certificates, TlsSite};
-use crate::net::{self, Draining, Server, Serving, Timeouts};
+use crate::net::{self, Draining, ListenerPolicy, Server, Serving};
 use crate::proxy::Upstreams;
 use crate::runtime::{LoadEvent, Origin, PoolOptions, Runtime};
 use anyhow::Context;
@@ -180,7 +181,7 @@ impl Node {
                 settings.allow.clone(),
                 readiness.clone(),
                 upstreams.clone(),
-                timeouts(&config).header_read,
+                config.limits.header_read_timeout,
             )),
             None => None,
         };
@@ -189,7 +190,8 @@ impl Node {
             .find(|(_, l)| l.tls.is_some())
             .map(|(_, l)| l.local.port());
         let sites = Sites::from_config(&config, https_port, &upstreams.load())?;
-        let mut gateway = Gateway::new(runtime.clone(), sites);
+        let firewall = Firewall::build(&config.firewall, None);
+        let mut gateway = Gateway::new(runtime.clone(), sites, firewall, &config.limits);
         let dev_watch = match dev {
             Some((projects, errors)) => {
                 gateway = gateway.with_build_errors(errors.clone());
@@ -203,10 +205,15 @@ impl Node {
             }
             None => None,
         };
-        let server = Server::new(Arc::new(gateway), timeouts(&config));
+        let caps = ConnectionCaps::new(
+            config.firewall.max_connections,
+            config.firewall.max_connections_per_ip,
+        );
+        let server = Server::new(Arc::new(gateway), &config.limits, caps);
+        let policies = listener_policies(options.listen, &config);
         let mut listeners = Vec::new();
         for (i, (wanted, listener)) in bound.into_iter().enumerate() {
-            let serving = server.serve(listener, ListenerId(i as u32));
+            let serving = server.serve(listener, ListenerId(i as u32), policies[i].clone());
             listeners.push(Bound { wanted, serving });
         }
         let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -418,8 +425,18 @@ impl Inner {
             tracing::info!("{origin}: upstreams reloaded");
         }
         if applied.changed.contains(&Section::Limits) {
-            self.server.set_timeouts(timeouts(&new));
+            self.server.set_limits(&new.limits);
+            self.server.gateway().set_limits(&new.limits);
         }
+        let gateway = self.server.gateway();
+        gateway.set_firewall(Firewall::build(&new.firewall, Some(&gateway.firewall())));
+        self.server.caps().set_caps(
+            new.firewall.max_connections,
+            new.firewall.max_connections_per_ip,
+        );
+        // TODO(issue 15, net): kept listeners take the policy of the wanted entry they
+        // matched; added ones theirs.
+        let policies = listener_policies(self.options.listen, &new);
         let acceptor = state.certs.as_ref().map(acceptor);
         // Tests and scripts read the ports from these lines, as at start.
         let mut printed = Vec::new();
@@ -438,11 +455,18 @@ impl Inner {
             );
             state.draining.spawn(draining.finish(drain));
         }
+        let all_wanted = wanted;
         for (wanted, mut listener) in added {
             listener.tls = if wanted.1 { acceptor.clone() } else { None };
             let id = ListenerId(state.next_listener);
             state.next_listener += 1;
-            let serving = self.server.serve(listener, id);
+            let policy = policies
+                .iter()
+                .zip(&all_wanted)
+                .find(|(_, w)| **w == wanted)
+                .map(|(p, _)| p.clone())
+                .unwrap_or_default();
+            let serving = self.server.serve(listener, id, policy);
             printed.push(format!(
                 "listening on {}://{}",
                 scheme(wanted.1),
@@ -459,7 +483,7 @@ impl Inner {
                     settings.allow.clone(),
                     self.readiness.clone(),
                     self.upstreams.clone(),
-                    timeouts(&new).header_read,
+                    new.limits.header_read_timeout,
                 );
                 printed.push(format!(
                     "admin on http://{} ({})",
@@ -471,7 +495,7 @@ impl Inner {
             }
             (Some(settings), None) => {
                 if let Some(admin) = &state.admin {
-                    admin.update(settings.allow.clone(), timeouts(&new).header_read);
+                    admin.update(settings.allow.clone(), new.limits.header_read_timeout);
                 }
             }
         }
@@ -623,11 +647,22 @@ fn scheme(tls: bool) -> &'static str {
     if tls { "https" } else { "http" }
 }
 
-fn timeouts(config: &Config) -> Timeouts {
-    Timeouts {
-        header_read: config.limits.header_read_timeout,
-        tls_handshake: config.limits.tls_handshake_timeout,
+/// The policy of each of [`wanted_listeners`], in its order: `[firewall]`'s rules, and
+/// the listener's own rules and PROXY protocol for the configuration's listeners.
+fn listener_policies(extra: Option<SocketAddr>, config: &Config) -> Vec<ListenerPolicy> {
+    let base = ListenerPolicy {
+        rules: Rules::new(&config.firewall.rules),
+        proxy_protocol: false,
+    };
+    let mut policies: Vec<ListenerPolicy> = extra.map(|_| base.clone()).into_iter().collect();
+    policies.extend(config.listeners.iter().map(|l| ListenerPolicy {
+        rules: Rules::layered(&config.firewall.rules, &l.rules),
+        proxy_protocol: l.proxy_protocol,
+    }));
+    if policies.is_empty() {
+        policies.push(base);
     }
+    policies
 }
 
 /// The certificates of a configuration's TLS sites, if it has a TLS listener. Checks

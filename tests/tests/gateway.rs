@@ -30,7 +30,12 @@ async fn gateway(config: &str, https_port: Option<u16>) -> Fixture {
     let sites =
         Sites::from_config(&config, https_port, &wharf::proxy::Upstreams::default()).unwrap();
     Fixture {
-        gateway: Gateway::new(Arc::clone(&runtime), sites),
+        gateway: Gateway::new(
+            Arc::clone(&runtime),
+            sites,
+            wharf::firewall::Firewall::build(&config.firewall, None),
+            &config.limits,
+        ),
         _apps: apps,
         _data: data,
     }
@@ -40,6 +45,7 @@ async fn gateway(config: &str, https_port: Option<u16>) -> Fixture {
 fn connection(tls: Option<&str>) -> Connection {
     Connection {
         peer: ([127, 0, 0, 1], 40000).into(),
+        client: ([127, 0, 0, 1], 40000).into(),
         local: ([127, 0, 0, 1], if tls.is_some() { 443 } else { 80 }).into(),
         listener: ListenerId(0),
         tls: tls.is_some(),

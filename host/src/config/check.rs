@@ -5,7 +5,8 @@
 use super::file::{self, File};
 use super::{
     AdminConfig, Algorithm, BackendAddress, Config, DatabaseConfig, FirewallConfig, HashOn,
-    HealthCheckConfig, RouteConfig, RouteTarget, ServerConfig, SiteConfig, UpstreamConfig,
+    HealthCheckConfig, IpRules, ListenerConfig, RateLimit, RouteConfig, RouteTarget, ServerConfig,
+    SiteConfig, UpstreamConfig,
 };
 use crate::http::{HostPattern, HostTable};
 use http::StatusCode;
@@ -67,11 +68,27 @@ pub(super) fn check(file: File) -> Result<Config, Vec<String>> {
         .and_then(|db| check_database(db, &mut problems));
     let upstreams = check_upstreams(file.upstreams, &mut problems);
     let firewall = check_firewall(file.firewall, &mut problems);
+    let listeners = file
+        .listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, listener)| ListenerConfig {
+            address: listener.address,
+            tls: listener.tls,
+            proxy_protocol: listener.proxy_protocol,
+            rules: ip_rules(
+                &format!("listener[{i}]"),
+                &listener.allow,
+                &listener.deny,
+                &mut problems,
+            ),
+        })
+        .collect();
     if !problems.is_empty() {
         return Err(problems);
     }
     Ok(Config {
-        listeners: file.listeners,
+        listeners,
         sites,
         unknown_host: file.unknown_host,
         apps: file.apps,
@@ -109,21 +126,74 @@ fn check_addresses(file: &File, problems: &mut Vec<String>) {
 }
 
 fn check_admin(admin: file::Admin, problems: &mut Vec<String>) -> AdminConfig {
+    if admin.token_env.is_some() && admin.token_file.is_some() {
+        problems.push("admin: set token_env or token_file, not both".into());
+    }
     AdminConfig {
         address: admin.address,
         allow: networks("admin.allow", &admin.allow, problems),
         drain_delay: admin.drain_delay,
+        token_env: admin.token_env,
+        token_file: admin.token_file,
     }
 }
 
 fn check_firewall(firewall: file::Firewall, problems: &mut Vec<String>) -> FirewallConfig {
+    for (key, cap) in [
+        ("max_connections", firewall.max_connections),
+        ("max_connections_per_ip", firewall.max_connections_per_ip),
+    ] {
+        if cap == Some(0) {
+            problems.push(format!("firewall.{key}: must be at least 1"));
+        }
+    }
+    if firewall.max_tracked_clients == 0 {
+        problems.push("firewall.max_tracked_clients: must be at least 1".into());
+    }
     FirewallConfig {
         trusted_proxies: networks(
             "firewall.trusted_proxies",
             &firewall.trusted_proxies,
             problems,
         ),
+        rules: ip_rules("firewall", &firewall.allow, &firewall.deny, problems),
+        max_connections: firewall.max_connections,
+        max_connections_per_ip: firewall.max_connections_per_ip,
+        rate_limit: rate_limit("firewall.rate_limit", firewall.rate_limit, problems),
+        max_tracked_clients: firewall.max_tracked_clients,
     }
+}
+
+/// The `allow` and `deny` lists of the table at `key`.
+fn ip_rules(key: &str, allow: &[String], deny: &[String], problems: &mut Vec<String>) -> IpRules {
+    IpRules {
+        allow: networks(&format!("{key}.allow"), allow, problems),
+        deny: networks(&format!("{key}.deny"), deny, problems),
+    }
+}
+
+/// The most requests per second a rate limit may name: past a million a second per
+/// client, a limit limits nothing.
+const MAX_RATE: f64 = 1_000_000.0;
+
+fn rate_limit(
+    key: &str,
+    limit: Option<RateLimit>,
+    problems: &mut Vec<String>,
+) -> Option<RateLimit> {
+    let limit = limit?;
+    if !(limit.per_second > 0.0 && limit.per_second <= MAX_RATE) {
+        problems.push(format!(
+            "{key}.per_second: {} must be more than 0 and at most {MAX_RATE}",
+            limit.per_second
+        ));
+        return None;
+    }
+    if limit.burst == Some(0) {
+        problems.push(format!("{key}.burst: must be at least 1"));
+        return None;
+    }
+    Some(limit)
 }
 
 /// The networks of a list of CIDRs or bare addresses; `key` names the list.
@@ -243,6 +313,8 @@ fn check_site(
         cache_control: site.cache_control,
         apps: site.apps,
         routes,
+        rules: ip_rules(&key, &site.allow, &site.deny, problems),
+        rate_limit: rate_limit(&format!("{key}.rate_limit"), site.rate_limit, problems),
     }
 }
 
@@ -317,7 +389,12 @@ fn check_route(
             return None;
         }
     };
-    Some(RouteConfig { path, target })
+    let rate_limit = rate_limit(&format!("{key}.rate_limit"), route.rate_limit, problems);
+    Some(RouteConfig {
+        path,
+        target,
+        rate_limit,
+    })
 }
 
 /// An http(s) URL with a host, or a path from the root. Anything else a browser resolves

@@ -4,7 +4,7 @@
 //! serde would stop at the first.
 
 use super::{
-    AppsConfig, LimitsConfig, ListenerConfig, OutlierConfig, RetryConfig, TlsConfig, UnknownHost,
+    AppsConfig, LimitsConfig, OutlierConfig, RateLimit, RetryConfig, TlsConfig, UnknownHost,
     defaults, serde_duration,
 };
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub(super) struct File {
     #[serde(default, rename = "listener")]
-    pub listeners: Vec<ListenerConfig>,
+    pub listeners: Vec<Listener>,
     #[serde(default, rename = "site")]
     pub sites: Vec<Site>,
     #[serde(default)]
@@ -37,9 +37,33 @@ pub(super) struct File {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Firewall {
-    /// CIDRs or bare addresses.
+    /// CIDRs or bare addresses, as are `allow` and `deny`.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    pub max_connections: Option<u32>,
+    pub max_connections_per_ip: Option<u32>,
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default = "defaults::max_tracked_clients")]
+    pub max_tracked_clients: usize,
+}
+
+/// `[[listener]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Listener {
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 /// `[[upstream]]`
@@ -162,6 +186,8 @@ pub(super) struct Admin {
         with = "serde_duration::millis"
     )]
     pub drain_delay: Duration,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[[site]]`
@@ -182,6 +208,11 @@ pub(super) struct Site {
     pub apps: bool,
     #[serde(default)]
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// One `routes` entry: `{ path, app | root | redirect | upstream, status }`.
@@ -195,6 +226,7 @@ pub(super) struct Route {
     pub upstream: Option<String>,
     #[serde(default = "defaults::redirect_status")]
     pub status: u16,
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// `[database]`

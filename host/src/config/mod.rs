@@ -41,11 +41,63 @@ pub struct Config {
 }
 
 /// `[firewall]`
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FirewallConfig {
-    /// Peers (CIDRs or bare addresses) whose `X-Forwarded-*` and `Forwarded` headers
-    /// are believed and passed on; from anyone else they are replaced.
+    /// Peers (CIDRs or bare addresses) whose PROXY protocol header (on listeners with
+    /// `proxy_protocol`), `X-Forwarded-*` and `Forwarded` headers are believed; from
+    /// anyone else they are ignored (the forwarding headers replaced).
     pub trusted_proxies: Vec<IpNet>,
+    /// `allow`, `deny`: the rules of every public listener; a listener's own lists add
+    /// to them.
+    pub rules: IpRules,
+    /// `max_connections`: open connections across the public listeners; past it a new
+    /// one is closed at once.
+    pub max_connections: Option<u32>,
+    /// `max_connections_per_ip`: open connections from one client address.
+    pub max_connections_per_ip: Option<u32>,
+    /// `rate_limit`: requests per client address, across all sites.
+    pub rate_limit: Option<RateLimit>,
+    /// `max_tracked_clients`: the most client addresses each rate limiter remembers,
+    /// which bounds its memory however many addresses arrive.
+    pub max_tracked_clients: usize,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            rules: IpRules::default(),
+            max_connections: None,
+            max_connections_per_ip: None,
+            rate_limit: None,
+            max_tracked_clients: defaults::max_tracked_clients(),
+        }
+    }
+}
+
+/// `allow` and `deny`: CIDRs or bare addresses. Deny wins; with no `allow`, everyone
+/// not denied is let in.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct IpRules {
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+}
+
+/// `rate_limit = { per_second, burst }`: requests per second from one client address,
+/// with `burst` more taken at once (default: one second's worth).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// The requests a client may send at once: `burst`, or one second's worth.
+    pub fn burst(&self) -> u32 {
+        self.burst
+            .unwrap_or_else(|| (self.per_second.ceil() as u32).max(1))
+    }
 }
 
 /// `[[upstream]]`: a pool of backends serving the same thing, and how requests are
@@ -255,18 +307,50 @@ pub struct AdminConfig {
     /// `/readyz` turns 503, so balancers checking it stop sending before connections
     /// are refused.
     pub drain_delay: Duration,
+    /// `token_env` or `token_file`: where the bearer token every request but
+    /// `/healthz` and `/readyz` must carry is read from. Neither: no token.
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl AdminConfig {
+    /// The bearer token, from the environment or a file; `None` when neither is set.
+    /// Errors name where it was looked for, never the value.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        let token = if let Some(var) = &self.token_env {
+            std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("admin.token_env: environment variable {var} is not set")
+            })?
+        } else if let Some(file) = &self.token_file {
+            std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("admin.token_file: {}: {e}", file.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string()
+        } else {
+            return Ok(None);
+        };
+        let origin = match &self.token_env {
+            Some(var) => format!("admin.token_env: {var}"),
+            None => "admin.token_file".to_string(),
+        };
+        anyhow::ensure!(!token.is_empty(), "{origin}: the token is empty");
+        Ok(Some(token))
+    }
 }
 
 /// `[[listener]]`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     /// Port 0 takes any free port, so several listeners may name the same address
     /// with port 0.
     pub address: SocketAddr,
     /// HTTPS, with each site's certificate chosen by SNI.
-    #[serde(default)]
     pub tls: bool,
+    /// Reads a PROXY protocol header (v1 or v2) from trusted proxies, before TLS.
+    pub proxy_protocol: bool,
+    /// `allow`, `deny`: checked right after accept, before any TLS work, added to
+    /// `[firewall]`'s.
+    pub rules: IpRules,
 }
 
 /// `[[site]]`: one virtual host.
@@ -292,6 +376,10 @@ pub struct SiteConfig {
     /// Serve the apps directory's routes on this site (default true).
     pub apps: bool,
     pub routes: Vec<RouteConfig>,
+    /// `allow`, `deny`: client addresses let in to this site (others get 403).
+    pub rules: IpRules,
+    /// `rate_limit`: requests per client address to this site.
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -307,6 +395,8 @@ pub struct TlsConfig {
 pub struct RouteConfig {
     pub path: String,
     pub target: RouteTarget,
+    /// `rate_limit`: requests per client address to this route.
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -401,6 +491,58 @@ pub struct LimitsConfig {
         with = "serde_duration::millis"
     )]
     pub drain_timeout: Duration,
+    /// `max_header_bytes`: the request's header fields together (431 past it).
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// `max_headers`: header fields in one request (431 past it).
+    #[serde(default = "defaults::max_headers")]
+    pub max_headers: usize,
+    /// `max_uri_bytes`: the request target (414 past it).
+    #[serde(default = "defaults::max_uri_bytes")]
+    pub max_uri_bytes: usize,
+    /// `max_body_bytes`: a request body (413 past it; before reading when the length
+    /// is declared, and before `100 Continue`).
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// `body_idle_timeout_ms`: the longest a request body may pause (408 past it).
+    #[serde(
+        rename = "body_idle_timeout_ms",
+        default = "defaults::body_idle_timeout",
+        with = "serde_duration::millis"
+    )]
+    pub body_idle_timeout: Duration,
+    /// `request_timeout_ms`: time a client has to send a whole request, head and body
+    /// (408 past it).
+    #[serde(
+        rename = "request_timeout_ms",
+        default = "defaults::request_timeout",
+        with = "serde_duration::millis"
+    )]
+    pub request_timeout: Duration,
+    /// `keepalive_timeout_ms`: how long a connection (HTTP/1.1 or HTTP/2) may stay open
+    /// with no request in flight.
+    #[serde(
+        rename = "keepalive_timeout_ms",
+        default = "defaults::keepalive_timeout",
+        with = "serde_duration::millis"
+    )]
+    pub keepalive_timeout: Duration,
+    /// `max_requests_per_connection`: then the connection is closed (HTTP/1.1) or sent
+    /// GOAWAY (HTTP/2), and the client opens another.
+    #[serde(default = "defaults::max_requests_per_connection")]
+    pub max_requests_per_connection: u64,
+    /// `allow_underscores_in_headers`: header names with `_` are refused (400) unless
+    /// set: some servers read `X_User` as `X-User`, which lets a client smuggle one past
+    /// a proxy that sets the other.
+    #[serde(default)]
+    pub allow_underscores_in_headers: bool,
+    /// `http2_max_concurrent_streams`: streams one HTTP/2 connection may have open.
+    #[serde(default = "defaults::http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
+    /// `http2_max_glitches`: protocol misuse (resets, floods of control frames) one
+    /// HTTP/2 connection may commit before it is sent GOAWAY and closed.
+    #[serde(default = "defaults::http2_max_glitches")]
+    pub http2_max_glitches: u32,
 }
 
 impl Default for LimitsConfig {
@@ -409,6 +551,17 @@ impl Default for LimitsConfig {
             header_read_timeout: defaults::header_read_timeout(),
             tls_handshake_timeout: defaults::tls_handshake_timeout(),
             drain_timeout: defaults::drain_timeout(),
+            max_header_bytes: defaults::max_header_bytes(),
+            max_headers: defaults::max_headers(),
+            max_uri_bytes: defaults::max_uri_bytes(),
+            max_body_bytes: defaults::max_body_bytes(),
+            body_idle_timeout: defaults::body_idle_timeout(),
+            request_timeout: defaults::request_timeout(),
+            keepalive_timeout: defaults::keepalive_timeout(),
+            max_requests_per_connection: defaults::max_requests_per_connection(),
+            allow_underscores_in_headers: false,
+            http2_max_concurrent_streams: defaults::http2_max_concurrent_streams(),
+            http2_max_glitches: defaults::http2_max_glitches(),
         }
     }
 }
@@ -481,6 +634,41 @@ mod defaults {
     }
     pub fn drain_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    // Request limits: nginx's large_client_header_buffers (4 × 8 KiB), HAProxy's and
+    // Envoy's 100 header fields, nginx's 60 s body and keep-alive timeouts.
+    pub fn max_header_bytes() -> usize {
+        32 * 1024
+    }
+    pub fn max_headers() -> usize {
+        100
+    }
+    pub fn max_uri_bytes() -> usize {
+        8 * 1024
+    }
+    pub fn max_body_bytes() -> u64 {
+        8 * 1024 * 1024
+    }
+    pub fn body_idle_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn keepalive_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_requests_per_connection() -> u64 {
+        1000
+    }
+    pub fn http2_max_concurrent_streams() -> u32 {
+        100
+    }
+    pub fn http2_max_glitches() -> u32 {
+        100
+    }
+    pub fn max_tracked_clients() -> usize {
+        100_000
     }
     pub fn max_instances() -> u32 {
         super::DEFAULT_MAX_INSTANCES

@@ -11,6 +11,8 @@ pub use build_errors::BuildErrors;
 pub use error::GatewayError;
 pub use sites::Sites;
 
+use crate::config::LimitsConfig;
+use crate::firewall::Firewall;
 use crate::http::{Body, path};
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
@@ -30,6 +32,10 @@ pub struct Gateway {
     /// Under `wharf dev`: apps whose newest sources do not compile.
     build_errors: Option<Arc<BuildErrors>>,
     sites: ArcSwap<Sites>,
+    /// `[firewall]`: trusted proxies and the rate limit across sites.
+    firewall: ArcSwap<Firewall>,
+    /// `[limits]` as requests are checked against them.
+    limits: ArcSwap<LimitsConfig>,
     next_request_id: AtomicU64,
 }
 
@@ -74,8 +80,12 @@ impl std::fmt::Display for ListenerId {
 /// What the connection a request came on tells about it.
 #[derive(Debug, Clone)]
 pub struct Connection {
-    /// The client's address, as the socket sees it (a proxy's, behind one).
+    /// The peer's address, as the socket sees it (a proxy's, behind one).
     pub peer: SocketAddr,
+    /// The client's address: the peer's, or the one a trusted proxy's PROXY protocol
+    /// header named. (From a trusted peer, `X-Forwarded-For` may name another per
+    /// request: see [`crate::firewall::client`].)
+    pub client: SocketAddr,
     /// The address the client reached (the real one on a listener bound to 0.0.0.0).
     pub local: SocketAddr,
     pub listener: ListenerId,
@@ -95,7 +105,12 @@ impl Connection {
 }
 
 impl Gateway {
-    pub fn new(runtime: Arc<Runtime>, sites: Sites) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        sites: Sites,
+        firewall: Firewall,
+        limits: &LimitsConfig,
+    ) -> Self {
         // Ids from different runs of the process should not collide in a shared log.
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -105,6 +120,8 @@ impl Gateway {
             runtime,
             build_errors: None,
             sites: ArcSwap::from_pointee(sites),
+            firewall: ArcSwap::from_pointee(firewall),
+            limits: ArcSwap::from_pointee(limits.clone()),
             next_request_id: AtomicU64::new(seed << 16),
         }
     }
@@ -123,6 +140,21 @@ impl Gateway {
     /// Replaces the sites atomically: requests already routed finish as they were.
     pub fn set_sites(&self, sites: Sites) {
         self.sites.store(Arc::new(sites));
+    }
+
+    /// The firewall requests are checked against, for building the next one.
+    pub fn firewall(&self) -> Arc<Firewall> {
+        self.firewall.load_full()
+    }
+
+    /// Requests from now on are checked against `firewall`.
+    pub fn set_firewall(&self, firewall: Firewall) {
+        self.firewall.store(Arc::new(firewall));
+    }
+
+    /// Requests from now on are checked against `limits`.
+    pub fn set_limits(&self, limits: &LimitsConfig) {
+        self.limits.store(Arc::new(limits.clone()));
     }
 
     pub async fn handle<B>(&self, req: Request<B>, conn: &Connection) -> Response<Body>

@@ -77,7 +77,10 @@ impl Settings {
     fn new(allow: Vec<IpNet>, header_read: Duration) -> Arc<Self> {
         Arc::new(Self {
             allow,
-            server: crate::net::http_server(header_read),
+            server: crate::net::http_server(&crate::config::LimitsConfig {
+                header_read_timeout: header_read,
+                ..Default::default()
+            }),
         })
     }
 }

@@ -1,8 +1,13 @@
-//! Listeners and connections: accept loops (plain and TLS), hyper's HTTP/1.1 + HTTP/2
-//! server, and graceful shutdown, of the whole node or of one listener a reload removes.
+//! Listeners and connections: accept loops (plain and TLS) with the connection-level
+//! firewall (rules, caps, PROXY protocol) before any TLS work, hyper's HTTP/1.1 + HTTP/2
+//! server with the request limits, and graceful shutdown, of the whole node or of one
+//! listener a reload removes.
 
+pub mod proxy_protocol;
 pub mod tls;
 
+use crate::config::LimitsConfig;
+use crate::firewall::{ConnectionCaps, Rules};
 use crate::gateway::{Connection, Gateway, ListenerId};
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -40,24 +45,26 @@ pub async fn bind(address: SocketAddr) -> anyhow::Result<Listener> {
         .with_context(|| format!("listening on {address}"))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Timeouts {
-    /// Time a client has to send a complete request head (slowloris protection).
-    pub header_read: Duration,
-    /// Time a client has to finish the TLS handshake.
-    pub tls_handshake: Duration,
+/// What one listener checks a connection against before spending work on it; a reload
+/// replaces it in place.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListenerPolicy {
+    /// `[firewall]`'s and the listener's own `allow` and `deny`.
+    pub rules: Rules,
+    /// Read a PROXY protocol header from trusted proxies.
+    pub proxy_protocol: bool,
 }
 
 pub type Builder = auto::Builder<TokioExecutor>;
 
 /// hyper's HTTP/1.1 + HTTP/2 server as every listener uses it, the admin one included.
-pub fn http_server(header_read: Duration) -> Builder {
+pub fn http_server(limits: &LimitsConfig) -> Builder {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's timeouts do nothing unless a timer is set, for each protocol.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read)
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     builder
         .http2()
@@ -87,6 +94,8 @@ pub struct Server {
     /// What a new connection is served with; a reload swaps it, and connections open
     /// by then keep what they started with.
     http: ArcSwap<Http>,
+    /// Open connections across the public listeners, counted against the caps.
+    caps: Arc<ConnectionCaps>,
 }
 
 struct Http {
@@ -95,10 +104,15 @@ struct Http {
 }
 
 impl Server {
-    pub fn new(gateway: Arc<Gateway>, timeouts: Timeouts) -> Arc<Self> {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        limits: &LimitsConfig,
+        caps: Arc<ConnectionCaps>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             gateway,
-            http: ArcSwap::from_pointee(Http::new(timeouts)),
+            http: ArcSwap::from_pointee(Http::new(limits)),
+            caps,
         })
     }
 
@@ -106,20 +120,38 @@ impl Server {
         &self.gateway
     }
 
-    /// Connections accepted from now on get `timeouts`.
-    pub fn set_timeouts(&self, timeouts: Timeouts) {
-        self.http.store(Arc::new(Http::new(timeouts)));
+    pub fn caps(&self) -> &Arc<ConnectionCaps> {
+        &self.caps
     }
 
-    /// Starts accepting on `listener`; its connections say they came through `id`.
-    pub fn serve(self: &Arc<Self>, listener: Listener, id: ListenerId) -> Serving {
+    /// Connections accepted from now on are served with `limits`.
+    pub fn set_limits(&self, limits: &LimitsConfig) {
+        self.http.store(Arc::new(Http::new(limits)));
+    }
+
+    /// Starts accepting on `listener`, checking connections against `policy`; its
+    /// connections say they came through `id`.
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: Listener,
+        id: ListenerId,
+        policy: ListenerPolicy,
+    ) -> Serving {
         let local = listener.local;
         let tls = listener.tls.is_some();
         let graceful = Arc::new(GracefulShutdown::new());
-        let accept = tokio::spawn(accept_loop(self.clone(), listener, id, graceful.clone()));
+        let policy = Arc::new(ArcSwap::from_pointee(policy));
+        let accept = tokio::spawn(accept_loop(
+            self.clone(),
+            listener,
+            id,
+            policy.clone(),
+            graceful.clone(),
+        ));
         Serving {
             local,
             tls,
+            policy,
             accept,
             graceful,
         }
@@ -127,10 +159,10 @@ impl Server {
 }
 
 impl Http {
-    fn new(timeouts: Timeouts) -> Self {
+    fn new(limits: &LimitsConfig) -> Self {
         Self {
-            builder: http_server(timeouts.header_read),
-            tls_handshake: timeouts.tls_handshake,
+            builder: http_server(limits),
+            tls_handshake: limits.tls_handshake_timeout,
         }
     }
 }
@@ -140,11 +172,17 @@ pub struct Serving {
     /// The bound address (the real port of a port 0 listener).
     pub local: SocketAddr,
     pub tls: bool,
+    policy: Arc<ArcSwap<ListenerPolicy>>,
     accept: tokio::task::JoinHandle<()>,
     graceful: Arc<GracefulShutdown>,
 }
 
 impl Serving {
+    /// Connections accepted from now on are checked against `policy`.
+    pub fn set_policy(&self, policy: ListenerPolicy) {
+        self.policy.store(Arc::new(policy));
+    }
+
     /// Closes the socket: new connections are refused from now on. The open ones go on
     /// until [`Draining::finish`].
     pub async fn stop_accepting(self) -> Draining {
@@ -180,8 +218,10 @@ async fn accept_loop(
     server: Arc<Server>,
     listener: Listener,
     id: ListenerId,
+    policy: Arc<ArcSwap<ListenerPolicy>>,
     graceful: Arc<GracefulShutdown>,
 ) {
+    let _ = (&policy, &server.caps);
     loop {
         let (stream, peer) = accept(&listener.tcp).await;
         let _ = stream.set_nodelay(true);
@@ -201,6 +241,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let mut conn = Connection {
                 peer,
+                client: peer,
                 local,
                 listener: id,
                 tls: false,

@@ -906,6 +906,7 @@ async fn an_upgraded_connection_is_tunnelled_both_ways_and_closed_when_idle() {
             let client_side = hyper::upgrade::on(&mut req);
             let conn = Connection {
                 peer: "127.0.0.1:1".parse().unwrap(),
+                client: "127.0.0.1:1".parse().unwrap(),
                 local: "127.0.0.1:2".parse().unwrap(),
                 listener: ListenerId(0),
                 tls: false,

@@ -197,6 +197,7 @@ mod tests {
     fn conn(peer: &str, tls: bool) -> Connection {
         Connection {
             peer: peer.parse().unwrap(),
+            client: peer.parse().unwrap(),
             local: "127.0.0.1:443".parse::<SocketAddr>().unwrap(),
             listener: ListenerId(0),
             tls,

@@ -985,6 +985,7 @@ mod tests {
     fn connection() -> Connection {
         Connection {
             peer: SocketAddr::from(([127, 0, 0, 9], 40000)),
+            client: SocketAddr::from(([127, 0, 0, 9], 40000)),
             local: SocketAddr::from(([127, 0, 0, 1], 8080)),
             listener: ListenerId(0),
             tls: false,
