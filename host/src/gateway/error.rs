@@ -20,6 +20,21 @@ pub enum GatewayError {
     AppNotLoaded,
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The client's address is not let in to this site.
+    #[error("this site does not serve your address")]
+    Forbidden,
+    /// Over a rate limit; the client may try again after `retry_after`.
+    #[error("too many requests; slow down")]
+    TooManyRequests { retry_after: std::time::Duration },
+    #[error("the request's header fields are too large")]
+    HeadersTooLarge,
+    #[error("the request target is too long")]
+    UriTooLong,
+    #[error("the request body is larger than this server accepts")]
+    BodyTooLarge,
+    /// The client took too long to send the request (or paused its body too long).
+    #[error("the request took too long to arrive")]
+    RequestTimeout,
     /// The method is not served here; the value is the Allow header.
     #[error("this method is not allowed here")]
     MethodNotAllowed(&'static str),
@@ -48,6 +63,12 @@ impl GatewayError {
             }
             GatewayError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Forbidden => StatusCode::FORBIDDEN,
+            GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::UriTooLong => StatusCode::URI_TOO_LONG,
+            GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::FileUnreadable | GatewayError::BuildFailed { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -110,7 +131,28 @@ impl GatewayError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
+        if let GatewayError::TooManyRequests { retry_after } = &self {
+            // Whole seconds, rounded up: a client retrying at 0 would be refused again.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds.max(1)));
+        }
         response
+    }
+
+    /// Whether the connection the request came on must close after this answer: the
+    /// request was malformed or cut short, so where the next one starts is not known
+    /// (what follows may be a smuggled request), as nginx and HAProxy close too.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::BadRequest(_)
+                | GatewayError::HeadersTooLarge
+                | GatewayError::UriTooLong
+                | GatewayError::BodyTooLarge
+                | GatewayError::RequestTimeout
+        )
     }
 }
 
