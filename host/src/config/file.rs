@@ -34,7 +34,7 @@ pub(super) struct File {
 }
 
 /// `[firewall]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Firewall {
     /// CIDRs or bare addresses, as are `allow` and `deny`.
@@ -49,6 +49,20 @@ pub(super) struct Firewall {
     pub rate_limit: Option<RateLimit>,
     #[serde(default = "defaults::max_tracked_clients")]
     pub max_tracked_clients: usize,
+}
+
+impl Default for Firewall {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            max_connections: None,
+            max_connections_per_ip: None,
+            rate_limit: None,
+            max_tracked_clients: defaults::max_tracked_clients(),
+        }
+    }
 }
 
 /// `[[listener]]`
