@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
 async fn measure(runtime: &Runtime, name: &str) -> anyhow::Result<Duration> {
     let app = runtime.registry().get(name).unwrap().clone();
     let one = || async {
-        let body = Empty::<Bytes>::new().map_err(|never| match never {});
+        let body = Empty::<Bytes>::new();
         let req = http::Request::get(format!("http://bench/{name}"))
             .header("host", "bench")
             .body(body)?;

@@ -4,6 +4,7 @@
 
 mod build_errors;
 mod error;
+pub mod limits;
 pub mod sites;
 pub mod static_files;
 
@@ -17,7 +18,7 @@ use crate::http::{Body, path};
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HOST, HeaderValue, LOCATION, STRICT_TRANSPORT_SECURITY};
+use http::header::{CONNECTION, HOST, HeaderValue, LOCATION, STRICT_TRANSPORT_SECURITY};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
@@ -159,14 +160,22 @@ impl Gateway {
 
     pub async fn handle<B>(&self, req: Request<B>, conn: &Connection) -> Response<Body>
     where
-        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
         let id = RequestId(self.next_request_id.fetch_add(1, Ordering::Relaxed));
         // Taken only when the access log is on: most requests would copy them for nothing.
         let logged = tracing::enabled!(target: "access", tracing::Level::DEBUG)
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        let http1 = req.version() < Version::HTTP_2;
         let mut response = match self.dispatch(req, conn, id).await {
             Ok(response) => response,
+            // hyper closes an HTTP/1 connection after an answer that says so.
+            Err(e) if http1 && e.closes_connection() => {
+                let mut response = e.into_response();
+                let close = HeaderValue::from_static("close");
+                response.headers_mut().insert(CONNECTION, close);
+                response
+            }
             Err(e) => e.into_response(),
         };
         if let Some((method, path)) = logged {
@@ -183,9 +192,13 @@ impl Gateway {
         id: RequestId,
     ) -> Result<Response<Body>, GatewayError>
     where
-        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
         check_host(&req)?;
+        let limits = self.limits.load();
+        limits::check_head(&req, &limits)?;
+        let (req, body) = limits::limit_body(req, &limits);
+        drop(limits);
         let req = with_normal_path(req)?;
         if let Some(errors) = &self.build_errors
             && accepts_html(&req)
@@ -206,20 +219,22 @@ impl Gateway {
         let hsts = conn.tls.then(|| site.hsts().cloned()).flatten();
         let target = site.route(req.uri().path(), &self.runtime.registry())?;
         drop(sites);
-        let mut response = match target {
-            Target::App(app) => {
-                app.invoke(req, conn.scheme(), id.to_string().into())
-                    .await?
-            }
+        let answer = match target {
+            Target::App(app) => app
+                .invoke(req, conn.scheme(), id.to_string().into())
+                .await
+                .map_err(GatewayError::from),
             // Answered here rather than by `?`: a missing file is still this site's
             // answer, and carries its HSTS header.
-            Target::Static { files, prefix } => files
+            Target::Static { files, prefix } => Ok(files
                 .serve(req, &prefix)
                 .await
-                .unwrap_or_else(GatewayError::into_response),
-            Target::Redirect { to, status } => redirect(status, &to),
-            Target::Upstream(pool) => pool.forward(req, conn, id).await?,
+                .unwrap_or_else(GatewayError::into_response)),
+            Target::Redirect { to, status } => Ok(redirect(status, &to)),
+            Target::Upstream(pool) => pool.forward(req, conn, id).await,
         };
+        // A body that broke a limit made the target fail; the client hears why.
+        let mut response = body.answer(answer)?;
         if let Some(hsts) = hsts {
             response
                 .headers_mut()

@@ -65,12 +65,29 @@ pub fn http_server(limits: &LimitsConfig) -> Builder {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        // More fields than this: hyper's parser answers 431 itself.
+        .max_headers(limits.max_headers)
+        .max_buf_size(head_buffer(limits));
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30));
     builder
+}
+
+/// hyper reads a request head whole into its buffer and answers 431 when the buffer
+/// fills first, so the buffer holds the largest head the limits let through, and a
+/// request line up to hyper's own cap on targets (64 KiB, past which it answers 414
+/// itself): a 70 KB target gets 414, as from nginx, which reads the request line
+/// apart. The gateway answers the rest (target past `max_uri_bytes`: 414; fields past
+/// `max_header_bytes`: 431). A request line longer still gets 431.
+fn head_buffer(limits: &LimitsConfig) -> usize {
+    const HYPER_MAX_URI: usize = 64 * 1024;
+    const REQUEST_LINE: usize = 1024;
+    let head = limits.max_header_bytes + limits.max_uri_bytes.max(HYPER_MAX_URI) + REQUEST_LINE;
+    // hyper refuses a buffer under 8 KiB.
+    head.max(8 * 1024)
 }
 
 /// The next connection on `listener`. An accept error belongs to one connection (reset

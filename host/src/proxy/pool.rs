@@ -282,7 +282,8 @@ impl Pool {
         id: RequestId,
     ) -> Result<Response<Body>, GatewayError>
     where
-        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<crate::http::BoxError>,
     {
         let _forwarding = Forwarding::start(&self.forwarding);
         let key = self.hash_key(&req, conn);

@@ -58,7 +58,8 @@ impl App {
         request_id: Arc<str>,
     ) -> Result<http::Response<Body>, InvokeError>
     where
-        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let deadline = Instant::now() + self.timeout;
         let (tx, mut rx) = oneshot::channel();
@@ -106,7 +107,8 @@ impl App {
         deadline: Instant,
     ) -> Result<(), InvokeError>
     where
-        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let deadline = deadline.into_std();
         let mut instance = match self.take_idle() {
