@@ -34,17 +34,40 @@ impl wasi::exports::http::incoming_handler::Guest for Raw {
                 request.authority().unwrap_or_default()
             ),
             "/raw/env" => format!("env: {}", std::env::vars().count()),
+            "/raw/body" => match read_body(&request) {
+                Some(bytes) => format!("body: {bytes} bytes"),
+                // The host refused the rest of the body; its answer replaces this one.
+                None => return answer(out, 500, "body: the read failed"),
+            },
             _ => format!("raw guest saw {} {path}", request.method_name()),
         };
         println!("raw guest handled {path}");
-        let response = OutgoingResponse::new(Fields::new());
-        response.set_status_code(200).unwrap();
-        let outgoing = response.body().unwrap();
-        ResponseOutparam::set(out, Ok(response));
-        let stream = outgoing.write().unwrap();
-        stream.blocking_write_and_flush(body.as_bytes()).unwrap();
-        drop(stream);
-        OutgoingBody::finish(outgoing, None).unwrap();
+        answer(out, 200, &body);
+    }
+}
+
+fn answer(out: ResponseOutparam, status: u16, body: &str) {
+    let response = OutgoingResponse::new(Fields::new());
+    response.set_status_code(status).unwrap();
+    let outgoing = response.body().unwrap();
+    ResponseOutparam::set(out, Ok(response));
+    let stream = outgoing.write().unwrap();
+    stream.blocking_write_and_flush(body.as_bytes()).unwrap();
+    drop(stream);
+    OutgoingBody::finish(outgoing, None).unwrap();
+}
+
+/// The request body's length, read whole; `None` when a read fails.
+fn read_body(request: &IncomingRequest) -> Option<usize> {
+    let body = request.consume().ok()?;
+    let stream = body.stream().ok()?;
+    let mut bytes = 0;
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => bytes += chunk.len(),
+            Err(wasi::io::streams::StreamError::Closed) => return Some(bytes),
+            Err(_) => return None,
+        }
     }
 }
 
