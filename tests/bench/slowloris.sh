@@ -30,7 +30,8 @@ else
 fi
 (cd guest-apps && cargo build --quiet --release --target wasm32-wasip2 -p hello)
 # Each side holds a descriptor per connection.
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
+[ "$(ulimit -n)" -gt $((slow + conns + 256)) ] || { echo "open files limit $(ulimit -n) is too low for $slow connections" >&2; exit 1; }
 
 work="$(mktemp -d)"
 pids=()
