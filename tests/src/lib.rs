@@ -4,6 +4,7 @@
 //! HTTP/2 and HTTPS clients, and a test backend to put behind a balancer.
 
 mod backend;
+pub mod h2;
 pub mod baseline;
 mod client;
 pub mod mariadb;

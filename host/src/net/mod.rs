@@ -3,22 +3,27 @@
 //! server with the request limits, and graceful shutdown, of the whole node or of one
 //! listener a reload removes.
 
+mod drain;
+pub mod h2_guard;
 pub mod proxy_protocol;
 pub mod tls;
 
 use crate::config::LimitsConfig;
 use crate::firewall::{ConnectionCaps, Rules};
 use crate::gateway::{Connection, Gateway, ListenerId};
+use drain::{Drain, Watcher};
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// A bound socket, and for HTTPS what terminates TLS on it.
 pub struct Listener {
@@ -57,10 +62,24 @@ pub struct ListenerPolicy {
 
 pub type Builder = auto::Builder<TokioExecutor>;
 
+/// Resets of streams not yet handed to wharf that one HTTP/2 connection may hold before
+/// h2 answers GOAWAY ENHANCE_YOUR_CALM: a burst of HEADERS+RST_STREAM pairs (rapid reset).
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams h2 itself resets for the client's protocol errors before it gives up on the
+/// connection (h2's default).
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Response bytes buffered per HTTP/2 stream beyond what the client's window lets out: a
+/// client that never opens its window holds at most this much per stream.
+const MAX_SEND_BUF: usize = 64 * 1024;
+/// How long a connection past its glitch threshold has, after GOAWAY, before it is cut.
+const GLITCH_GRACE: Duration = Duration::from_secs(1);
+
 /// hyper's HTTP/1.1 + HTTP/2 server as every listener uses it, the admin one included.
 pub fn http_server(limits: &LimitsConfig) -> Builder {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's timeouts do nothing unless a timer is set, for each protocol.
+    // hyper's timeouts do nothing unless a timer is set, for each protocol. The h1 head
+    // timer also starts as soon as a keep-alive connection goes idle, so an idle HTTP/1.1
+    // connection ends at the sooner of it and `keepalive_timeout`.
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -72,7 +91,12 @@ pub fn http_server(limits: &LimitsConfig) -> Builder {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30));
+        .keep_alive_interval(Duration::from_secs(30))
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
+        .max_send_buf_size(MAX_SEND_BUF);
     builder
 }
 
@@ -118,6 +142,9 @@ pub struct Server {
 struct Http {
     builder: Builder,
     tls_handshake: Duration,
+    keepalive: Duration,
+    max_requests: u64,
+    max_glitches: u32,
 }
 
 impl Server {
@@ -156,7 +183,7 @@ impl Server {
     ) -> Serving {
         let local = listener.local;
         let tls = listener.tls.is_some();
-        let graceful = Arc::new(GracefulShutdown::new());
+        let graceful = Arc::new(Drain::new());
         let policy = Arc::new(ArcSwap::from_pointee(policy));
         let accept = tokio::spawn(accept_loop(
             self.clone(),
@@ -180,6 +207,9 @@ impl Http {
         Self {
             builder: http_server(limits),
             tls_handshake: limits.tls_handshake_timeout,
+            keepalive: limits.keepalive_timeout,
+            max_requests: limits.max_requests_per_connection,
+            max_glitches: limits.http2_max_glitches,
         }
     }
 }
@@ -191,7 +221,7 @@ pub struct Serving {
     pub tls: bool,
     policy: Arc<ArcSwap<ListenerPolicy>>,
     accept: tokio::task::JoinHandle<()>,
-    graceful: Arc<GracefulShutdown>,
+    graceful: Arc<Drain>,
 }
 
 impl Serving {
@@ -212,7 +242,7 @@ impl Serving {
 }
 
 /// The open connections of listeners that stopped accepting.
-pub struct Draining(GracefulShutdown);
+pub struct Draining(Drain);
 
 impl Draining {
     pub fn connections(&self) -> usize {
@@ -236,7 +266,7 @@ async fn accept_loop(
     listener: Listener,
     id: ListenerId,
     policy: Arc<ArcSwap<ListenerPolicy>>,
-    graceful: Arc<GracefulShutdown>,
+    graceful: Arc<Drain>,
 ) {
     let _ = (&policy, &server.caps);
     loop {
@@ -265,13 +295,13 @@ async fn accept_loop(
                 sni: None,
             };
             let Some(acceptor) = tls else {
-                return serve_connection(stream, conn, &http.builder, gateway, watcher).await;
+                return serve_connection(stream, conn, &http, gateway, watcher).await;
             };
             match tls::handshake(&acceptor, stream, http.tls_handshake).await {
                 Ok(stream) => {
                     conn.tls = true;
                     conn.sni = tls::server_name(&stream).map(Arc::from);
-                    serve_connection(stream, conn, &http.builder, gateway, watcher).await
+                    serve_connection(stream, conn, &http, gateway, watcher).await
                 }
                 Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
             }
@@ -279,24 +309,148 @@ async fn accept_loop(
     }
 }
 
+/// Serves one connection until its client closes it, or until wharf does: the listener
+/// drains, it stays idle for `keepalive_timeout`, it reaches `max_requests_per_connection`,
+/// or (HTTP/2) its client passes `http2_max_glitches`. Each of these asks hyper for a
+/// graceful end (HTTP/2 GOAWAY; HTTP/1.1 closes after the response in flight); only the
+/// glitches also cut the connection after [`GLITCH_GRACE`].
 async fn serve_connection<S>(
     stream: S,
     conn: Connection,
-    builder: &Builder,
+    http: &Http,
     gateway: Arc<Gateway>,
-    watcher: Watcher,
+    mut watcher: Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
     let conn = Arc::new(conn);
-    let service = service_fn(move |req| {
-        let (gateway, conn) = (gateway.clone(), conn.clone());
-        async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, &conn).await) }
-    });
+    let tripped = Arc::new(Notify::new());
+    let io = h2_guard::GuardedIo::new(stream, http.max_glitches, tripped.clone());
+    let activity = Arc::new(Activity::new(http.max_requests));
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let (gateway, conn) = (gateway.clone(), conn.clone());
+            let (in_flight, last) = activity.start();
+            async move {
+                let _in_flight = in_flight;
+                let http2 = req.version() == http::Version::HTTP_2;
+                if http2 {
+                    // hyper polls a stream's service future once before it looks for the
+                    // client's RST_STREAM: yielding first lets a reset already read drop
+                    // the request before any guest or backend sees it.
+                    tokio::task::yield_now().await;
+                }
+                let mut response = gateway.handle(req, &conn).await;
+                if last && !http2 {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
     // With upgrades: a WebSocket forwarded to an upstream needs the client's side too.
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(%peer, "connection ended: {e}");
+    let connection = http
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    let mut closing = false;
+    let mut cut_at = None;
+    // Each turn is one event (a request ended, a timer, a signal), never a busy loop.
+    loop {
+        let idle_at = activity.idle_deadline(http.keepalive);
+        let cut = cut_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+                return;
+            }
+            () = watcher.draining(), if !closing => {}
+            () = activity.cap_reached.notified(), if !closing => {}
+            () = tokio::time::sleep_until(idle_at), if !closing => {
+                if !activity.idle_for(http.keepalive) {
+                    continue;
+                }
+            }
+            () = tripped.notified(), if cut_at.is_none() => {
+                tracing::info!(%peer, "HTTP/2 connection past its glitch threshold: GOAWAY");
+                cut_at = Some(Instant::now() + GLITCH_GRACE);
+                if closing {
+                    continue;
+                }
+            }
+            () = tokio::time::sleep_until(cut), if cut_at.is_some() => return,
+        }
+        closing = true;
+        connection.as_mut().graceful_shutdown();
+    }
+}
+
+/// A connection's requests: how many it has carried, how many are in flight, and since
+/// when none is.
+struct Activity {
+    requests: AtomicU64,
+    max_requests: u64,
+    in_flight: AtomicUsize,
+    since: std::sync::Mutex<Instant>,
+    /// Notified when the last request the connection may carry starts.
+    cap_reached: Notify,
+}
+
+impl Activity {
+    fn new(max_requests: u64) -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            max_requests,
+            in_flight: AtomicUsize::new(0),
+            since: std::sync::Mutex::new(Instant::now()),
+            cap_reached: Notify::new(),
+        }
+    }
+
+    /// Counts a request starting: its guard, and whether it is the connection's last.
+    fn start(self: &Arc<Self>) -> (InFlight, bool) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = n >= self.max_requests;
+        if n == self.max_requests {
+            self.cap_reached.notify_one();
+        }
+        (InFlight(self.clone()), last)
+    }
+
+    /// When the connection may next have been idle for `timeout`: with a request in
+    /// flight, no sooner than a whole `timeout` from now.
+    fn idle_deadline(&self, timeout: Duration) -> Instant {
+        let since = self.since.lock().expect("not poisoned");
+        match self.in_flight.load(Ordering::Relaxed) {
+            0 => *since + timeout,
+            _ => Instant::now() + timeout,
+        }
+    }
+
+    fn idle_for(&self, timeout: Duration) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.idle_deadline(timeout) <= Instant::now()
+    }
+}
+
+/// A request in flight on its connection, until its response head is ready (or it is
+/// dropped, cancelled).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Under the lock, so the idle clock restarts no earlier than the count reaches 0.
+        let mut since = self.0.since.lock().expect("not poisoned");
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            *since = Instant::now();
+        }
     }
 }
