@@ -361,8 +361,8 @@ impl Inner {
             _ => None,
         };
         let mut added = Vec::new();
-        for &(address, is_tls) in &plan.add {
-            added.push(((address, is_tls), net::bind(address).await?));
+        for &w in &plan.add {
+            added.push((w, net::bind(wanted[w].0).await?));
         }
         let admin_address = new.admin.as_ref().map(|a| a.address);
         let old_admin_address = state.config.admin.as_ref().map(|a| a.address);
@@ -374,7 +374,7 @@ impl Inner {
         };
         let mut https_port = None;
         for (i, bound) in state.listeners.iter().enumerate() {
-            if bound.serving.tls && plan.keep.contains(&i) {
+            if bound.serving.tls && plan.kept(i).is_some() {
                 https_port = Some(bound.serving.local.port());
                 break;
             }
@@ -382,7 +382,7 @@ impl Inner {
         if https_port.is_none() {
             https_port = added
                 .iter()
-                .find(|((_, is_tls), _)| *is_tls)
+                .find(|(w, _)| wanted[*w].1)
                 .map(|(_, l)| l.local.port());
         }
         let old_upstreams = self.upstreams.load_full();
@@ -434,8 +434,8 @@ impl Inner {
             new.firewall.max_connections,
             new.firewall.max_connections_per_ip,
         );
-        // TODO(issue 15, net): kept listeners take the policy of the wanted entry they
-        // matched; added ones theirs.
+        // Kept listeners take the policy of the wanted entry they matched, added ones
+        // theirs.
         let policies = listener_policies(self.options.listen, &new);
         let acceptor = state.certs.as_ref().map(acceptor);
         // Tests and scripts read the ports from these lines, as at start.
@@ -443,7 +443,8 @@ impl Inner {
         let mut kept = Vec::new();
         let drain = new.limits.drain_timeout;
         for (i, bound) in std::mem::take(&mut state.listeners).into_iter().enumerate() {
-            if plan.keep.contains(&i) {
+            if let Some(w) = plan.kept(i) {
+                bound.serving.set_policy(policies[w].clone());
                 kept.push(bound);
                 continue;
             }
@@ -455,18 +456,12 @@ impl Inner {
             );
             state.draining.spawn(draining.finish(drain));
         }
-        let all_wanted = wanted;
-        for (wanted, mut listener) in added {
+        for (w, mut listener) in added {
+            let wanted = wanted[w];
             listener.tls = if wanted.1 { acceptor.clone() } else { None };
             let id = ListenerId(state.next_listener);
             state.next_listener += 1;
-            let policy = policies
-                .iter()
-                .zip(&all_wanted)
-                .find(|(_, w)| **w == wanted)
-                .map(|(p, _)| p.clone())
-                .unwrap_or_default();
-            let serving = self.server.serve(listener, id, policy);
+            let serving = self.server.serve(listener, id, policies[w].clone());
             printed.push(format!(
                 "listening on {}://{}",
                 scheme(wanted.1),
@@ -590,25 +585,35 @@ fn databases_differ(old: &Config, new: &Config, options: &Options) -> bool {
     old.database != new.database || data_dir(options, old) != data_dir(options, new)
 }
 
-/// Which of the `running` listeners a configuration keeps (their indices, in order),
-/// and which addresses it adds. Listeners are matched by `(address, tls)` as a
+/// Which of the `running` listeners a configuration keeps, each with the index of the
+/// wanted entry it matched (whose policy it takes), in running order; and which wanted
+/// entries are added (their indices). Listeners are matched by `(address, tls)` as a
 /// multiset: two `127.0.0.1:0` are two listeners, and a kept one keeps its socket.
 #[derive(Debug, PartialEq)]
 struct ListenerPlan {
-    keep: Vec<usize>,
-    add: Vec<(SocketAddr, bool)>,
+    keep: Vec<(usize, usize)>,
+    add: Vec<usize>,
+}
+
+impl ListenerPlan {
+    /// The wanted entry the running listener `i` matched, if it is kept.
+    fn kept(&self, i: usize) -> Option<usize> {
+        self.keep.iter().find(|(r, _)| *r == i).map(|(_, w)| *w)
+    }
 }
 
 fn diff_listeners(running: &[(SocketAddr, bool)], wanted: &[(SocketAddr, bool)]) -> ListenerPlan {
-    let mut taken = vec![false; running.len()];
+    let mut matched = vec![None; running.len()];
     let mut add = Vec::new();
-    for want in wanted {
-        match (0..running.len()).find(|&i| !taken[i] && running[i] == *want) {
-            Some(i) => taken[i] = true,
-            None => add.push(*want),
+    for (w, want) in wanted.iter().enumerate() {
+        match (0..running.len()).find(|&i| matched[i].is_none() && running[i] == *want) {
+            Some(i) => matched[i] = Some(w),
+            None => add.push(w),
         }
     }
-    let keep = (0..running.len()).filter(|&i| taken[i]).collect();
+    let keep = (0..running.len())
+        .filter_map(|i| matched[i].map(|w| (i, w)))
+        .collect();
     ListenerPlan { keep, add }
 }
 
@@ -834,15 +839,15 @@ mod tests {
         assert_eq!(
             diff_listeners(&[zero], &[zero, zero]),
             ListenerPlan {
-                keep: vec![0],
-                add: vec![zero]
+                keep: vec![(0, 0)],
+                add: vec![1]
             }
         );
         // One of two port 0 listeners removed: the first is kept.
         assert_eq!(
             diff_listeners(&[zero, zero], &[zero]),
             ListenerPlan {
-                keep: vec![0],
+                keep: vec![(0, 0)],
                 add: vec![]
             }
         );
@@ -850,18 +855,51 @@ mod tests {
         assert_eq!(
             diff_listeners(&[zero, fixed], &[tls, fixed]),
             ListenerPlan {
-                keep: vec![1],
-                add: vec![tls]
+                keep: vec![(1, 1)],
+                add: vec![0]
             }
         );
-        // Order does not matter.
+        // Order does not matter, and each kept listener says which entry it matched.
         assert_eq!(
             diff_listeners(&[zero, fixed], &[fixed, zero]),
             ListenerPlan {
-                keep: vec![0, 1],
+                keep: vec![(0, 1), (1, 0)],
                 add: vec![]
             }
         );
+    }
+
+    #[test]
+    fn a_kept_listener_takes_the_policy_of_the_entry_it_matched() {
+        let old = config(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\n\
+             [[listener]]\naddress = \"127.0.0.1:8443\"\n",
+        );
+        // Reordered, the fixed one now denying an address and reading PROXY headers,
+        // and a third added with its own rule.
+        let new = config(
+            "[firewall]\ndeny = [\"192.0.2.1\"]\n\
+             [[listener]]\naddress = \"127.0.0.1:8443\"\nproxy_protocol = true\n\
+             deny = [\"192.0.2.2\"]\n\
+             [[listener]]\naddress = \"127.0.0.1:0\"\n\
+             [[listener]]\naddress = \"127.0.0.1:0\"\nallow = [\"192.0.2.3\"]\n",
+        );
+        let running = wanted_listeners(None, &old);
+        let wanted = wanted_listeners(None, &new);
+        let plan = diff_listeners(&running, &wanted);
+        let policies = listener_policies(None, &new);
+        let ip = |s: &str| s.parse().unwrap();
+        let fixed = &policies[plan.kept(1).unwrap()];
+        assert!(fixed.proxy_protocol);
+        assert!(!fixed.rules.admits(ip("192.0.2.1")));
+        assert!(!fixed.rules.admits(ip("192.0.2.2")));
+        let zero = &policies[plan.kept(0).unwrap()];
+        assert!(!zero.proxy_protocol);
+        assert!(!zero.rules.admits(ip("192.0.2.1")));
+        assert!(zero.rules.admits(ip("192.0.2.2")));
+        let added = &policies[plan.add[0]];
+        assert!(added.rules.admits(ip("192.0.2.3")));
+        assert!(!added.rules.admits(ip("192.0.2.4")));
     }
 
     fn config(text: &str) -> Config {

@@ -9,7 +9,7 @@ pub mod proxy_protocol;
 pub mod tls;
 
 use crate::config::LimitsConfig;
-use crate::firewall::{ConnectionCaps, Rules};
+use crate::firewall::{Admitted, ConnectionCaps, Rules};
 use crate::gateway::{Connection, Gateway, ListenerId};
 use drain::{Drain, Watcher};
 use arc_swap::ArcSwap;
@@ -17,10 +17,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -141,6 +143,8 @@ pub struct Server {
 
 struct Http {
     builder: Builder,
+    /// A PROXY protocol header is part of the request's head, as far as time goes.
+    header_read: Duration,
     tls_handshake: Duration,
     keepalive: Duration,
     max_requests: u64,
@@ -206,6 +210,7 @@ impl Http {
     fn new(limits: &LimitsConfig) -> Self {
         Self {
             builder: http_server(limits),
+            header_read: limits.header_read_timeout,
             tls_handshake: limits.tls_handshake_timeout,
             keepalive: limits.keepalive_timeout,
             max_requests: limits.max_requests_per_connection,
@@ -268,32 +273,33 @@ async fn accept_loop(
     policy: Arc<ArcSwap<ListenerPolicy>>,
     graceful: Arc<Drain>,
 ) {
-    let _ = (&policy, &server.caps);
     loop {
-        let (stream, peer) = accept(&listener.tcp).await;
-        let _ = stream.set_nodelay(true);
+        let (tcp, peer) = accept(&listener.tcp).await;
+        let _ = tcp.set_nodelay(true);
         // On an unspecified address (0.0.0.0) only the stream knows which one it reached;
         // elsewhere the listener's own address is it, without a getsockname per connection.
         let local = match listener.local.ip().is_unspecified() {
-            true => stream.local_addr().unwrap_or(listener.local),
+            true => tcp.local_addr().unwrap_or(listener.local),
             false => listener.local,
         };
-        let (http, gateway, watcher) = (
-            server.http.load_full(),
-            server.gateway.clone(),
-            graceful.watcher(),
-        );
+        let (server, policy, watcher) = (server.clone(), policy.load_full(), graceful.watcher());
         let tls = listener.tls.clone();
-        // The handshake runs in the connection's own task, never in the accept loop.
+        // The firewall and the handshake run in the connection's own task, never in the
+        // accept loop.
         tokio::spawn(async move {
+            let http = server.http.load_full();
+            let Some(stream) = admit(&server, &policy, tcp, peer, &http).await else {
+                return;
+            };
             let mut conn = Connection {
                 peer,
-                client: peer,
+                client: stream.client,
                 local,
                 listener: id,
                 tls: false,
                 sni: None,
             };
+            let gateway = server.gateway.clone();
             let Some(acceptor) = tls else {
                 return serve_connection(stream, conn, &http, gateway, watcher).await;
             };
@@ -306,6 +312,109 @@ async fn accept_loop(
                 Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
             }
         });
+    }
+}
+
+/// The connection as the firewall lets it in: after a trusted proxy's PROXY header,
+/// within the listener's rules and the caps. `None`: it is closed, nothing written.
+async fn admit(
+    server: &Server,
+    policy: &ListenerPolicy,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    http: &Http,
+) -> Option<Stream> {
+    let mut client = peer;
+    let mut head = Vec::new();
+    if policy.proxy_protocol && server.gateway.firewall().trusted.contains(peer.ip()) {
+        match proxy_protocol::read_header(&mut tcp, http.header_read).await {
+            Ok((named, rest)) => {
+                client = named.unwrap_or(peer);
+                head = rest;
+            }
+            Err(e) => {
+                tracing::debug!(%peer, "closed: {e}");
+                return None;
+            }
+        }
+    }
+    if !policy.rules.is_open() && !policy.rules.admits(client.ip()) {
+        tracing::debug!(%peer, %client, "closed: the listener's rules deny the client");
+        return None;
+    }
+    let Some(admitted) = server.caps.admit(client.ip()) else {
+        tracing::debug!(%peer, %client, "closed: over a connection cap");
+        return None;
+    };
+    Some(Stream {
+        head,
+        read: 0,
+        tcp,
+        client,
+        _admitted: admitted,
+    })
+}
+
+/// A connection's socket, with what the firewall read ahead of the client's bytes
+/// replayed first, and its place in the connection caps, given back when the socket
+/// closes: an upgraded connection (a WebSocket tunnel) outlives its HTTP task.
+pub struct Stream {
+    /// Bytes read past a PROXY header, which belong to TLS or HTTP.
+    head: Vec<u8>,
+    read: usize,
+    tcp: TcpStream,
+    client: SocketAddr,
+    _admitted: Admitted,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.read < this.head.len() {
+            let n = buf.remaining().min(this.head.len() - this.read);
+            buf.put_slice(&this.head[this.read..this.read + n]);
+            this.read += n;
+            if this.read == this.head.len() {
+                this.head = Vec::new();
+                this.read = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
     }
 }
 

@@ -21,7 +21,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -75,11 +75,14 @@ pub fn server_config(certs: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
 /// Completes the TLS handshake on an accepted connection, or fails with `TimedOut` after
 /// `timeout`. Call it in the connection's own task, never in the accept loop: a client
 /// that opens a connection and stays silent must only cost its own task.
-pub async fn handshake(
+pub async fn handshake<IO>(
     acceptor: &TlsAcceptor,
-    stream: TcpStream,
+    stream: IO,
     timeout: Duration,
-) -> io::Result<TlsStream<TcpStream>> {
+) -> io::Result<TlsStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(

@@ -3,6 +3,7 @@ use crate::fswatch::SETTLE;
 use anyhow::anyhow;
 use rustls::pki_types::CertificateDer;
 use std::path::Path;
+use tokio::net::TcpStream;
 
 // What the tests ask of a certificate set; the server itself only resolves
 // handshakes and reloads sites by index.
