@@ -178,13 +178,16 @@ impl Node {
         let admin = match &config.admin {
             Some(settings) => Some(Admin::spawn(
                 admin::bind(settings.address).await?,
-                settings.allow.clone(),
+                admin::Access::of(settings)?,
                 readiness.clone(),
                 upstreams.clone(),
-                config.limits.header_read_timeout,
+                &config.limits,
             )),
             None => None,
         };
+        runtime.set_node_addresses(
+            node_addresses(admin.as_ref().map(|a| a.local), config.database.as_ref()).await,
+        );
         let https_port = bound
             .iter()
             .find(|(_, l)| l.tls.is_some())
@@ -364,6 +367,7 @@ impl Inner {
         for &w in &plan.add {
             added.push((w, net::bind(wanted[w].0).await?));
         }
+        let admin_access = new.admin.as_ref().map(admin::Access::of).transpose()?;
         let admin_address = new.admin.as_ref().map(|a| a.address);
         let old_admin_address = state.config.admin.as_ref().map(|a| a.address);
         let new_admin = match admin_address {
@@ -470,15 +474,15 @@ impl Inner {
             kept.push(Bound { wanted, serving });
         }
         state.listeners = kept;
-        match (new.admin.as_ref(), new_admin) {
+        match (admin_access, new_admin) {
             (None, _) => state.admin = None,
-            (Some(settings), Some(listener)) => {
+            (Some(access), Some(listener)) => {
                 let admin = Admin::spawn(
                     listener,
-                    settings.allow.clone(),
+                    access,
                     self.readiness.clone(),
                     self.upstreams.clone(),
-                    new.limits.header_read_timeout,
+                    &new.limits,
                 );
                 printed.push(format!(
                     "admin on http://{} ({})",
@@ -488,12 +492,15 @@ impl Inner {
                 // The old listener closes; its open connections finish.
                 state.admin = Some(admin);
             }
-            (Some(settings), None) => {
+            (Some(access), None) => {
                 if let Some(admin) = &state.admin {
-                    admin.update(settings.allow.clone(), new.limits.header_read_timeout);
+                    admin.update(access, &new.limits);
                 }
             }
         }
+        self.runtime.set_node_addresses(
+            node_addresses(state.admin.as_ref().map(|a| a.local), new.database.as_ref()).await,
+        );
         let mut out = std::io::stdout().lock();
         for line in printed {
             let _ = writeln!(out, "{line}");
@@ -531,6 +538,31 @@ impl Inner {
         tracing::info!("database reloaded: {described}");
         Ok(())
     }
+}
+
+/// The node's admin listener and database servers, which guests' outbound requests
+/// reach only through a rule naming their address. A database named by a host name is
+/// looked up now; one that does not resolve (in 5 s) is left out: connecting to it
+/// fails the same way, and says so.
+async fn node_addresses(
+    admin: Option<SocketAddr>,
+    database: Option<&crate::config::DatabaseConfig>,
+) -> Vec<SocketAddr> {
+    let mut addresses: Vec<SocketAddr> = admin.into_iter().collect();
+    // Collected first: an iterator with closures held across the awaits below would
+    // make the future not `Send`.
+    let servers: Vec<(String, u16)> = database
+        .into_iter()
+        .flat_map(|db| std::iter::once(&db.primary).chain(&db.replicas))
+        .map(|opts| (opts.ip_or_hostname().to_string(), opts.tcp_port()))
+        .collect();
+    for server in servers {
+        let lookup = tokio::net::lookup_host(server);
+        if let Ok(Ok(found)) = tokio::time::timeout(Duration::from_secs(5), lookup).await {
+            addresses.extend(found);
+        }
+    }
+    addresses
 }
 
 /// What differs between `old` and `new`, by section: what [`Inner::apply`] changes in

@@ -147,6 +147,114 @@ async fn outbound_http_only_to_allowed_hosts() {
         .unwrap();
 }
 
+/// A server on 127.0.0.1:0 answering every request with `302 Location: location`.
+async fn redirector(location: String) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\n\
+                 connection: close\r\n\r\n"
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_name_any_rule_allows_is_refused_when_it_resolves_to_loopback() {
+    let backend = wharf_tests::Backend::start("inside", "127.0.0.1".parse().unwrap());
+    let port = backend.addr().port();
+    let (_dir, wharf) = misbehave("allowed_outbound_hosts = [\"*\", \"*.localhost\"]\n");
+    let reply = HttpClient::http1()
+        .get(&wharf.url(&format!("/misbehave/outbound?url=http://localhost:{port}/x")))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert_eq!(reply.body, "refused: DestinationIpProhibited");
+    assert_eq!(backend.connections(), 0, "a connection reached the backend");
+    wharf
+        .wait_for_log(
+            &["outbound request refused", "127.0.0.1 (loopback)"],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_loopback_address_is_reached_through_a_rule_naming_its_ip_literal_or_localhost() {
+    let backend = wharf_tests::Backend::start("inside", "127.0.0.1".parse().unwrap());
+    let addr = backend.addr();
+    for (rule, url) in [
+        (format!("http://{addr}"), format!("http://{addr}/x")),
+        ("localhost".to_string(), format!("http://localhost:{}/x", addr.port())),
+    ] {
+        let (_dir, wharf) = misbehave(&format!("allowed_outbound_hosts = [\"{rule}\"]\n"));
+        let reply = HttpClient::http1()
+            .get(&wharf.url(&format!("/misbehave/outbound?url={url}")))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{rule}: {}", reply.body);
+        assert!(
+            reply.body.starts_with("upstream 200: inside: GET /x"),
+            "{rule}: {}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_to_an_internal_address_is_refused_on_the_guest_s_next_request() {
+    let inside = wharf_tests::Backend::start("inside", "127.0.0.1".parse().unwrap());
+    let location = format!("http://localhost:{}/secret", inside.addr().port());
+    let allowed = redirector(location.clone()).await;
+    // The redirecting host is named by its literal; the target only by the wildcard.
+    let (_dir, wharf) = misbehave(&format!(
+        "allowed_outbound_hosts = [\"http://{allowed}\", \"*\"]\n"
+    ));
+    let reply = HttpClient::http1()
+        .get(&wharf.url(&format!(
+            "/misbehave/outbound?follow=1&url=http://{allowed}/start"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        format!("upstream 302 to {location}\nrefused: DestinationIpProhibited")
+    );
+    assert_eq!(inside.connections(), 0, "the redirect target was reached");
+}
+
+#[tokio::test]
+async fn the_admin_address_is_refused_even_to_a_localhost_rule() {
+    let elsewhere = wharf_tests::Backend::start("elsewhere", "127.0.0.1".parse().unwrap());
+    let (_dir, _config, wharf) = misbehave_with_config(
+        "allowed_outbound_hosts = [\"localhost\"]\n",
+        "[admin]\naddress = \"127.0.0.1:0\"\n",
+    );
+    let admin = wharf.admin.expect("an admin line in the banner");
+    let client = HttpClient::http1();
+    let get = async |port: u16| {
+        let url = format!("/misbehave/outbound?url=http://localhost:{port}/healthz");
+        client.get(&wharf.url(&url)).await.unwrap()
+    };
+    // The rule works for other local services...
+    assert_eq!(get(elsewhere.addr().port()).await.status, 200);
+    // ...but not for the node's own admin listener.
+    let reply = get(admin.port()).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert_eq!(reply.body, "refused: DestinationIpProhibited");
+    wharf
+        .wait_for_log(&["the node's admin or database"], Duration::from_secs(5))
+        .unwrap();
+}
+
 #[tokio::test]
 async fn environment_holds_only_the_app_variables() {
     let (_dir, wharf) = misbehave("[variables]\ncolour = \"teal\"\n");

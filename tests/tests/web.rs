@@ -488,6 +488,70 @@ async fn admin_listener_answers_health_checks_to_allowed_networks_only() {
     assert_eq!(reply.status, 200);
 }
 
+/// The status of GET `path` on the admin listener with `authorization` (if any).
+async fn admin_status_with(admin: std::net::SocketAddr, path: &str, authorization: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let header = match authorization {
+        "" => String::new(),
+        value => format!("authorization: {value}\r\n"),
+    };
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: admin\r\n{header}connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    reply
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {reply:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_is_required_but_by_the_probes_and_a_reload_replaces_it() {
+    let apps = apps_dir(&["hello"]);
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("admin.token");
+    std::fs::write(&token_file, "first-token\n").unwrap();
+    let config = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+        token_file.display()
+    );
+    let (wharf, config_dir) = start_with_config(apps.path(), &config);
+    let admin = admin_addr(&wharf);
+    assert_eq!(admin_status_with(admin, "/upstreams", "").await, 401);
+    assert_eq!(admin_status_with(admin, "/upstreams", "Bearer wrong").await, 401);
+    assert_eq!(admin_status_with(admin, "/upstreams", "Bearer first-token").await, 200);
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(admin_status_with(admin, probe, "").await, 200, "{probe}");
+    }
+
+    // A reload reads the file again.
+    std::fs::write(&token_file, "second-token\n").unwrap();
+    wharf.signal("HUP");
+    poll_until_async(10 * SECOND, "the second token applies", async || {
+        match admin_status_with(admin, "/upstreams", "Bearer second-token").await {
+            200 => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(admin_status_with(admin, "/upstreams", "Bearer first-token").await, 401);
+
+    // A token file that cannot be read fails the reload, naming key and file; the
+    // running token stays.
+    std::fs::remove_file(&token_file).unwrap();
+    let mark = wharf.log_len();
+    std::fs::write(config_dir.path().join("wharf.toml"), format!("{config}\n")).unwrap();
+    wharf.signal("HUP");
+    let line = wharf
+        .wait_for_log_since(mark, &["admin.token_file", "admin.token"], 10 * SECOND)
+        .unwrap();
+    assert!(line.contains(&token_file.display().to_string()), "{line}");
+    assert_eq!(admin_status_with(admin, "/upstreams", "Bearer second-token").await, 200);
+}
+
 /// A site whose root holds `old/secret.txt`, under a route `/old` that redirects to `/`:
 /// no spelling of a path below `/old` may reach the file.
 fn covered_site() -> (tempfile::TempDir, String) {

@@ -13,11 +13,17 @@
 //!   reach 0 in `/upstreams`, restart, enable.
 //! - `POST /upstreams/NAME/servers/ADDR/enable`: back in rotation, through slow start.
 //!
+//! With `[admin] token_env` or `token_file` set, every request but `/healthz` and
+//! `/readyz` must carry `Authorization: Bearer TOKEN`, or gets 401 with
+//! `WWW-Authenticate: Bearer`. The probes stay open: load balancers and orchestrators
+//! send no secrets, and what they learn is public anyway.
+//!
 //! ADDR is the server as written in wharf.toml or as `/upstreams` shows it, plain
 //! (`127.0.0.2:8080`) or percent-encoded (`http%3A%2F%2F127.0.0.2%3A8080`). A
 //! drain lasts until enabled (or the process restarts), across reloads. A wrong method
 //! gets 405 with `Allow`, a pool or server that does not exist 404 naming it.
 
+use crate::config::{AdminConfig, LimitsConfig};
 use crate::net::Listener;
 use crate::proxy::{AdminAction, Upstreams};
 use arc_swap::ArcSwap;
@@ -27,11 +33,12 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
+use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 /// Whether the node takes new requests, as `/readyz` reports it; shared with whoever
@@ -67,36 +74,81 @@ pub struct Admin {
     accept: tokio::task::JoinHandle<()>,
 }
 
-/// What a new connection to the admin listener is checked and served with.
-struct Settings {
-    allow: Vec<IpNet>,
-    server: crate::net::Builder,
+/// Who may use the admin endpoints.
+pub struct Access {
+    /// Client networks let in; others get 403.
+    pub allow: Vec<IpNet>,
+    /// The bearer token the endpoints but the probes require, if any.
+    pub token: Option<String>,
 }
 
-impl Settings {
-    fn new(allow: Vec<IpNet>, header_read: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            allow,
-            server: crate::net::http_server(&crate::config::LimitsConfig {
-                header_read_timeout: header_read,
-                ..Default::default()
-            }),
+impl Access {
+    /// `[admin] allow` and the token as it reads now; an unreadable token file or an
+    /// unset variable is an error naming the key.
+    pub fn of(settings: &AdminConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            allow: settings.allow.clone(),
+            token: settings.token()?,
         })
     }
 }
 
+/// What a new connection to the admin listener is checked and served with.
+struct Settings {
+    allow: Vec<IpNet>,
+    /// SHA-256 of the token: comparing digests in constant time hides the token's
+    /// length as well as its bytes.
+    token: Option<[u8; 32]>,
+    server: crate::net::Builder,
+}
+
+impl Settings {
+    fn new(access: Access, limits: &LimitsConfig) -> Arc<Self> {
+        Arc::new(Self {
+            allow: access.allow,
+            token: access.token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            server: crate::net::http_server(limits),
+        })
+    }
+
+    /// Whether `req` carries the token (always, when none is required).
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        let Some(presented) = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer(v.as_bytes()))
+        else {
+            return false;
+        };
+        let presented: [u8; 32] = Sha256::digest(presented).into();
+        presented.ct_eq(expected).into()
+    }
+}
+
+/// The credentials of an `Authorization: Bearer ...` value; the scheme is
+/// case-insensitive (RFC 9110 section 11.1).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, credentials) = value.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| credentials.trim_ascii())
+}
+
 impl Admin {
-    /// Serves the admin endpoints on `listener`, with the same HTTP settings (header
-    /// read timeout included) as the sites' listeners. `upstreams` are the node's live
-    /// pools, swapped by reloads.
+    /// Serves the admin endpoints on `listener` to `access`, with the node's `[limits]`
+    /// as the sites' listeners have them. `upstreams` are the node's live pools,
+    /// swapped by reloads.
     pub fn spawn(
         listener: Listener,
-        allow: Vec<IpNet>,
+        access: Access,
         readiness: Arc<Readiness>,
         upstreams: Arc<ArcSwap<Upstreams>>,
-        header_read: Duration,
+        limits: &LimitsConfig,
     ) -> Self {
-        let settings = Arc::new(ArcSwap::new(Settings::new(allow, header_read)));
+        let settings = Arc::new(ArcSwap::new(Settings::new(access, limits)));
         let node = Arc::new(NodeState {
             readiness,
             upstreams,
@@ -109,10 +161,10 @@ impl Admin {
         }
     }
 
-    /// Requests from now on, on open connections too, are let in by `allow`; connections
-    /// accepted from now on are read with `header_read`.
-    pub fn update(&self, allow: Vec<IpNet>, header_read: Duration) {
-        self.settings.store(Settings::new(allow, header_read));
+    /// Requests from now on, on open connections too, are let in by `access`;
+    /// connections accepted from now on are read with `limits`.
+    pub fn update(&self, access: Access, limits: &LimitsConfig) {
+        self.settings.store(Settings::new(access, limits));
     }
 }
 
@@ -121,8 +173,12 @@ impl Drop for Admin {
         // Closes the socket. A client keeping a connection to it open would go on being
         // answered by settings nothing updates any more: its requests are refused.
         self.accept.abort();
+        let nobody = Access {
+            allow: Vec::new(),
+            token: None,
+        };
         self.settings
-            .store(Settings::new(Vec::new(), Duration::ZERO));
+            .store(Settings::new(nobody, &LimitsConfig::default()));
     }
 }
 
@@ -137,10 +193,11 @@ async fn serve(listener: TcpListener, settings: Arc<ArcSwap<Settings>>, node: Ar
         let (stream, peer) = crate::net::accept(&listener).await;
         let (current, settings, node) = (settings.load_full(), settings.clone(), node.clone());
         tokio::spawn(async move {
-            // The allow-list is read per request, so a reload that narrows it applies to
-            // connections already open; the HTTP settings are the connection's own.
+            // The allow-list and the token are read per request, so a reload that changes
+            // them applies to connections already open; the HTTP settings are the
+            // connection's own.
             let service = service_fn(move |req| {
-                let response = answer(&req, peer, &settings.load().allow, &node);
+                let response = answer(&req, peer, &settings.load(), &node);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let _ = current
@@ -206,15 +263,28 @@ impl<'a> Endpoint<'a> {
 fn answer<B>(
     req: &Request<B>,
     peer: SocketAddr,
-    allow: &[IpNet],
+    settings: &Settings,
     node: &NodeState,
 ) -> Response<Full<Bytes>> {
     // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
     let ip = peer.ip().to_canonical();
-    if !allow.iter().any(|net| net.contains(&ip)) {
+    if !settings.allow.iter().any(|net| net.contains(&ip)) {
         return text(StatusCode::FORBIDDEN, "forbidden\n");
     }
-    let Some(endpoint) = Endpoint::of(req.uri().path()) else {
+    let endpoint = Endpoint::of(req.uri().path());
+    let probe = matches!(endpoint, Some(Endpoint::Healthz | Endpoint::Readyz));
+    // Before routing, so that without the token not even which paths exist shows.
+    if !probe && !settings.authorized(req) {
+        let mut response = text(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: bearer token required\n",
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let Some(endpoint) = endpoint else {
         return text(
             StatusCode::NOT_FOUND,
             format!("not found: try {ENDPOINTS}\n"),
@@ -278,27 +348,46 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// An admin listener on 127.0.0.1:0 with no upstreams, letting in `allow`.
     async fn admin(allow: &str) -> Admin {
+        admin_with_token(allow, None).await
+    }
+
+    /// Like `admin`, requiring `token`.
+    async fn admin_with_token(allow: &str, token: Option<&str>) -> Admin {
         let listener = bind(([127, 0, 0, 1], 0).into()).await.unwrap();
         Admin::spawn(
             listener,
-            vec![allow.parse().unwrap()],
+            Access {
+                allow: vec![allow.parse().unwrap()],
+                token: token.map(String::from),
+            },
             Arc::default(),
             Arc::default(),
-            Duration::from_secs(5),
+            &LimitsConfig::default(),
         )
     }
 
     /// The response to `method path` on a new connection: status, headers, body.
     async fn request(admin: &Admin, method: &str, path: &str) -> (u16, String, String) {
+        request_with(admin, method, path, "").await
+    }
+
+    /// Like `request`, with `headers` (each line ending in CRLF) added.
+    async fn request_with(
+        admin: &Admin,
+        method: &str,
+        path: &str,
+        headers: &str,
+    ) -> (u16, String, String) {
         let exchange = async {
             let mut stream = tokio::net::TcpStream::connect(admin.local).await.unwrap();
             let head = format!(
                 "{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\n\
-                 connection: close\r\n\r\n"
+                 {headers}connection: close\r\n\r\n"
             );
             stream.write_all(head.as_bytes()).await.unwrap();
             let mut response = String::new();
@@ -398,5 +487,66 @@ mod tests {
             let (status, _, _) = request(&admin, method, path).await;
             assert_eq!(status, 403, "{method} {path}");
         }
+    }
+
+    #[tokio::test]
+    async fn with_a_token_every_endpoint_but_the_probes_wants_it_as_a_bearer_credential() {
+        let admin = admin_with_token("127.0.0.0/8", Some("s3cret")).await;
+        let drain = "/upstreams/nope/servers/127.0.0.2:8080/drain";
+        for (method, path) in [("GET", "/upstreams"), ("POST", drain), ("GET", "/metrics")] {
+            for headers in [
+                "",
+                "authorization: Bearer wrong\r\n",
+                "authorization: Bearer s3cre\r\n",
+                "authorization: Bearer s3cretX\r\n",
+                "authorization: Basic s3cret\r\n",
+                "authorization: s3cret\r\n",
+            ] {
+                let (status, head, _) = request_with(&admin, method, path, headers).await;
+                assert_eq!(status, 401, "{method} {path} with {headers:?}");
+                assert!(head.contains("www-authenticate: bearer"), "{head}");
+            }
+        }
+        for headers in [
+            "authorization: Bearer s3cret\r\n",
+            "authorization: bearer  s3cret\r\n",
+        ] {
+            let (status, _, body) = request_with(&admin, "GET", "/upstreams", headers).await;
+            assert_eq!(status, 200, "{headers:?}: {body}");
+        }
+        // With the token, what was 401 is answered as without a token at all.
+        let (status, _, _) =
+            request_with(&admin, "POST", drain, "authorization: Bearer s3cret\r\n").await;
+        assert_eq!(status, 404);
+        for path in ["/healthz", "/readyz"] {
+            let (status, _, _) = request(&admin, "GET", path).await;
+            assert_eq!(status, 200, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_update_changes_the_token_required_from_the_next_request_on() {
+        let admin = admin_with_token("127.0.0.0/8", Some("old")).await;
+        let old = "authorization: Bearer old\r\n";
+        let new = "authorization: Bearer new\r\n";
+        assert_eq!(request_with(&admin, "GET", "/upstreams", old).await.0, 200);
+        admin.update(
+            Access {
+                allow: vec!["127.0.0.0/8".parse().unwrap()],
+                token: Some("new".into()),
+            },
+            &LimitsConfig::default(),
+        );
+        assert_eq!(request_with(&admin, "GET", "/upstreams", old).await.0, 401);
+        assert_eq!(request_with(&admin, "GET", "/upstreams", new).await.0, 200);
+    }
+
+    #[test]
+    fn a_bearer_credential_is_read_whatever_the_case_of_its_scheme() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"BEARER  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Bearer"), None);
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bearerabc"), None);
     }
 }

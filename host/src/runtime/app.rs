@@ -7,7 +7,9 @@ use super::manifest::{Manifest, OutboundRule};
 use super::state::HostState;
 use crate::db::{Database, ResultLimits};
 use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,9 @@ pub struct App {
     pub reuse_instances: bool,
     pub(super) env: Arc<[(String, String)]>,
     pub(super) outbound: Arc<[OutboundRule]>,
+    /// The node's admin and database addresses, which outbound requests may reach only
+    /// through a rule naming them; shared with the runtime, which updates them.
+    pub(super) node_addresses: Arc<ArcSwap<Vec<SocketAddr>>>,
     /// The database, when the manifest grants it.
     pub(super) db: Option<Arc<dyn Database>>,
     /// What one database call may return.
@@ -52,6 +57,7 @@ impl App {
             reuse_instances: self.reuse_instances,
             env: self.env.clone(),
             outbound: self.outbound.clone(),
+            node_addresses: self.node_addresses.clone(),
             db: Some(db),
             db_limits: self.db_limits,
             pre: self.pre.clone(),
@@ -167,6 +173,7 @@ impl AppSource {
             reuse_instances: manifest.reuse_instances,
             env: manifest.variables.clone().into_iter().collect(),
             outbound: manifest.outbound_rules().into(),
+            node_addresses: runtime.node_addresses.clone(),
             db,
             pre,
             idle,

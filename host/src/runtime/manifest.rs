@@ -4,6 +4,7 @@ use crate::db::ResultLimits;
 use crate::http::{HostPattern, NotAHostPattern};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Wall-clock budget of one request when the manifest sets none.
@@ -31,7 +32,12 @@ pub struct Manifest {
     pub max_result_mb: Option<u64>,
     /// Hosts the app may call with outbound HTTP: `host`, `host:port`, `*.domain` (one
     /// label, by the host rule of [`crate::http`]) or `*` (any host), optionally with a
-    /// scheme (`https://api.example.com`). Empty = no outbound HTTP.
+    /// scheme (`https://api.example.com`). Empty = no outbound HTTP. The address the
+    /// host resolves to is checked too: a loopback, private, link-local, shared,
+    /// unspecified, multicast or broadcast address, or the node's admin or database
+    /// address, is reached only through a rule that names it: its IP literal
+    /// (`http://10.0.0.7:8080`), or `localhost` for loopback other than the node's
+    /// own addresses. See `runtime::outbound`.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<OutboundRule>,
     /// Serve requests from a pool of reused instances instead of a fresh one per request.
@@ -122,6 +128,16 @@ pub struct OutboundRule {
     scheme: Option<String>,
     host: OutboundHost,
     port: Option<u16>,
+    /// The internal addresses the rule names explicitly, if any.
+    names: Option<Named>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Named {
+    /// An IP-literal rule: that address.
+    Ip(IpAddr),
+    /// `localhost`: loopback.
+    Loopback,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -158,13 +174,35 @@ impl OutboundRule {
             }
             _ => (rest, None),
         };
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let names = match bare.parse::<IpAddr>() {
+            Ok(ip) => Some(Named::Ip(ip.to_canonical())),
+            Err(_) if bare.eq_ignore_ascii_case("localhost") => Some(Named::Loopback),
+            Err(_) => None,
+        };
         let host = match host {
             "*" => OutboundHost::Any,
             host => {
                 OutboundHost::Pattern(host.parse().map_err(|e: NotAHostPattern| e.to_string())?)
             }
         };
-        Ok(Self { scheme, host, port })
+        Ok(Self {
+            scheme,
+            host,
+            port,
+            names,
+        })
+    }
+
+    /// Whether the rule names `ip` explicitly, as a reserved address needs: its IP
+    /// literal, or `localhost` when `loopback` (a loopback address that is not the
+    /// node's own) is what it is.
+    pub fn names(&self, ip: IpAddr, loopback: bool) -> bool {
+        match self.names {
+            Some(Named::Ip(named)) => named == ip.to_canonical(),
+            Some(Named::Loopback) => loopback,
+            None => false,
+        }
     }
 
     pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
@@ -262,5 +300,23 @@ mod tests {
         assert!(OutboundRule::parse("x:99999").is_err());
         assert!(OutboundRule::parse("bad_host!").is_err());
         assert!(OutboundRule::parse("a.*.test").is_err());
+    }
+
+    #[test]
+    fn only_an_ip_literal_or_localhost_names_an_internal_address() {
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let names = |rule: &str, ip: IpAddr, loopback| {
+            OutboundRule::parse(rule).unwrap().names(ip, loopback)
+        };
+        assert!(names("http://127.0.0.1:8080", loopback, false));
+        assert!(names("[::ffff:127.0.0.1]", loopback, false));
+        assert!(!names("127.0.0.2", loopback, true));
+        assert!(names("localhost:8080", loopback, true));
+        assert!(names("LOCALHOST", "::1".parse().unwrap(), true));
+        // The node's own loopback addresses need their literal.
+        assert!(!names("localhost", loopback, false));
+        for rule in ["*", "*.localhost", "internal.example.com"] {
+            assert!(!names(rule, loopback, true), "{rule}");
+        }
     }
 }

@@ -9,6 +9,7 @@ mod idle;
 mod invoke;
 mod limits;
 pub mod manifest;
+mod outbound;
 mod platform;
 mod registry;
 mod state;
@@ -29,6 +30,7 @@ use cache::CompileCache;
 use idle::IdlePool;
 use state::HostState;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use wasmtime::Engine;
@@ -56,6 +58,8 @@ pub struct Runtime {
     databases: ArcSwap<Provider>,
     /// Finished instances of `reuse_instances` apps, across apps.
     idle: Arc<IdlePool>,
+    /// See [`Runtime::set_node_addresses`]; every app shares it.
+    node_addresses: Arc<ArcSwap<Vec<SocketAddr>>>,
     registry: ArcSwap<Registry>,
     /// Fingerprint of the last version of each app that failed to load, so one bad file
     /// is reported once, not on every change event.
@@ -107,10 +111,18 @@ impl Runtime {
             apps_dir: apps_dir.to_path_buf(),
             databases: ArcSwap::from_pointee(databases),
             idle: IdlePool::start(&pool),
+            node_addresses: Default::default(),
             registry: Default::default(),
             failed: Default::default(),
             reloading: Default::default(),
         }))
+    }
+
+    /// The node's own admin listener and database servers: guests' outbound requests
+    /// reach them only through a rule naming their IP literal, whatever their range.
+    /// Applies to every app from its next request on.
+    pub fn set_node_addresses(&self, addresses: Vec<SocketAddr>) {
+        self.node_addresses.store(Arc::new(addresses));
     }
 
     /// Where apps granted a database get it from.

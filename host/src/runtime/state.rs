@@ -5,8 +5,10 @@ use super::app::App;
 use super::guest_log::GuestLog;
 use super::limits::InstanceLimits;
 use super::manifest::OutboundRule;
+use super::outbound::{self, Refusal};
 use crate::db::{Database, Session};
 use http_body_util::BodyExt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
@@ -55,6 +57,7 @@ impl HostState {
             outbound: OutboundPolicy {
                 app: app.name.clone(),
                 rules: app.outbound.clone(),
+                node: app.node_addresses.load_full(),
             },
             limits: InstanceLimits::new(app.max_memory),
             stdout,
@@ -113,20 +116,25 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// Outbound HTTP is refused unless the target matches the app's `allowed_outbound_hosts`.
+/// Outbound HTTP is refused unless the target matches the app's `allowed_outbound_hosts`,
+/// and then sent only to an address that passes [`super::outbound`]'s check.
 struct OutboundPolicy {
     app: Arc<str>,
     rules: Arc<[OutboundRule]>,
+    /// The node's admin and database addresses.
+    node: Arc<Vec<SocketAddr>>,
 }
 
 impl OutboundPolicy {
-    fn allows(&self, target: &Target) -> bool {
+    /// The rules that let `target` through by scheme, host and port.
+    fn matching<'r>(rules: &'r [OutboundRule], target: &Target) -> Vec<&'r OutboundRule> {
         let Some(host) = target.host else {
-            return false;
+            return Vec::new();
         };
-        self.rules
+        rules
             .iter()
-            .any(|r| r.allows(target.scheme, host, target.port))
+            .filter(|r| r.allows(target.scheme, host, target.port))
+            .collect()
     }
 }
 
@@ -176,14 +184,30 @@ impl WasiHttpHooks for OutboundPolicy {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         let target = Target::of(request.uri());
-        if !self.allows(&target) {
+        if Self::matching(&self.rules, &target).is_empty() {
             tracing::warn!(app = %self.app, %target, "outbound request refused: host not in allowed_outbound_hosts");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
+        let (app, rules, node) = (self.app.clone(), self.rules.clone(), self.node.clone());
+        let target = target.to_string();
         Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            let io: Box<dyn Future<Output = _> + Send> = Box::new(io);
-            Ok((response.map(BodyExt::boxed_unsync), io))
+            let matched = Self::matching(&rules, &Target::of(request.uri()));
+            match outbound::send(request, options, &matched, &node).await {
+                Ok((response, io)) => {
+                    let io: Box<dyn Future<Output = _> + Send> = Box::new(io);
+                    Ok((response.map(BodyExt::boxed_unsync), io))
+                }
+                Err(Refusal::Reserved(addresses)) => {
+                    let addresses = addresses
+                        .iter()
+                        .map(|(ip, why)| format!("{ip} ({why})"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    tracing::warn!(app = %app, %target, %addresses, "outbound request refused: the host resolves only to internal addresses no rule names");
+                    Err(HttpError::DestinationIpProhibited)
+                }
+                Err(Refusal::Failed(e)) => Err(e),
+            }
         })
     }
 

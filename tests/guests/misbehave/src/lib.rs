@@ -91,14 +91,40 @@ fn recurse(n: u64) -> u64 {
     recurse(n + 1) + pad[0]
 }
 
-/// GETs `?url=` with wasi:http/outgoing-handler and reports what happened.
+/// GETs `?url=` with wasi:http/outgoing-handler and reports what happened. With
+/// `?follow=1` a redirect's `Location` is requested next, as a client that follows
+/// redirects does (wasi:http never follows them itself), for at most 5 hops.
 fn outbound(req: Request) -> Response {
-    use wasi::http::outgoing_handler;
-    use wasi::http::types::{Fields, OutgoingRequest, Scheme};
-    let Some(url) = req.query_param("url") else {
+    let Some(mut url) = req.query_param("url") else {
         return Response::text("missing ?url=").with_status(400);
     };
-    let (scheme, rest) = url.split_once("://").unwrap_or(("http", &url));
+    let follow = req.query_param("follow").is_some();
+    let mut report = String::new();
+    for _ in 0..5 {
+        match get(&url) {
+            Ok((status, Some(next), _)) if follow && (300..400).contains(&status) => {
+                report.push_str(&format!("upstream {status} to {next}\n"));
+                url = next;
+            }
+            Ok((status, _, body)) => {
+                report.push_str(&format!("upstream {status}: {body}"));
+                return Response::text(report);
+            }
+            Err(why) => {
+                report.push_str(&why);
+                return Response::text(report).with_status(502);
+            }
+        }
+    }
+    report.push_str("too many redirects");
+    Response::text(report).with_status(502)
+}
+
+/// One GET: the status, the `Location` header and the body, or why there is none.
+fn get(url: &str) -> Result<(u16, Option<String>, String), String> {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{Fields, OutgoingRequest, Scheme};
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -111,14 +137,16 @@ fn outbound(req: Request) -> Response {
     }));
     let _ = request.set_authority(Some(authority));
     let _ = request.set_path_with_query(Some(path));
-    let future = match outgoing_handler::handle(request, None) {
-        Ok(future) => future,
-        Err(code) => return Response::text(format!("refused: {code:?}")).with_status(502),
-    };
+    let future = outgoing_handler::handle(request, None).map_err(|code| format!("refused: {code:?}"))?;
     future.subscribe().block();
     match future.get() {
         Some(Ok(Ok(response))) => {
             let status = response.status();
+            let location = response
+                .headers()
+                .get("location")
+                .first()
+                .map(|v| String::from_utf8_lossy(v).into_owned());
             let body = response.consume().expect("body");
             let mut bytes = Vec::new();
             {
@@ -127,13 +155,10 @@ fn outbound(req: Request) -> Response {
                     bytes.extend_from_slice(&chunk);
                 }
             }
-            Response::text(format!(
-                "upstream {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            ))
+            Ok((status, location, String::from_utf8_lossy(&bytes).into_owned()))
         }
-        Some(Ok(Err(code))) => Response::text(format!("refused: {code:?}")).with_status(502),
-        other => Response::text(format!("failed: {other:?}")).with_status(502),
+        Some(Ok(Err(code))) => Err(format!("refused: {code:?}")),
+        other => Err(format!("failed: {other:?}")),
     }
 }
 
