@@ -134,9 +134,10 @@ impl GatewayError {
         if let GatewayError::TooManyRequests { retry_after } = &self {
             // Whole seconds, rounded up: a client retrying at 0 would be refused again.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds.max(1)));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(seconds.max(1)),
+            );
         }
         response
     }
