@@ -192,7 +192,7 @@ impl Node {
             .iter()
             .find(|(_, l)| l.tls.is_some())
             .map(|(_, l)| l.local.port());
-        let sites = Sites::from_config(&config, https_port, &upstreams.load())?;
+        let sites = Sites::from_config(&config, https_port, &upstreams.load(), None)?;
         let firewall = Firewall::build(&config.firewall, None);
         let mut gateway = Gateway::new(runtime.clone(), sites, firewall, &config.limits);
         let dev_watch = match dev {
@@ -400,7 +400,8 @@ impl Inner {
         };
         let built = async {
             let upstreams = new_upstreams.as_deref().unwrap_or(&old_upstreams);
-            let sites = Sites::from_config(&new, https_port, upstreams)?;
+            let previous = self.server.gateway().sites();
+            let sites = Sites::from_config(&new, https_port, upstreams, Some(&previous))?;
             // The last step that can fail (re-binding apps to new databases fails whole
             // or not at all), so if it does, nothing has changed.
             self.switch_databases(&state.config, &new).await?;

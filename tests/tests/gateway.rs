@@ -27,8 +27,13 @@ async fn gateway(config: &str, https_port: Option<u16>) -> Fixture {
     let runtime = Runtime::new(apps.path(), Some(shared_cache_dir()), databases).unwrap();
     runtime.load_all().await.unwrap();
     let config = Config::parse(config).unwrap();
-    let sites =
-        Sites::from_config(&config, https_port, &wharf::proxy::Upstreams::default()).unwrap();
+    let sites = Sites::from_config(
+        &config,
+        https_port,
+        &wharf::proxy::Upstreams::default(),
+        None,
+    )
+    .unwrap();
     Fixture {
         gateway: Gateway::new(
             Arc::clone(&runtime),

@@ -34,6 +34,15 @@ impl RateLimiter {
     pub fn new(limit: RateLimit, capacity: usize) -> Self {
         Self::with_clock(limit, capacity, DefaultClock::default())
     }
+
+    /// `previous` if it enforces the same limit over the same capacity (its clients keep
+    /// what they have used), else a new limiter.
+    pub fn reuse(previous: Option<&Arc<Self>>, limit: RateLimit, capacity: usize) -> Arc<Self> {
+        match previous {
+            Some(rate) if rate.limit == limit && rate.capacity == capacity => rate.clone(),
+            _ => Arc::new(Self::new(limit, capacity)),
+        }
+    }
 }
 
 impl<C: Clock + Clone> RateLimiter<C> {
@@ -248,11 +257,16 @@ mod tests {
         assert!(most > capacity / 2, "{most}: the table is used");
         // Each remembered address is a key and a time in a hash map: 24 bytes and a
         // control byte per slot, at least 7/8 of the slots used.
-        let bytes = limiter.table.shards.iter().map(|s| {
-            lock(s).capacity() * (size_of::<(Key, Nanos)>() + 1) * 8 / 7
-        });
+        let bytes = limiter
+            .table
+            .shards
+            .iter()
+            .map(|s| lock(s).capacity() * (size_of::<(Key, Nanos)>() + 1) * 8 / 7);
         let bytes: usize = bytes.sum();
-        assert!(bytes < 8 << 20, "about {bytes} bytes for {capacity} clients");
+        assert!(
+            bytes < 8 << 20,
+            "about {bytes} bytes for {capacity} clients"
+        );
     }
 
     #[test]
@@ -270,7 +284,10 @@ mod tests {
         // A newcomer while all are mid-burst: two of the fifteen make room.
         assert_eq!(limiter.check(ip("192.0.2.2")), Ok(()));
         assert_eq!(limiter.clients(), 15);
-        assert!(limiter.check(busy).is_err(), "the busy client is remembered");
+        assert!(
+            limiter.check(busy).is_err(),
+            "the busy client is remembered"
+        );
         // Two seconds on, the fifteen have refilled and go first; the busy client has
         // two requests back, not a fresh burst of five.
         clock.advance(Duration::from_secs(2));

@@ -32,16 +32,10 @@ impl Firewall {
     /// The firewall of `config`. A limiter whose limit did not change is taken over
     /// from `previous`, so a reload does not hand every client a fresh burst.
     pub fn build(config: &FirewallConfig, previous: Option<&Firewall>) -> Self {
+        let previous = previous.and_then(|p| p.rate.as_ref());
         let rate = config
             .rate_limit
-            .map(|limit| match previous.and_then(|p| p.rate.as_ref()) {
-                Some(rate)
-                    if rate.limit() == limit && rate.capacity() == config.max_tracked_clients =>
-                {
-                    rate.clone()
-                }
-                _ => Arc::new(RateLimiter::new(limit, config.max_tracked_clients)),
-            });
+            .map(|limit| RateLimiter::reuse(previous, limit, config.max_tracked_clients));
         Self {
             trusted: Trusted::new(&config.trusted_proxies),
             rate,

@@ -14,6 +14,7 @@ pub use sites::Sites;
 
 use crate::config::LimitsConfig;
 use crate::firewall::Firewall;
+use crate::firewall::client::client_ip;
 use crate::http::{Body, path};
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
@@ -24,7 +25,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use sites::{Decision, Target};
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -138,6 +139,11 @@ impl Gateway {
         &self.runtime
     }
 
+    /// The sites requests are routed by, for building the next ones.
+    pub fn sites(&self) -> Arc<Sites> {
+        self.sites.load_full()
+    }
+
     /// Replaces the sites atomically: requests already routed finish as they were.
     pub fn set_sites(&self, sites: Sites) {
         self.sites.store(Arc::new(sites));
@@ -163,11 +169,16 @@ impl Gateway {
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
         let id = RequestId(self.next_request_id.fetch_add(1, Ordering::Relaxed));
+        let client = client_ip(
+            conn.client.ip(),
+            req.headers(),
+            &self.firewall.load().trusted,
+        );
         // Taken only when the access log is on: most requests would copy them for nothing.
         let logged = tracing::enabled!(target: "access", tracing::Level::DEBUG)
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let http1 = req.version() < Version::HTTP_2;
-        let mut response = match self.dispatch(req, conn, id).await {
+        let mut response = match self.dispatch(req, conn, id, client).await {
             Ok(response) => response,
             // hyper closes an HTTP/1 connection after an answer that says so.
             Err(e) if http1 && e.closes_connection() => {
@@ -179,7 +190,7 @@ impl Gateway {
             Err(e) => e.into_response(),
         };
         if let Some((method, path)) = logged {
-            tracing::debug!(target: "access", request_id = %id, peer = %conn.peer, %method, %path, status = response.status().as_u16());
+            tracing::debug!(target: "access", request_id = %id, peer = %client, %method, %path, status = response.status().as_u16());
         }
         response.headers_mut().insert(REQUEST_ID, id.header_value());
         response
@@ -190,10 +201,15 @@ impl Gateway {
         req: Request<B>,
         conn: &Connection,
         id: RequestId,
+        client: IpAddr,
     ) -> Result<Response<Body>, GatewayError>
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
+        if let Some(rate) = &self.firewall.load().rate {
+            rate.check(client)
+                .map_err(|retry_after| GatewayError::TooManyRequests { retry_after })?;
+        }
         check_host(&req)?;
         let limits = self.limits.load();
         limits::check_head(&req, &limits)?;
@@ -209,6 +225,7 @@ impl Gateway {
         let host = sites::request_host(&req);
         let sites = self.sites.load();
         let site = sites.find(host.as_deref(), conn.sni.as_deref())?;
+        site.admit(client)?;
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let site = match sites.decide(site, host.as_deref(), conn.tls, path_and_query) {
             Decision::Serve(site) => site,
@@ -217,7 +234,7 @@ impl Gateway {
             }
         };
         let hsts = conn.tls.then(|| site.hsts().cloned()).flatten();
-        let target = site.route(req.uri().path(), &self.runtime.registry())?;
+        let target = site.route(req.uri().path(), &self.runtime.registry(), client)?;
         drop(sites);
         let answer = match target {
             Target::App(app) => app

@@ -3,12 +3,14 @@
 
 use super::GatewayError;
 use super::static_files::StaticFiles;
-use crate::config::{Config, RouteTarget, SiteConfig, UnknownHost};
+use crate::config::{Config, RateLimit, RouteTarget, SiteConfig, UnknownHost};
+use crate::firewall::{RateLimiter, Rules};
 use crate::http::{HostTable, route_matches};
 use crate::proxy::{Pool, Upstreams};
 use crate::runtime::{App, Registry};
 use http::{HeaderValue, StatusCode};
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Every site of the configuration, indexed by host name. Built whole from a config
@@ -30,9 +32,18 @@ pub struct Site {
     hsts: Option<HeaderValue>,
     apps: bool,
     /// Explicit routes, longest prefix first.
-    routes: Vec<(Arc<str>, Configured)>,
+    routes: Vec<Route>,
     /// Static files for every path nothing else serves, mounted at "/".
     root: Option<(Arc<StaticFiles>, Arc<str>)>,
+    /// Client addresses let in.
+    rules: Rules,
+    rate: Option<Arc<RateLimiter>>,
+}
+
+struct Route {
+    prefix: Arc<str>,
+    target: Configured,
+    rate: Option<Arc<RateLimiter>>,
 }
 
 /// What serves a request.
@@ -74,6 +85,8 @@ impl Sites {
                 apps: true,
                 routes: Vec::new(),
                 root: None,
+                rules: Rules::default(),
+                rate: None,
             }],
             hosts: HostTable::default(),
             default: Some(0),
@@ -85,11 +98,14 @@ impl Sites {
     /// The sites of a checked configuration; `https_port` is the port of the TLS
     /// listener as bound, for HTTPS redirects; `upstreams` the pools built from the same
     /// configuration. Fails only on what the file check cannot see in advance (a static
-    /// root vanishing in between).
+    /// root vanishing in between). A rate limiter whose limit did not change is taken
+    /// over from the same site (by name) and route (by path) of `previous`, so a reload
+    /// does not hand every client a fresh burst.
     pub fn from_config(
         config: &Config,
         https_port: Option<u16>,
         upstreams: &Upstreams,
+        previous: Option<&Sites>,
     ) -> anyhow::Result<Self> {
         if config.sites.is_empty() {
             return Ok(Self::catch_all());
@@ -108,7 +124,16 @@ impl Sites {
             if site.default {
                 sites.default = Some(i);
             }
-            sites.sites.push(Site::new(site, upstreams)?);
+            let name = site
+                .hosts
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let previous = previous.and_then(|p| p.sites.iter().find(|s| s.name == name));
+            let capacity = config.firewall.max_tracked_clients;
+            sites
+                .sites
+                .push(Site::new(name, site, upstreams, previous, capacity)?);
         }
         Ok(sites)
     }
@@ -166,8 +191,17 @@ impl Sites {
 }
 
 impl Site {
-    fn new(config: &SiteConfig, upstreams: &Upstreams) -> anyhow::Result<Self> {
-        let mut routes: Vec<(Arc<str>, Configured)> = Vec::new();
+    fn new(
+        name: String,
+        config: &SiteConfig,
+        upstreams: &Upstreams,
+        previous: Option<&Site>,
+        capacity: usize,
+    ) -> anyhow::Result<Self> {
+        let limiter = |limit: Option<RateLimit>, previous: Option<&Arc<RateLimiter>>| {
+            limit.map(|limit| RateLimiter::reuse(previous, limit, capacity))
+        };
+        let mut routes = Vec::new();
         for route in &config.routes {
             let target = match &route.target {
                 RouteTarget::App(app) => Configured::App(app.clone()),
@@ -186,10 +220,17 @@ impl Site {
                         .ok_or_else(|| anyhow::anyhow!("no upstream is named {name}"))?,
                 ),
             };
-            routes.push((route.path.as_str().into(), target));
+            let before = previous
+                .and_then(|p| p.routes.iter().find(|r| *r.prefix == *route.path))
+                .and_then(|r| r.rate.as_ref());
+            routes.push(Route {
+                prefix: route.path.as_str().into(),
+                target,
+                rate: limiter(route.rate_limit, before),
+            });
         }
         // Longest prefix first, so the first match is the most specific.
-        routes.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
         let root = match &config.root {
             Some(root) => Some((
                 Arc::new(StaticFiles::new(root, config.cache_control.as_deref())?),
@@ -198,11 +239,9 @@ impl Site {
             None => None,
         };
         Ok(Self {
-            name: config
-                .hosts
-                .first()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
+            name,
+            rules: Rules::new(&config.rules),
+            rate: limiter(config.rate_limit, previous.and_then(|p| p.rate.as_ref())),
             canonical_host: config.canonical_host.clone(),
             https_redirect: config.https_redirect,
             hsts: config
@@ -218,27 +257,48 @@ impl Site {
         self.hsts.as_ref()
     }
 
-    /// What serves `path` on this site: the longest matching prefix among the site's
-    /// routes and (if the site serves apps) the apps' routes, else the static root.
-    pub fn route(&self, path: &str, registry: &Registry) -> Result<Target, GatewayError> {
+    /// Whether `client` may ask this site anything now: its rules (403), then its rate
+    /// limit (429).
+    pub fn admit(&self, client: IpAddr) -> Result<(), GatewayError> {
+        if !self.rules.admits(client) {
+            return Err(GatewayError::Forbidden);
+        }
+        limit(self.rate.as_deref(), client)
+    }
+
+    /// What serves `path` on this site for `client`: the longest matching prefix among
+    /// the site's routes and (if the site serves apps) the apps' routes, else the static
+    /// root. A route of the site's own with a rate limit checks `client` against it.
+    pub fn route(
+        &self,
+        path: &str,
+        registry: &Registry,
+        client: IpAddr,
+    ) -> Result<Target, GatewayError> {
         let explicit = self
             .routes
             .iter()
-            .find(|(prefix, _)| route_matches(prefix, path));
+            .find(|route| route_matches(&route.prefix, path));
         let app = if self.apps {
             registry.route_with_prefix(path)
         } else {
             None
         };
         let use_app = match (&explicit, &app) {
-            (Some((prefix, _)), Some((app_prefix, _))) => app_prefix.len() > prefix.len(),
+            (Some(route), Some((app_prefix, _))) => app_prefix.len() > route.prefix.len(),
             (None, Some(_)) => true,
             _ => false,
         };
         if use_app && let Some((_, app)) = app {
             return Ok(Target::App(app.clone()));
         }
-        if let Some((prefix, target)) = explicit {
+        if let Some(Route {
+            prefix,
+            target,
+            rate,
+        }) = explicit
+        {
+            limit(rate.as_deref(), client)?;
             return Ok(match target {
                 Configured::App(name) => Target::App(
                     registry
@@ -267,6 +327,13 @@ impl Site {
             }),
             None => Err(GatewayError::NotFound),
         }
+    }
+}
+
+fn limit(rate: Option<&RateLimiter>, client: IpAddr) -> Result<(), GatewayError> {
+    match rate.map(|rate| rate.check(client)) {
+        Some(Err(retry_after)) => Err(GatewayError::TooManyRequests { retry_after }),
+        _ => Ok(()),
     }
 }
 

@@ -23,9 +23,9 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// Makes `req` the request a backend gets: hop-by-hop headers removed (those named in
 /// `Connection` too; `Upgrade` kept on an upgrade request), `X-Forwarded-For`,
-/// `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded` set from the real peer
-/// (values a client sent replaced, unless its address is in `trusted`, then appended
-/// to), the request id in `x-request-id`, the URI in origin form.
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded` set from the connection's
+/// client (the peer, or whom its PROXY protocol header named; values the client sent
+/// replaced, unless its address is in `trusted`, then appended to), the request id in `x-request-id`, the URI in origin form.
 pub fn to_backend<B>(req: &mut Request<B>, conn: &Connection, id: RequestId, trusted: &[IpNet]) {
     let upgrade = match is_upgrade(req) {
         true => req.headers().get(UPGRADE).cloned(),
@@ -57,7 +57,9 @@ pub fn to_backend<B>(req: &mut Request<B>, conn: &Connection, id: RequestId, tru
         headers.insert(HOST, host.clone());
     }
 
-    let peer = conn.peer.ip().to_canonical();
+    // Behind a PROXY protocol header the peer is a load balancer relaying bytes, not
+    // the one who wrote the request's headers: the client it named did.
+    let peer = conn.client.ip().to_canonical();
     let is_trusted = trusted.iter().any(|n| n.contains(&peer));
     let proto = match conn.tls {
         true => "https",
@@ -419,6 +421,25 @@ mod tests {
                 "{name} from {peer} sending {sent:?}"
             );
         }
+    }
+
+    #[test]
+    fn behind_a_proxy_protocol_header_the_named_client_is_forwarded_and_decides_trust() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let relayed = |client: &str| Connection {
+            client: client.parse().unwrap(),
+            ..conn("10.0.0.1:4000", false)
+        };
+        let sent = [("x-forwarded-for", "198.51.100.1")];
+        // The balancer is trusted, the client it names is not: what it sent is replaced.
+        let mut req = request("/", &sent);
+        to_backend(&mut req, &relayed("192.0.2.9:5000"), RequestId(1), &trusted);
+        assert_eq!(values(&req, "x-forwarded-for"), ["192.0.2.9"]);
+        assert_eq!(values(&req, "forwarded"), ["for=192.0.2.9;proto=http"]);
+        // A trusted proxy behind the balancer: its list grows by its address.
+        let mut req = request("/", &sent);
+        to_backend(&mut req, &relayed("10.1.1.1:5000"), RequestId(1), &trusted);
+        assert_eq!(values(&req, "x-forwarded-for"), ["198.51.100.1, 10.1.1.1"]);
     }
 
     #[test]
