@@ -1,0 +1,233 @@
+//! The firewall, end to end.
+
+// Connections: listener rules, caps and the PROXY protocol, before TLS and HTTP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use wharf_tests::{HttpClient, Wharf, apps_dir, next_loopback_ip, poll_until_async};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+const GET: &[u8] = b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+async fn connect_from(ip: IpAddr, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(ip, 0)).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Every byte the server sends until it closes (a reset counts as a close: it comes
+/// when the server drops a socket with unread bytes).
+async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    for _ in 0..10_000 {
+        match tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return got,
+            Ok(Ok(n)) => got.extend(&buf[..n]),
+            Err(_) => panic!("still open after {DEADLINE:?}, sent {got:?}"),
+        }
+    }
+    panic!("never closed");
+}
+
+/// Sends `prefix` and a GET from `ip`; what came back before the server closed, or
+/// the first answer if it keeps the connection open.
+async fn get_from(ip: IpAddr, to: SocketAddr, prefix: &[u8]) -> (TcpStream, Vec<u8>) {
+    let mut stream = connect_from(ip, to).await;
+    let mut request = prefix.to_vec();
+    request.extend(GET);
+    // A refused connection may be gone before the write.
+    let _ = stream.write_all(&request).await;
+    let mut buf = vec![0; 4096];
+    let n = match tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(_)) => 0,
+        Err(_) => panic!("no answer in {DEADLINE:?}"),
+    };
+    buf.truncate(n);
+    (stream, buf)
+}
+
+fn status(answer: &[u8]) -> &str {
+    std::str::from_utf8(answer)
+        .ok()
+        .and_then(|a| a.split(' ').nth(1))
+        .unwrap_or("closed")
+}
+
+fn start(config: &str) -> Wharf {
+    let dir = apps_dir(&["hello"]);
+    let wharf = Wharf::builder(dir.path()).config(config).start();
+    std::mem::forget(dir);
+    wharf
+}
+
+#[tokio::test]
+async fn a_denied_client_is_closed_before_a_byte_is_written() {
+    let (denied, other) = (next_loopback_ip(), next_loopback_ip());
+    let wharf = start(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\ndeny = [\"{denied}\"]\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nallow = [\"{other}\"]\n"
+    ));
+    let (deny, allow) = (wharf.http[1], wharf.http[2]);
+    for to in [deny, allow] {
+        let mut stream = connect_from(denied, to).await;
+        assert_eq!(read_until_closed(&mut stream).await, b"", "on {to}");
+    }
+    let (_, answer) = get_from(other, deny, b"").await;
+    assert_eq!(status(&answer), "200");
+    let (_, answer) = get_from(other, allow, b"").await;
+    assert_eq!(status(&answer), "200");
+}
+
+#[tokio::test]
+async fn a_reload_that_adds_a_deny_applies_to_new_connections() {
+    let client = next_loopback_ip();
+    let listener = "[[listener]]\naddress = \"127.0.0.1:0\"\n";
+    let wharf = start(listener);
+    let to = wharf.http[1];
+    let (_, answer) = get_from(client, to, b"").await;
+    assert_eq!(status(&answer), "200");
+    let path = wharf.config.clone().unwrap();
+    std::fs::write(&path, format!("{listener}deny = [\"{client}\"]\n")).unwrap();
+    wharf.signal("HUP");
+    poll_until_async(
+        DEADLINE,
+        "the reloaded deny closes new connections",
+        async || {
+            let (_, answer) = get_from(client, to, b"").await;
+            match answer.is_empty() {
+                true => Ok(()),
+                false => Err(status(&answer).to_string()),
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn past_the_per_address_cap_a_connection_is_closed_while_other_addresses_connect() {
+    let (busy, other) = (next_loopback_ip(), next_loopback_ip());
+    let wharf = start("[firewall]\nmax_connections_per_ip = 2\n");
+    let to = wharf.addr;
+    // Answered, so counted; kept alive.
+    let (first, answer) = get_from(busy, to, b"").await;
+    assert_eq!(status(&answer), "200");
+    let (_second, answer) = get_from(busy, to, b"").await;
+    assert_eq!(status(&answer), "200");
+    let mut third = connect_from(busy, to).await;
+    assert_eq!(read_until_closed(&mut third).await, b"");
+    let (_, answer) = get_from(other, to, b"").await;
+    assert_eq!(status(&answer), "200");
+    drop(first);
+    poll_until_async(
+        DEADLINE,
+        "a closed connection frees its place",
+        async || {
+            let (_, answer) = get_from(busy, to, b"").await;
+            match status(&answer) {
+                "200" => Ok(()),
+                other => Err(other.to_string()),
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_admin_listener_answers_when_the_public_ones_are_full() {
+    let admin = SocketAddr::new(next_loopback_ip(), 0);
+    let wharf = start(&format!(
+        "[firewall]\nmax_connections = 20\n[admin]\naddress = \"{admin}\"\n"
+    ));
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        let (stream, answer) = get_from(next_loopback_ip(), wharf.addr, b"").await;
+        assert_eq!(status(&answer), "200");
+        open.push(stream);
+    }
+    let mut refused = connect_from(next_loopback_ip(), wharf.addr).await;
+    assert_eq!(read_until_closed(&mut refused).await, b"");
+    let healthz = format!("http://{}/healthz", wharf.admin.unwrap());
+    let reply = HttpClient::http1().get(&healthz).await.unwrap();
+    assert_eq!(reply.status, 200);
+}
+
+fn v2_header(client: [u8; 4], port: u16) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    header.extend(client);
+    header.extend([127, 0, 0, 1]);
+    header.extend(port.to_be_bytes());
+    header.extend(443u16.to_be_bytes());
+    header
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_header_names_the_client_the_rules_see() {
+    let proxy = next_loopback_ip();
+    let wharf = start(&format!(
+        "[firewall]\ntrusted_proxies = [\"{proxy}\"]\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n\
+         deny = [\"192.0.2.9\"]\n"
+    ));
+    let to = wharf.http[1];
+    let headers = [
+        (
+            b"PROXY TCP4 192.0.2.9 127.0.0.1 4711 80\r\n".to_vec(),
+            "closed",
+        ),
+        (
+            b"PROXY TCP4 192.0.2.10 127.0.0.1 4711 80\r\n".to_vec(),
+            "200",
+        ),
+        (v2_header([192, 0, 2, 9], 4711), "closed"),
+        (v2_header([192, 0, 2, 10], 4711), "200"),
+        // The proxy's own health check: no header, the proxy is the client.
+        (Vec::new(), "200"),
+        (b"PROXY UNKNOWN\r\n".to_vec(), "200"),
+        // Malformed: closed.
+        (b"PROXY TCP4 192.0.2.10\r\n".to_vec(), "closed"),
+    ];
+    for (header, expected) in headers {
+        let (_, answer) = get_from(proxy, to, &header).await;
+        assert_eq!(status(&answer), expected, "{header:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_header_from_an_untrusted_peer_is_a_bad_request_and_names_nobody() {
+    let (proxy, spoofer) = (next_loopback_ip(), next_loopback_ip());
+    let wharf = start(&format!(
+        "[firewall]\ntrusted_proxies = [\"{proxy}\"]\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n\
+         allow = [\"192.0.2.10\"]\n"
+    ));
+    let to = wharf.http[1];
+    // Named by the trusted proxy, 192.0.2.10 is let in.
+    let header = b"PROXY TCP4 192.0.2.10 127.0.0.1 4711 80\r\n";
+    let (_, answer) = get_from(proxy, to, header).await;
+    assert_eq!(status(&answer), "200");
+    // Named by anyone else, it is not believed: the rules see the spoofer, who is not
+    // allowed in.
+    let (_, answer) = get_from(spoofer, to, header).await;
+    assert_eq!(status(&answer), "closed");
+    // Where the spoofer is let in, the line reaches HTTP, which refuses it and closes.
+    let wharf = start(&format!(
+        "[firewall]\ntrusted_proxies = [\"{proxy}\"]\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n"
+    ));
+    let mut stream = connect_from(spoofer, wharf.http[1]).await;
+    stream.write_all(header).await.unwrap();
+    stream.write_all(GET).await.unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    assert_eq!(
+        status(&answer),
+        "400",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
