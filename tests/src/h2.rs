@@ -183,7 +183,8 @@ impl Conn {
             .unwrap_or_else(|_| panic!("no frame and no close within {timeout:?}"))
     }
 
-    /// Every frame until the server closes the connection, within `timeout`.
+    /// Every frame until the server closes the connection, within `timeout`. PINGs are
+    /// acknowledged, as any client does: h2's graceful GOAWAY waits for that.
     pub async fn until_closed(&mut self, timeout: Duration) -> Vec<Frame> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut frames = Vec::new();
@@ -191,7 +192,13 @@ impl Conn {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next(left).await {
-                Some(frame) => frames.push(frame),
+                Some(frame) => {
+                    if frame.kind == PING && frame.flags & ACK == 0 {
+                        let ack = Frame::new(PING, ACK, 0, &frame.payload);
+                        let _ = self.send(&[ack]).await;
+                    }
+                    frames.push(frame)
+                }
                 None => return frames,
             }
         }

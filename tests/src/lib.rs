@@ -4,9 +4,9 @@
 //! HTTP/2 and HTTPS clients, and a test backend to put behind a balancer.
 
 mod backend;
-pub mod h2;
 pub mod baseline;
 mod client;
+pub mod h2;
 pub mod mariadb;
 mod node;
 mod poll;

@@ -320,7 +320,12 @@ mod tests {
             let kinds: Vec<_> = seen.iter().map(|f| (f.kind, f.length, f.stream)).collect();
             assert_eq!(
                 kinds,
-                [(SETTINGS, 6, 0), (0x1, 20, 1), (RST_STREAM, 4, 1), (DATA, 0, 3)],
+                [
+                    (SETTINGS, 6, 0),
+                    (0x1, 20, 1),
+                    (RST_STREAM, 4, 1),
+                    (DATA, 0, 3)
+                ],
                 "chunks of {chunk}"
             );
         }

@@ -11,8 +11,8 @@ pub mod tls;
 use crate::config::LimitsConfig;
 use crate::firewall::{Admitted, ConnectionCaps, Rules};
 use crate::gateway::{Connection, Gateway, ListenerId};
-use drain::{Drain, Watcher};
 use arc_swap::ArcSwap;
+use drain::{Drain, Watcher};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -545,8 +545,7 @@ impl Activity {
     }
 
     fn idle_for(&self, timeout: Duration) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0
-            && self.idle_deadline(timeout) <= Instant::now()
+        self.in_flight.load(Ordering::Relaxed) == 0 && self.idle_deadline(timeout) <= Instant::now()
     }
 }
 
