@@ -172,11 +172,13 @@ async fn a_name_any_rule_allows_is_refused_when_it_resolves_to_loopback() {
     let port = backend.addr().port();
     let (_dir, wharf) = misbehave("allowed_outbound_hosts = [\"*\", \"*.localhost\"]\n");
     let reply = HttpClient::http1()
-        .get(&wharf.url(&format!("/misbehave/outbound?url=http://localhost:{port}/x")))
+        .get(&wharf.url(&format!(
+            "/misbehave/outbound?url=http://localhost:{port}/x"
+        )))
         .await
         .unwrap();
     assert_eq!(reply.status, 502, "{}", reply.body);
-    assert_eq!(reply.body, "refused: DestinationIpProhibited");
+    assert_eq!(reply.body, "refused: ErrorCode::DestinationIpProhibited");
     assert_eq!(backend.connections(), 0, "a connection reached the backend");
     wharf
         .wait_for_log(
@@ -192,7 +194,10 @@ async fn a_loopback_address_is_reached_through_a_rule_naming_its_ip_literal_or_l
     let addr = backend.addr();
     for (rule, url) in [
         (format!("http://{addr}"), format!("http://{addr}/x")),
-        ("localhost".to_string(), format!("http://localhost:{}/x", addr.port())),
+        (
+            "localhost".to_string(),
+            format!("http://localhost:{}/x", addr.port()),
+        ),
     ] {
         let (_dir, wharf) = misbehave(&format!("allowed_outbound_hosts = [\"{rule}\"]\n"));
         let reply = HttpClient::http1()
@@ -226,7 +231,7 @@ async fn a_redirect_to_an_internal_address_is_refused_on_the_guest_s_next_reques
     assert_eq!(reply.status, 502, "{}", reply.body);
     assert_eq!(
         reply.body,
-        format!("upstream 302 to {location}\nrefused: DestinationIpProhibited")
+        format!("upstream 302 to {location}\nrefused: ErrorCode::DestinationIpProhibited")
     );
     assert_eq!(inside.connections(), 0, "the redirect target was reached");
 }
@@ -249,7 +254,7 @@ async fn the_admin_address_is_refused_even_to_a_localhost_rule() {
     // ...but not for the node's own admin listener.
     let reply = get(admin.port()).await;
     assert_eq!(reply.status, 502, "{}", reply.body);
-    assert_eq!(reply.body, "refused: DestinationIpProhibited");
+    assert_eq!(reply.body, "refused: ErrorCode::DestinationIpProhibited");
     wharf
         .wait_for_log(&["the node's admin or database"], Duration::from_secs(5))
         .unwrap();

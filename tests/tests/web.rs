@@ -520,8 +520,14 @@ async fn the_admin_token_is_required_but_by_the_probes_and_a_reload_replaces_it(
     let (wharf, config_dir) = start_with_config(apps.path(), &config);
     let admin = admin_addr(&wharf);
     assert_eq!(admin_status_with(admin, "/upstreams", "").await, 401);
-    assert_eq!(admin_status_with(admin, "/upstreams", "Bearer wrong").await, 401);
-    assert_eq!(admin_status_with(admin, "/upstreams", "Bearer first-token").await, 200);
+    assert_eq!(
+        admin_status_with(admin, "/upstreams", "Bearer wrong").await,
+        401
+    );
+    assert_eq!(
+        admin_status_with(admin, "/upstreams", "Bearer first-token").await,
+        200
+    );
     for probe in ["/healthz", "/readyz"] {
         assert_eq!(admin_status_with(admin, probe, "").await, 200, "{probe}");
     }
@@ -529,15 +535,20 @@ async fn the_admin_token_is_required_but_by_the_probes_and_a_reload_replaces_it(
     // A reload reads the file again.
     std::fs::write(&token_file, "second-token\n").unwrap();
     wharf.signal("HUP");
-    poll_until_async(10 * SECOND, "the second token applies", async || {
-        match admin_status_with(admin, "/upstreams", "Bearer second-token").await {
+    poll_until_async(
+        10 * SECOND,
+        "the second token applies",
+        async || match admin_status_with(admin, "/upstreams", "Bearer second-token").await {
             200 => Ok(()),
             other => Err(other),
-        }
-    })
+        },
+    )
     .await
     .unwrap();
-    assert_eq!(admin_status_with(admin, "/upstreams", "Bearer first-token").await, 401);
+    assert_eq!(
+        admin_status_with(admin, "/upstreams", "Bearer first-token").await,
+        401
+    );
 
     // A token file that cannot be read fails the reload, naming key and file; the
     // running token stays.
@@ -549,7 +560,10 @@ async fn the_admin_token_is_required_but_by_the_probes_and_a_reload_replaces_it(
         .wait_for_log_since(mark, &["admin.token_file", "admin.token"], 10 * SECOND)
         .unwrap();
     assert!(line.contains(&token_file.display().to_string()), "{line}");
-    assert_eq!(admin_status_with(admin, "/upstreams", "Bearer second-token").await, 200);
+    assert_eq!(
+        admin_status_with(admin, "/upstreams", "Bearer second-token").await,
+        200
+    );
 }
 
 /// A site whose root holds `old/secret.txt`, under a route `/old` that redirects to `/`:

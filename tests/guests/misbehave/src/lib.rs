@@ -137,7 +137,8 @@ fn get(url: &str) -> Result<(u16, Option<String>, String), String> {
     }));
     let _ = request.set_authority(Some(authority));
     let _ = request.set_path_with_query(Some(path));
-    let future = outgoing_handler::handle(request, None).map_err(|code| format!("refused: {code:?}"))?;
+    let future =
+        outgoing_handler::handle(request, None).map_err(|code| format!("refused: {code:?}"))?;
     future.subscribe().block();
     match future.get() {
         Some(Ok(Ok(response))) => {
@@ -155,7 +156,11 @@ fn get(url: &str) -> Result<(u16, Option<String>, String), String> {
                     bytes.extend_from_slice(&chunk);
                 }
             }
-            Ok((status, location, String::from_utf8_lossy(&bytes).into_owned()))
+            Ok((
+                status,
+                location,
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ))
         }
         Some(Ok(Err(code))) => Err(format!("refused: {code:?}")),
         other => Err(format!("failed: {other:?}")),
