@@ -20,7 +20,8 @@ use std::time::{Duration, SystemTime};
 pub const CA_CERT_FILE: &str = "wharf-dev-ca.pem";
 pub const CA_KEY_FILE: &str = "wharf-dev-ca-key.pem";
 
-/// 825 days is the longest validity Apple platforms accept for a TLS server certificate.
+/// 825 days is the longest validity Apple platforms accept for a TLS server certificate,
+/// counted from `notBefore`, so the backdated day is part of it.
 const LEAF_VALIDITY: Duration = Duration::from_secs(825 * 24 * 60 * 60);
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// Certificates start a day in the past so a clock slightly behind still accepts them.
@@ -93,7 +94,7 @@ pub fn dev(hosts: &[String], out_dir: &Path) -> anyhow::Result<DevCert> {
     params.use_authority_key_identifier_extension = true;
     let now = SystemTime::now();
     params.not_before = (now - BACKDATE).into();
-    params.not_after = (now + LEAF_VALIDITY).into();
+    params.not_after = (now - BACKDATE + LEAF_VALIDITY).into();
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
 
@@ -318,6 +319,18 @@ mod tests {
             key: made.key.clone(),
         };
         crate::net::tls::Certificates::load(&[site]).unwrap();
+    }
+
+    #[test]
+    fn a_leaf_lives_no_longer_than_apple_platforms_accept() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = dev(&hosts(&["app.test"]), dir.path()).unwrap();
+        let pem = std::fs::read(&made.cert).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        let validity = cert.validity();
+        let lifetime = validity.not_after.timestamp() - validity.not_before.timestamp();
+        assert!(lifetime <= LEAF_VALIDITY.as_secs() as i64, "{lifetime} s");
     }
 
     #[test]
