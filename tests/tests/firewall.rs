@@ -231,3 +231,108 @@ async fn a_header_from_an_untrusted_peer_is_a_bad_request_and_names_nobody() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+// Requests: site rules and rate limits, by the client address.
+
+/// One request from `ip`, on a connection of its own: the head of the answer.
+async fn ask_from(ip: IpAddr, to: SocketAddr, host: &str, extra: &str) -> String {
+    let head = format!("GET /hello HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+    let mut stream = connect_from(ip, to).await;
+    stream.write_all(head.as_bytes()).await.unwrap();
+    String::from_utf8_lossy(&read_until_closed(&mut stream).await).into_owned()
+}
+
+fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    answer.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+#[tokio::test]
+async fn a_site_denying_a_client_answers_403_while_another_site_serves_it() {
+    let (denied, other) = (next_loopback_ip(), next_loopback_ip());
+    let wharf = start(&format!(
+        "[[site]]\nhosts = [\"a.test\"]\ndeny = [\"{denied}\"]\n\
+         [[site]]\nhosts = [\"b.test\"]\n"
+    ));
+    let to = wharf.http[0];
+    let answer = ask_from(denied, to, "a.test", "").await;
+    assert_eq!(status(answer.as_bytes()), "403", "{answer}");
+    assert_eq!(
+        status(ask_from(denied, to, "b.test", "").await.as_bytes()),
+        "200"
+    );
+    assert_eq!(
+        status(ask_from(other, to, "a.test", "").await.as_bytes()),
+        "200"
+    );
+}
+
+#[tokio::test]
+async fn past_its_burst_a_client_gets_429_with_retry_after_until_the_limit_refills() {
+    let (client, other) = (next_loopback_ip(), next_loopback_ip());
+    let wharf = start("[firewall]\nrate_limit = { per_second = 2, burst = 3 }\n");
+    let to = wharf.http[0];
+    for i in 0..3 {
+        let answer = ask_from(client, to, "localhost", "").await;
+        assert_eq!(status(answer.as_bytes()), "200", "request {i}: {answer}");
+    }
+    let refused = ask_from(client, to, "localhost", "").await;
+    assert_eq!(status(refused.as_bytes()), "429", "{refused}");
+    assert_eq!(header(&refused, "retry-after"), Some("1"), "{refused}");
+    // Another address has its own burst.
+    assert_eq!(
+        status(ask_from(other, to, "localhost", "").await.as_bytes()),
+        "200"
+    );
+    // Two a second: the next is let in within a second.
+    poll_until_async(
+        DEADLINE,
+        "the refilled limit lets the client in",
+        async || match status(ask_from(client, to, "localhost", "").await.as_bytes()) {
+            "200" => Ok(()),
+            other => Err(other.to_string()),
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_route_limit_counts_that_route_alone() {
+    let client = next_loopback_ip();
+    let wharf = start(
+        "[[site]]\nhosts = [\"localhost\"]\n\
+         routes = [{ path = \"/hello\", app = \"hello\", rate_limit = { per_second = 0.1, burst = 1 } }]\n",
+    );
+    let to = wharf.http[0];
+    assert_eq!(
+        status(ask_from(client, to, "localhost", "").await.as_bytes()),
+        "200"
+    );
+    let refused = ask_from(client, to, "localhost", "").await;
+    assert_eq!(status(refused.as_bytes()), "429", "{refused}");
+    // One every ten seconds: the client waits that long.
+    assert_eq!(header(&refused, "retry-after"), Some("10"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_names_the_client_the_limit_counts_and_anyone_else_cannot() {
+    let (proxy, spoofer) = (next_loopback_ip(), next_loopback_ip());
+    let wharf = start(&format!(
+        "[firewall]\ntrusted_proxies = [\"{proxy}\"]\nrate_limit = {{ per_second = 0.1, burst = 1 }}\n"
+    ));
+    let to = wharf.http[0];
+    let from = |ip, client: &str| {
+        let extra = format!("X-Forwarded-For: {client}\r\n");
+        async move { status(ask_from(ip, to, "localhost", &extra).await.as_bytes()).to_string() }
+    };
+    // Behind the proxy, each client has its own limit.
+    assert_eq!(from(proxy, "203.0.113.1").await, "200");
+    assert_eq!(from(proxy, "203.0.113.1").await, "429");
+    assert_eq!(from(proxy, "203.0.113.2").await, "200");
+    // Anyone else's header is ignored: a new name each time buys nothing.
+    assert_eq!(from(spoofer, "198.51.100.1").await, "200");
+    assert_eq!(from(spoofer, "198.51.100.2").await, "429");
+}
