@@ -336,3 +336,63 @@ async fn a_trusted_proxy_names_the_client_the_limit_counts_and_anyone_else_canno
     assert_eq!(from(spoofer, "198.51.100.1").await, "200");
     assert_eq!(from(spoofer, "198.51.100.2").await, "429");
 }
+
+/// Distinct client addresses the memory test sends (`WHARF_TEST_CLIENTS`).
+fn clients() -> u32 {
+    std::env::var("WHARF_TEST_CLIENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000)
+}
+
+#[tokio::test]
+async fn a_flood_of_distinct_addresses_is_forgotten_past_max_tracked_clients() {
+    // Trusted proxies on a /24 of loopback, so the flood's connections spread over
+    // many source addresses.
+    let wharf = start(
+        "unknown_host = \"404\"\n\
+         [firewall]\ntrusted_proxies = [\"127.0.9.0/24\"]\nmax_tracked_clients = 10000\n\
+         rate_limit = { per_second = 0.001, burst = 1 }\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n",
+    );
+    let to = wharf.http[1];
+    let before = wharf.memory();
+    let n = clients();
+    // Each client, named by a PROXY v2 header, asks once: with a burst of one and a
+    // refill every 1000 s, a client remembered is refused the second time.
+    let ask = move |i: u32| async move {
+        let proxy = IpAddr::from([127, 0, 9, 1 + (i % 250) as u8]);
+        let client = (0x0a00_0000 + i).to_be_bytes();
+        let mut stream = connect_from(proxy, to).await;
+        let mut request = v2_header(client, 4711);
+        request.extend(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(&request).await.unwrap();
+        status(&read_until_closed(&mut stream).await).to_string()
+    };
+    let started = std::time::Instant::now();
+    let workers: Vec<_> = (0..32)
+        .map(|w| {
+            tokio::spawn(async move {
+                for i in (w..n).step_by(32) {
+                    assert_eq!(ask(i).await, "404", "client {i}");
+                    assert!(started.elapsed() < Duration::from_secs(300), "too slow");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let after = wharf.memory();
+    eprintln!(
+        "{n} clients in {:?}: resident {} → {} MiB (peak {} MiB)",
+        started.elapsed(),
+        before.resident >> 20,
+        after.resident >> 20,
+        after.peak >> 20
+    );
+    // The newest are remembered (and refused); the first were forgotten to keep the
+    // table at 10 000, so they are let in again.
+    assert_eq!(ask(n - 1).await, "429");
+    assert_eq!(ask(0).await, "404");
+}

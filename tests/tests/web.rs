@@ -720,6 +720,8 @@ async fn unique_paths_and_accept_encodings_do_not_grow_the_static_file_cache() {
     .await
     .unwrap();
     let apps = apps_dir(&[]);
+    // Heads of 60 KiB, past the default limit, so that a cache growing by them shows.
+    let config = format!("[limits]\nmax_header_bytes = 131072\n{config}");
     let (wharf, _config) = start_with_config(apps.path(), &config);
     let c = HttpClient::http1();
     // Each request spells the one file its own way.
