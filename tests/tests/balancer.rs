@@ -765,7 +765,9 @@ async fn a_1_gib_upload_streams_through_with_the_balancer_growing_less_than_64_m
     const CHUNK: usize = 64 * 1024;
     const SIZE: u64 = 1 << 30;
     let [a] = backends();
-    let lb = Balancer::start(&pool(&[&a]), "");
+    // A body this large needs room past the default max_body_bytes (8 MiB), as it does
+    // past nginx's client_max_body_size.
+    let lb = Balancer::start(&pool(&[&a]), "[limits]\nmax_body_bytes = 2147483648\n");
     // Warm: the connection pool and buffers a first upload makes are not growth.
     let reply = lb
         .client
