@@ -63,5 +63,5 @@ echo "without flood: $quiet"
 echo "with flood:    $flooded"
 echo "flood:         $(cat "$work/flood.txt") (streams opened and reset, connections)"
 echo "legitimate success rate with the flood: $(awk -v r="$requests" -v e="$errors" \
-    'BEGIN { printf "%.3f%%", r + e > 0 ? r * 100 / (r + e) : 0 }') (target >= 99.9%)"
+    'BEGIN { printf "%.3f%%", (r + e > 0 ? r * 100 / (r + e) : 0) }') (target >= 99.9%)"
 echo "legitimate rps with / without the flood: $(ratio "$flood_rps" "$quiet_rps")"
