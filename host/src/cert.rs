@@ -275,7 +275,7 @@ mod tests {
             .unwrap();
         let verifier = WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),
-            Arc::new(rustls::crypto::ring::default_provider()),
+            crate::net::tls::provider(),
         )
         .build()
         .unwrap();

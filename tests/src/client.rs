@@ -154,7 +154,7 @@ pub async fn https_get(
     for cert in CertificateDer::pem_file_iter(ca_pem)? {
         roots.add(cert?)?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

@@ -78,13 +78,11 @@ pub fn tls_config(ca: Option<&Path>, http2: bool) -> anyhow::Result<Arc<rustls::
             );
         }
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .expect("the ring provider implements TLS 1.2 and 1.3")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(crate::net::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("the aws-lc-rs provider implements TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     config.alpn_protocols = vec![match http2 {
         true => b"h2".to_vec(),
         false => b"http/1.1".to_vec(),

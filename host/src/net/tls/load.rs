@@ -38,7 +38,7 @@ pub(super) fn load_pair(site: &TlsSite) -> anyhow::Result<Arc<CertifiedKey>> {
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
         // Unknown: the key type cannot report its public half, so there is nothing to
-        // compare; ring's keys always can, so this is not expected in practice.
+        // compare; aws-lc-rs's keys always can, so this is not expected in practice.
         Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
         Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
             bail!("{key_path}: the private key does not belong to the certificate in {cert_path}")

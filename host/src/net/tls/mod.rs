@@ -2,9 +2,11 @@
 //! files and checked ([`load`]), reloaded when their files change ([`watch`]), the
 //! rustls server configuration, and a handshake bounded in time.
 //!
-//! The crypto provider is always `ring`, passed explicitly: rustls' process-wide default
-//! is chosen from crate features, and building a configuration panics if another crate
-//! in the binary ever enables a second provider.
+//! The crypto provider is always aws-lc-rs ([`provider`]), passed explicitly to every
+//! server and client configuration: rustls' process-wide default is chosen from crate
+//! features, and building a configuration panics if another crate in the binary ever
+//! enables a second provider. aws-lc-rs does a full handshake in well under ring's
+//! time (BENCHMARKS.md, "TLS handshakes").
 
 mod load;
 mod table;
@@ -46,10 +48,11 @@ pub enum Reloaded {
     Unchanged,
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// The crypto provider of every TLS configuration wharf builds, server or client.
+pub fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .clone()
 }
 
@@ -60,7 +63,7 @@ fn provider() -> Arc<CryptoProvider> {
 pub fn server_config(certs: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("the ring provider implements TLS 1.2 and 1.3")
+        .expect("the aws-lc-rs provider implements TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -69,7 +72,7 @@ pub fn server_config(certs: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
     // `ssl_prefer_server_ciphers on` does; testssl.sh rates a server without an order
     // of its own HIGH.
     config.ignore_client_order = true;
-    match rustls::crypto::ring::Ticketer::new() {
+    match rustls::crypto::aws_lc_rs::Ticketer::new() {
         Ok(ticketer) => config.ticketer = ticketer,
         // Only a failing system RNG gets here; resumption then relies on the cache.
         Err(e) => tracing::warn!("TLS session tickets disabled: {e}"),
