@@ -266,6 +266,25 @@ async fn hsts_is_sent_over_tls_only() {
 }
 
 #[tokio::test]
+async fn site_headers_are_added_to_answers_that_lack_them() {
+    let tree = site_tree();
+    let options =
+        "headers = { X-Content-Type-Options = \"nosniff\", Content-Type = \"text/x-site\" }";
+    let fixture = gateway(&sites(tree.path(), "", options), None).await;
+    let plain = connection(None);
+    let file = fixture.get("site.test", "/page.txt", &plain).await;
+    assert_eq!(file.status, 200);
+    assert_eq!(file.header("x-content-type-options"), Some("nosniff"));
+    // The answer's own field wins over the site's.
+    assert_eq!(file.header("content-type"), Some("text/plain"));
+    let missing = fixture.get("site.test", "/no-such-page", &plain).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("x-content-type-options"), Some("nosniff"));
+    let other = fixture.get("bare.test", "/", &plain).await;
+    assert_eq!(other.header("x-content-type-options"), None);
+}
+
+#[tokio::test]
 async fn an_unknown_host_is_421_or_404_as_configured() {
     let tree = site_tree();
     let plain = connection(None);

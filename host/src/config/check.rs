@@ -9,9 +9,9 @@ use super::{
     SiteConfig, UpstreamConfig,
 };
 use crate::http::{HostPattern, HostTable};
-use http::StatusCode;
+use http::{HeaderName, HeaderValue, StatusCode};
 use ipnet::IpNet;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -290,6 +290,7 @@ fn check_site(
     if let Some(root) = &site.root {
         check_dir(problems, &format!("{key}.root"), root);
     }
+    let headers = response_headers(&key, site.headers, problems);
     let mut paths: HashMap<String, usize> = HashMap::new();
     let routes = site
         .routes
@@ -311,11 +312,59 @@ fn check_site(
         tls: site.tls,
         root: site.root,
         cache_control: site.cache_control,
+        headers,
         apps: site.apps,
         routes,
         rules: ip_rules(&key, &site.allow, &site.deny, problems),
         rate_limit: rate_limit(&format!("{key}.rate_limit"), site.rate_limit, problems),
     }
+}
+
+/// A site's `headers`: names and values HTTP allows, and none of the fields that frame
+/// the message or the connection (those are the server's to write).
+fn response_headers(
+    key: &str,
+    headers: BTreeMap<String, String>,
+    problems: &mut Vec<String>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    const FRAMING: [&str; 8] = [
+        "connection",
+        "content-length",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    headers
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let field = format!("{key}.headers.{name:?}");
+            let parsed = match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(parsed) => parsed,
+                Err(_) => {
+                    problems.push(format!("{field}: not a valid header name"));
+                    return None;
+                }
+            };
+            if FRAMING.contains(&parsed.as_str()) {
+                problems.push(format!(
+                    "{field}: frames the message; wharf writes it itself"
+                ));
+                return None;
+            }
+            match HeaderValue::from_str(&value) {
+                Ok(value) => Some((parsed, value)),
+                Err(_) => {
+                    problems.push(format!(
+                        "{field}: {value:?} is not a valid header value (visible ASCII, spaces and tabs)"
+                    ));
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// `overlap`: the earlier route of the site with the same path, if any; `upstreams`: the

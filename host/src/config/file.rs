@@ -8,6 +8,7 @@ use super::{
     defaults, serde_duration,
 };
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -218,6 +219,8 @@ pub(super) struct Site {
     pub tls: Option<TlsConfig>,
     pub root: Option<PathBuf>,
     pub cache_control: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     #[serde(default = "defaults::yes")]
     pub apps: bool,
     #[serde(default)]

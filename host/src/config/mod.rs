@@ -373,6 +373,10 @@ pub struct SiteConfig {
     pub root: Option<PathBuf>,
     /// Cache-Control for static files.
     pub cache_control: Option<String>,
+    /// `headers`: response headers added to every answer of the site that does not
+    /// carry its own (`X-Content-Type-Options`, `Content-Security-Policy`, ...), as
+    /// nginx's `add_header` or Envoy's `response_headers_to_add` with add-if-absent.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Serve the apps directory's routes on this site (default true).
     pub apps: bool,
     pub routes: Vec<RouteConfig>,
@@ -1155,6 +1159,24 @@ mod tests {
                 fall: 3,
             })
         );
+    }
+
+    #[test]
+    fn site_headers_must_be_valid_and_not_frame_the_message() {
+        let text = "[[site]]\nhosts = ['a.example']\n\
+                    headers = { 'X Bad' = 'a', Transfer-Encoding = 'chunked', \
+                    X-Frame-Options = \"DENY\\n\", X-Content-Type-Options = 'nosniff' }\n";
+        assert_eq!(
+            format!("{:#}", Config::parse(text).unwrap_err()),
+            "site[0].headers.\"Transfer-Encoding\": frames the message; wharf writes it itself\n\
+             site[0].headers.\"X Bad\": not a valid header name\n\
+             site[0].headers.\"X-Frame-Options\": \"DENY\\n\" is not a valid header value \
+             (visible ASCII, spaces and tabs)"
+        );
+        let good = "[[site]]\nhosts = ['a.example']\nheaders = { X-Frame-Options = 'DENY' }\n";
+        let config = Config::parse(good).unwrap();
+        assert_eq!(config.sites[0].headers.len(), 1);
+        assert_eq!(config.sites[0].headers[0].0, "x-frame-options");
     }
 
     #[test]

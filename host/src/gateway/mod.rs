@@ -234,6 +234,7 @@ impl Gateway {
             }
         };
         let hsts = conn.tls.then(|| site.hsts().cloned()).flatten();
+        let headers = site.headers().clone();
         let target = site.route(req.uri().path(), &self.runtime.registry(), client)?;
         drop(sites);
         let answer = match target {
@@ -252,10 +253,14 @@ impl Gateway {
         };
         // A body that broke a limit made the target fail; the client hears why.
         let mut response = body.answer(answer)?;
+        let fields = response.headers_mut();
         if let Some(hsts) = hsts {
-            response
-                .headers_mut()
-                .insert(STRICT_TRANSPORT_SECURITY, hsts);
+            fields.insert(STRICT_TRANSPORT_SECURITY, hsts);
+        }
+        for (name, value) in headers.iter() {
+            if !fields.contains_key(name) {
+                fields.insert(name, value.clone());
+            }
         }
         Ok(response)
     }

@@ -8,7 +8,7 @@ use crate::firewall::{RateLimiter, Rules};
 use crate::http::{HostTable, route_matches};
 use crate::proxy::{Pool, Upstreams};
 use crate::runtime::{App, Registry};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub struct Site {
     canonical_host: Option<String>,
     https_redirect: bool,
     hsts: Option<HeaderValue>,
+    /// Added to each answer that lacks them.
+    headers: Arc<[(HeaderName, HeaderValue)]>,
     apps: bool,
     /// Explicit routes, longest prefix first.
     routes: Vec<Route>,
@@ -82,6 +84,7 @@ impl Sites {
                 canonical_host: None,
                 https_redirect: false,
                 hsts: None,
+                headers: Arc::new([]),
                 apps: true,
                 routes: Vec::new(),
                 root: None,
@@ -247,6 +250,7 @@ impl Site {
             hsts: config
                 .hsts_max_age
                 .map(|age| HeaderValue::from_str(&format!("max-age={age}")).unwrap()),
+            headers: config.headers.iter().cloned().collect(),
             apps: config.apps,
             routes,
             root,
@@ -255,6 +259,11 @@ impl Site {
 
     pub fn hsts(&self) -> Option<&HeaderValue> {
         self.hsts.as_ref()
+    }
+
+    /// The site's `headers`, for every answer that does not set them itself.
+    pub fn headers(&self) -> &Arc<[(HeaderName, HeaderValue)]> {
+        &self.headers
     }
 
     /// Whether `client` may ask this site anything now: its rules (403), then its rate
