@@ -40,33 +40,19 @@ impl ConnectionCaps {
         self.per_ip.store(per_ip.unwrap_or(NONE), Ordering::Relaxed);
     }
 
-    /// The connection from `client` counted, or `None` when it would pass a cap and
-    /// must be closed at once.
-    pub fn admit(self: &Arc<Self>, client: IpAddr) -> Option<Admitted> {
+    /// A new connection counted against the global cap, or `None` when it would pass
+    /// it and must be closed at once. Taken as soon as the connection is accepted, before
+    /// its client is known (a trusted proxy's PROXY header may still be on its way), and
+    /// given to the client with [`Admitted::attribute`].
+    pub fn enter(self: &Arc<Self>) -> Option<Admitted> {
         let global = self.global.load(Ordering::Relaxed) as usize;
         if self.open.fetch_add(1, Ordering::Relaxed) >= global {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        let per_ip = self.per_ip.load(Ordering::Relaxed);
-        let client = client.to_canonical();
-        if per_ip != NONE {
-            let mut by_client = self.by_client.lock().expect("caps lock");
-            let open = by_client.entry(client).or_insert(0);
-            if *open >= per_ip {
-                if *open == 0 {
-                    by_client.remove(&client);
-                }
-                drop(by_client);
-                self.open.fetch_sub(1, Ordering::Relaxed);
-                return None;
-            }
-            *open += 1;
-        }
         Some(Admitted {
             caps: self.clone(),
-            client,
-            counted: per_ip != NONE,
+            client: None,
         })
     }
 
@@ -85,22 +71,90 @@ impl ConnectionCaps {
 #[derive(Debug)]
 pub struct Admitted {
     caps: Arc<ConnectionCaps>,
-    client: IpAddr,
     /// Counted in the per-address table (a per-address cap was set when it came).
-    counted: bool,
+    client: Option<IpAddr>,
+}
+
+impl Admitted {
+    /// Counts the connection against `client`'s cap too. `false` when that would pass
+    /// the cap: the connection must be closed at once (dropping this frees its place).
+    pub fn attribute(&mut self, client: IpAddr) -> bool {
+        let per_ip = self.caps.per_ip.load(Ordering::Relaxed);
+        if per_ip == NONE || self.client.is_some() {
+            return true;
+        }
+        let client = client.to_canonical();
+        let mut by_client = self.caps.by_client.lock().expect("caps lock");
+        let open = by_client.entry(client).or_insert(0);
+        if *open >= per_ip {
+            if *open == 0 {
+                by_client.remove(&client);
+            }
+            return false;
+        }
+        *open += 1;
+        self.client = Some(client);
+        true
+    }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.caps.open.fetch_sub(1, Ordering::Relaxed);
-        if self.counted {
+        if let Some(client) = self.client {
             let mut by_client = self.caps.by_client.lock().expect("caps lock");
-            if let Some(open) = by_client.get_mut(&self.client) {
+            if let Some(open) = by_client.get_mut(&client) {
                 *open -= 1;
                 if *open == 0 {
-                    by_client.remove(&self.client);
+                    by_client.remove(&client);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
+    fn admit(caps: &Arc<ConnectionCaps>, client: IpAddr) -> Option<Admitted> {
+        let mut admitted = caps.enter()?;
+        admitted.attribute(client).then_some(admitted)
+    }
+
+    #[test]
+    fn a_connection_holds_its_global_place_before_its_client_is_known() {
+        let caps = ConnectionCaps::new(Some(2), Some(1));
+        let waiting = caps.enter().unwrap();
+        let _a = admit(&caps, A).unwrap();
+        assert!(caps.enter().is_none(), "two open: the global cap is full");
+        drop(waiting);
+        assert!(admit(&caps, A).is_none(), "A is at its own cap");
+        assert_eq!(caps.open(), 1, "a refused client gives its place back");
+        let _b = admit(&caps, B).unwrap();
+        assert_eq!((caps.open(), caps.clients()), (2, 2));
+    }
+
+    #[test]
+    fn closing_frees_both_places_and_forgets_the_address() {
+        let caps = ConnectionCaps::new(None, Some(1));
+        let a = admit(&caps, A).unwrap();
+        // An IPv4-mapped IPv6 address is the same client.
+        assert!(admit(&caps, "::ffff:192.0.2.1".parse().unwrap()).is_none());
+        drop(a);
+        assert_eq!((caps.open(), caps.clients()), (0, 0));
+        assert!(admit(&caps, A).is_some());
+    }
+
+    #[test]
+    fn without_a_per_address_cap_no_address_is_kept() {
+        let caps = ConnectionCaps::new(Some(10), None);
+        let open: Vec<_> = (0..5).map(|_| admit(&caps, A).unwrap()).collect();
+        assert_eq!((caps.open(), caps.clients()), (5, 0));
+        drop(open);
+        assert_eq!(caps.open(), 0);
     }
 }

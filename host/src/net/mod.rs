@@ -3,6 +3,40 @@
 //! server with the request limits, and graceful shutdown, of the whole node or of one
 //! listener a reload removes.
 
+/// The `AsyncWrite` methods of a wrapper that only watches or replays the read side:
+/// each passes straight to the wrapped stream in `$field`.
+macro_rules! write_through {
+    ($field:ident) => {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.get_mut().$field).poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.get_mut().$field).poll_write_vectored(cx, bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.$field.is_write_vectored()
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().$field).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().$field).poll_shutdown(cx)
+        }
+    };
+}
+
 mod drain;
 pub mod h2_guard;
 pub mod proxy_protocol;
@@ -324,6 +358,12 @@ async fn admit(
     peer: SocketAddr,
     http: &Http,
 ) -> Option<Stream> {
+    // The global place first: a connection waiting for its PROXY header holds a task
+    // and a socket already.
+    let Some(mut admitted) = server.caps.enter() else {
+        tracing::debug!(%peer, "closed: over the connection cap");
+        return None;
+    };
     let mut client = peer;
     let mut head = Vec::new();
     if policy.proxy_protocol && server.gateway.firewall().trusted.contains(peer.ip()) {
@@ -342,10 +382,10 @@ async fn admit(
         tracing::debug!(%peer, %client, "closed: the listener's rules deny the client");
         return None;
     }
-    let Some(admitted) = server.caps.admit(client.ip()) else {
-        tracing::debug!(%peer, %client, "closed: over a connection cap");
+    if !admitted.attribute(client.ip()) {
+        tracing::debug!(%peer, %client, "closed: over the client's connection cap");
         return None;
-    };
+    }
     Some(Stream {
         head,
         read: 0,
@@ -389,33 +429,7 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
-    }
+    write_through!(tcp);
 }
 
 /// Serves one connection until its client closes it, or until wharf does: the listener
