@@ -169,16 +169,28 @@ impl Gateway {
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
         let id = RequestId(self.next_request_id.fetch_add(1, Ordering::Relaxed));
-        let client = client_ip(
-            conn.client.ip(),
-            req.headers(),
-            &self.firewall.load().trusted,
-        );
+        // One look at the firewall: who the client is, and whether the rate limit
+        // across sites lets it in.
+        let (client, admitted) = {
+            let firewall = self.firewall.load();
+            let client = client_ip(conn.client.ip(), req.headers(), &firewall.trusted);
+            let admitted = match &firewall.rate {
+                Some(rate) => rate
+                    .check(client)
+                    .map_err(|retry_after| GatewayError::TooManyRequests { retry_after }),
+                None => Ok(()),
+            };
+            (client, admitted)
+        };
         // Taken only when the access log is on: most requests would copy them for nothing.
         let logged = tracing::enabled!(target: "access", tracing::Level::DEBUG)
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let http1 = req.version() < Version::HTTP_2;
-        let mut response = match self.dispatch(req, conn, id, client).await {
+        let answer = match admitted {
+            Ok(()) => self.dispatch(req, conn, id, client).await,
+            Err(refused) => Err(refused),
+        };
+        let mut response = match answer {
             Ok(response) => response,
             // hyper closes an HTTP/1 connection after an answer that says so.
             Err(e) if http1 && e.closes_connection() => {
@@ -206,10 +218,6 @@ impl Gateway {
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
-        if let Some(rate) = &self.firewall.load().rate {
-            rate.check(client)
-                .map_err(|retry_after| GatewayError::TooManyRequests { retry_after })?;
-        }
         check_host(&req)?;
         let limits = self.limits.load();
         limits::check_head(&req, &limits)?;
