@@ -138,18 +138,9 @@ pub struct TlsReply {
     pub alpn: Option<Vec<u8>>,
 }
 
-/// A GET over a new TLS connection to `addr`, sending `server_name` as SNI and `host`
-/// (default: the server name) as the request's host, trusting only the CA in `ca_pem`,
-/// offering h2 and http/1.1 (h2 is used if chosen).
-pub async fn https_get(
-    addr: SocketAddr,
-    server_name: &str,
-    host: Option<&str>,
-    ca_pem: &Path,
-    path: &str,
-) -> anyhow::Result<TlsReply> {
-    let host = host.unwrap_or(server_name);
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+/// A client configuration trusting only the CA in `ca_pem`, offering h2 and http/1.1.
+pub fn tls_client_config(ca_pem: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_pem)? {
         roots.add(cert?)?;
@@ -160,9 +151,35 @@ pub async fn https_get(
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    Ok(Arc::new(config))
+}
+
+/// A GET over a new TLS connection to `addr`, sending `server_name` as SNI and `host`
+/// (default: the server name) as the request's host, trusting only the CA in `ca_pem`,
+/// offering h2 and http/1.1 (h2 is used if chosen).
+pub async fn https_get(
+    addr: SocketAddr,
+    server_name: &str,
+    host: Option<&str>,
+    ca_pem: &Path,
+    path: &str,
+) -> anyhow::Result<TlsReply> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let name = ServerName::try_from(server_name.to_string())?;
+    https_get_over(tcp, server_name, host, ca_pem, path).await
+}
+
+/// [`https_get`] over a connection already open (from an address of the caller's
+/// choice, or after a PROXY protocol header).
+pub async fn https_get_over(
+    tcp: tokio::net::TcpStream,
+    server_name: &str,
+    host: Option<&str>,
+    ca_pem: &Path,
+    path: &str,
+) -> anyhow::Result<TlsReply> {
+    let host = host.unwrap_or(server_name);
+    let connector = tokio_rustls::TlsConnector::from(tls_client_config(ca_pem)?);
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())?;
     let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
         .await
         .context("TLS handshake timed out")??;

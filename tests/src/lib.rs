@@ -12,7 +12,10 @@ mod node;
 mod poll;
 
 pub use backend::{Backend, Mode};
-pub use client::{HttpClient, Reply, TlsReply, https_get, raw_exchange, wait_for_status};
+pub use client::{
+    HttpClient, Reply, TlsReply, https_get, https_get_over, raw_exchange, tls_client_config,
+    wait_for_status,
+};
 pub use node::{Builder, Memory, Wharf, next_loopback_ip};
 pub use poll::{poll_until, poll_until_async};
 

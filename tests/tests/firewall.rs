@@ -2,11 +2,16 @@
 
 // Connections: listener rules, caps and the PROXY protocol, before TLS and HTTP.
 
+use futures_util::{SinkExt, StreamExt};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use wharf_tests::{HttpClient, Wharf, apps_dir, next_loopback_ip, poll_until_async};
+use tokio_tungstenite::tungstenite::Message;
+use wharf_tests::{
+    Backend, HttpClient, Wharf, apps_dir, https_get_over, next_loopback_ip, poll_until_async,
+    tls_client_config,
+};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 const GET: &[u8] = b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n";
@@ -199,6 +204,30 @@ async fn a_trusted_proxys_header_names_the_client_the_rules_see() {
 }
 
 #[tokio::test]
+async fn a_connection_waiting_for_its_proxy_header_holds_its_place_under_the_cap() {
+    let proxy = next_loopback_ip();
+    let wharf = start(&format!(
+        "[firewall]\ntrusted_proxies = [\"{proxy}\"]\nmax_connections = 2\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n"
+    ));
+    let to = wharf.http[1];
+    let mut waiting = connect_from(proxy, to).await;
+    let (_open, answer) = get_from(proxy, to, b"PROXY TCP4 192.0.2.10 127.0.0.1 4711 80\r\n").await;
+    assert_eq!(status(&answer), "200");
+    // Two open, one of them still silent: a third is closed at once.
+    let mut third = connect_from(next_loopback_ip(), to).await;
+    assert_eq!(read_until_closed(&mut third).await, b"");
+    waiting
+        .write_all(b"PROXY TCP4 192.0.2.11 127.0.0.1 4711 80\r\n")
+        .await
+        .unwrap();
+    waiting.write_all(GET).await.unwrap();
+    let mut buf = [0; 12];
+    waiting.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+}
+
+#[tokio::test]
 async fn a_header_from_an_untrusted_peer_is_a_bad_request_and_names_nobody() {
     let (proxy, spoofer) = (next_loopback_ip(), next_loopback_ip());
     let wharf = start(&format!(
@@ -230,6 +259,159 @@ async fn a_header_from_an_untrusted_peer_is_a_bad_request_and_names_nobody() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
+}
+
+/// A TLS listener (`listener` holds its extra keys) and a site `fw.test` serving the
+/// apps with a `wharf cert dev` certificate made into `dir`, after `top`.
+fn tls_config(dir: &std::path::Path, top: &str, listener: &str) -> String {
+    let files = wharf::cert::dev(&["fw.test".into()], dir).unwrap();
+    format!(
+        "{top}\n[[listener]]\naddress = \"127.0.0.1:0\"\ntls = true\n{listener}\n\
+         [[site]]\nhosts = [\"fw.test\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        files.cert.display(),
+        files.key.display()
+    )
+}
+
+/// The first flight of a real TLS client: its ClientHello for `fw.test`.
+fn client_hello(ca: &std::path::Path) -> Vec<u8> {
+    let name = rustls::pki_types::ServerName::try_from("fw.test").unwrap();
+    let mut client = rustls::ClientConnection::new(tls_client_config(ca).unwrap(), name).unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    hello
+}
+
+#[tokio::test]
+async fn a_denied_client_gets_no_server_hello_on_a_tls_listener() {
+    let (denied, other) = (next_loopback_ip(), next_loopback_ip());
+    let dir = tempfile::tempdir().unwrap();
+    let wharf = start(&tls_config(
+        dir.path(),
+        "",
+        &format!("deny = [\"{denied}\"]"),
+    ));
+    let (to, ca) = (wharf.https[0], dir.path().join("wharf-dev-ca.pem"));
+    // The same ClientHello: the denied client hears nothing, the other a ServerHello.
+    let mut stream = connect_from(denied, to).await;
+    let _ = stream.write_all(&client_hello(&ca)).await;
+    assert_eq!(read_until_closed(&mut stream).await, b"");
+    let mut stream = connect_from(other, to).await;
+    stream.write_all(&client_hello(&ca)).await.unwrap();
+    let mut first = [0; 1];
+    stream.read_exact(&mut first).await.unwrap();
+    assert_eq!(first[0], 0x16, "a TLS handshake record");
+    let served = https_get_over(
+        connect_from(other, to).await,
+        "fw.test",
+        None,
+        &ca,
+        "/hello",
+    )
+    .await
+    .unwrap();
+    assert_eq!(served.reply.status, 200);
+}
+
+#[tokio::test]
+async fn a_proxy_protocol_header_comes_before_the_tls_handshake() {
+    let proxy = next_loopback_ip();
+    let dir = tempfile::tempdir().unwrap();
+    let wharf = start(&tls_config(
+        dir.path(),
+        &format!("[firewall]\ntrusted_proxies = [\"{proxy}\"]\n"),
+        "proxy_protocol = true\ndeny = [\"192.0.2.9\"]",
+    ));
+    let (to, ca) = (wharf.https[0], dir.path().join("wharf-dev-ca.pem"));
+    let mut named = connect_from(proxy, to).await;
+    named
+        .write_all(b"PROXY TCP4 192.0.2.10 127.0.0.1 4711 443\r\n")
+        .await
+        .unwrap();
+    let served = https_get_over(named, "fw.test", None, &ca, "/hello")
+        .await
+        .unwrap();
+    assert_eq!(served.reply.status, 200);
+    // The header names a denied client: closed before any handshake.
+    let mut denied = connect_from(proxy, to).await;
+    let mut hello = b"PROXY TCP4 192.0.2.9 127.0.0.1 4711 443\r\n".to_vec();
+    hello.extend(client_hello(&ca));
+    let _ = denied.write_all(&hello).await;
+    assert_eq!(read_until_closed(&mut denied).await, b"");
+}
+
+/// A site `lb.test` forwarding everything to `backend`, after `top`.
+fn upstream_config(backend: &Backend, top: &str) -> String {
+    format!(
+        "{top}\n[[site]]\nhosts = [\"lb.test\"]\napps = false\n\
+         routes = [{{ path = \"/\", upstream = \"app\" }}]\n\
+         [[upstream]]\nname = \"app\"\nservers = [{{ address = \"{}\" }}]\n",
+        backend.addr()
+    )
+}
+
+#[tokio::test]
+async fn the_client_a_proxy_protocol_header_names_is_the_one_a_backend_hears_of() {
+    let proxy = next_loopback_ip();
+    let backend = Backend::start("a", next_loopback_ip());
+    let wharf = start(&upstream_config(
+        &backend,
+        &format!(
+            "[firewall]\ntrusted_proxies = [\"{proxy}\"]\n\
+             [[listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n"
+        ),
+    ));
+    let mut stream = connect_from(proxy, wharf.http[1]).await;
+    stream
+        .write_all(b"PROXY TCP4 192.0.2.10 127.0.0.1 4711 80\r\n")
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    assert_eq!(
+        status(&answer),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let seen = backend.last_headers().unwrap();
+    assert_eq!(seen["x-forwarded-for"], "192.0.2.10");
+}
+
+#[tokio::test]
+async fn a_websocket_tunnel_keeps_its_place_under_the_connection_cap() {
+    let client = next_loopback_ip();
+    let backend = Backend::start("a", next_loopback_ip());
+    let wharf = start(&upstream_config(
+        &backend,
+        "[firewall]\nmax_connections_per_ip = 1\n",
+    ));
+    let to = wharf.http[0];
+    let (mut ws, response) =
+        tokio_tungstenite::client_async("ws://lb.test/chat", connect_from(client, to).await)
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 101);
+    // The upgraded connection is still the client's one connection.
+    let mut second = connect_from(client, to).await;
+    assert_eq!(read_until_closed(&mut second).await, b"");
+    ws.send(Message::text("still here")).await.unwrap();
+    let echo = tokio::time::timeout(DEADLINE, ws.next()).await.unwrap();
+    assert_eq!(echo.unwrap().unwrap(), Message::text("still here"));
+    ws.close(None).await.unwrap();
+    drop(ws);
+    poll_until_async(DEADLINE, "the closed tunnel frees its place", async || {
+        let answer = ask_from(client, to, "lb.test", "").await;
+        match status(answer.as_bytes()) {
+            "200" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await
+    .unwrap();
 }
 
 // Requests: site rules and rate limits, by the client address.
