@@ -17,18 +17,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 
-command -v testssl >/dev/null || command -v testssl.sh >/dev/null || {
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq testssl.sh >/dev/null
-}
-testssl="$(command -v testssl || command -v testssl.sh)"
-command -v jq >/dev/null || {
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null
-}
+tests/need.sh testssl:testssl.sh jq:jq
+testssl="$(command -v testssl)"
 if [ -z "${WHARF_BIN:-}" ]; then
     cargo build --quiet -p wharf --bin wharf
     WHARF_BIN="$repo/target/debug/wharf"

@@ -32,21 +32,7 @@ for pid_file in "$run"/*.pid; do
 done
 
 # --- What the nodes need: MariaDB, the guest apps, wharf --------------------------------
-if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    (
-        # Keep the package from starting its system service: the nodes here are our own.
-        policy=/usr/sbin/policy-rc.d
-        if [ ! -e "$policy" ]; then
-            printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
-            $sudo chmod +x "$policy"
-            trap '$sudo rm -f "$policy"' EXIT
-        fi
-        $sudo apt-get update
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y mariadb-server
-    )
-fi
+"$repo/tests/need.sh" mariadbd:mariadb-server
 mariadbd="$(command -v mariadbd || echo /usr/sbin/mariadbd)"
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2

@@ -15,7 +15,8 @@ conns=64
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 if [ -z "${WHARF:-}" ]; then
-    cargo build --quiet --release -p wharf --bin wharf
+    # Both packages at once, as the other scripts build them: the same features, one binary.
+    cargo build --quiet --release -p wharf -p wharf-tests --bin wharf
     WHARF="$repo/target/release/wharf"
 fi
 (cd guest-apps && cargo build --quiet --release --target wasm32-wasip2)

@@ -17,7 +17,7 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null ||
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
-cargo build --quiet --release -p wharf --bin wharf
+cargo build --quiet --release -p wharf -p wharf-tests --bin wharf
 bin="$repo/target/release"
 
 work="$(mktemp -d)"
