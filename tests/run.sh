@@ -8,6 +8,11 @@ cd "$repo"
 # MariaDB for the database tests: tests/src/mariadb.rs starts its own servers from the
 # mariadbd binary, each in a temporary directory, and never uses the system service.
 tests/need.sh mariadbd:mariadb-server
+# Prometheus and promtool for the monitoring tests; ss (iproute2) finds the port a
+# Prometheus started on port 0 got.
+tests/need.sh promtool:prometheus prometheus:prometheus ss:iproute2
+# Headless Chromium renders the status page.
+tests/need.sh chromium:chromium
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 

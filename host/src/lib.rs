@@ -6,7 +6,8 @@
 //! SQL, or [`proxy`] forwards it to a backend of an upstream pool. [`node`] builds,
 //! runs and reloads all of them. [`http`] holds what several of them share (body
 //! type, route prefixes, host patterns), [`fswatch`] the one file watcher, [`health`]
-//! whether a checked node is up. [`config`] is wharf.toml.
+//! whether a checked node is up, [`metrics`] the node's metric families and each owner's
+//! handles. [`config`] is wharf.toml; [`monitor`] is logging and the admin listener.
 //! [`project`] is the developer's side: `wharf new` and `wharf build`.
 
 pub mod cert;
@@ -17,6 +18,7 @@ pub mod fswatch;
 pub mod gateway;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod monitor;
 pub mod net;
 pub mod node;

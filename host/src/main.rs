@@ -108,9 +108,28 @@ struct ServeArgs {
     /// [default: [apps] data_dir in the config, else data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Log as JSON lines instead of text.
-    #[arg(long)]
-    log_json: bool,
+    /// How log lines look: JSON lines, readable text, or (auto) text on a terminal and
+    /// JSON otherwise.
+    #[arg(long, env = "WHARF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+impl LogFormat {
+    fn json(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            LogFormat::Auto => !std::io::stderr().is_terminal(),
+            LogFormat::Json => true,
+            LogFormat::Text => false,
+        }
+    }
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -179,7 +198,7 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         }
         Command::Serve(args) => {
-            let _log = wharf::monitor::init_logging(args.log_json);
+            let _log = wharf::monitor::init_logging(args.log_format.json());
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.workers {
                 rt.worker_threads(n.max(1));
@@ -204,7 +223,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 workers: None,
                 config: None,
                 data_dir,
-                log_json: false,
+                log_format: LogFormat::Text,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(args, projects))?;

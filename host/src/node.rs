@@ -14,7 +14,10 @@ use crate::firewall::{ConnectionCaps, Firewall, Rules};
 use crate::fswatch;
 use crate::gateway::BuildErrors;
 use crate::gateway::{Gateway, ListenerId, Sites};
-use crate::monitor::admin::{self, Admin, Readiness};
+use crate::metrics::Metrics;
+use crate::monitor::admin::{self, Admin};
+use crate::monitor::history::History;
+use crate::monitor::live::{Live, Readiness};
 use crate::net::tls::{self, CertStore, Certificates, TlsSite};
 use crate::net::{self, Draining, ListenerPolicy, Server, Serving};
 use crate::proxy::Upstreams;
@@ -64,6 +67,8 @@ pub enum Section {
     Database,
     /// `[[upstream]]` and `[firewall]`.
     Upstreams,
+    /// `[log]`
+    Log,
 }
 
 /// What a reload did.
@@ -93,6 +98,9 @@ struct Inner {
     /// The live pools, shared with the admin listener; routes hold the pools they
     /// send to, so a reload swaps both.
     upstreams: Arc<ArcSwap<Upstreams>>,
+    /// What the admin listener reports on; shares the parts above.
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
     /// Held for a whole reload, so two never interleave.
     state: tokio::sync::Mutex<State>,
 }
@@ -127,15 +135,17 @@ impl Node {
             "apps directory {} does not exist: create it or name another one",
             apps_dir.display()
         );
-        let databases =
-            Provider::new(config.database.as_ref(), data_dir(&options, &config)).await?;
+        let metrics = Metrics::new();
+        let data = data_dir(&options, &config);
+        let databases = Provider::new(config.database.as_ref(), data, &metrics).await?;
         let database = databases.describe();
         let pool = PoolOptions {
             max_instances: config.apps.max_instances,
             max_idle: config.apps.max_idle_instances as usize,
             idle_ttl: config.apps.idle_instance_ttl,
         };
-        let runtime = Runtime::with_pool(&apps_dir, options.cache_dir.clone(), databases, pool)?;
+        let cache_dir = options.cache_dir.clone();
+        let runtime = Runtime::with_pool(&apps_dir, cache_dir, databases, pool, metrics.clone())?;
         // Watch before the first load so a file written meanwhile is not missed.
         let apps_watch = runtime
             .watch()
@@ -173,14 +183,23 @@ impl Node {
             &config.upstreams,
             &config.firewall.trusted_proxies,
             None,
+            &metrics,
         )?));
         upstreams.load().start();
+        let live = Arc::new(Live {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+            runtime: runtime.clone(),
+            upstreams: upstreams.clone(),
+            certs: Arc::new(arc_swap::ArcSwapOption::new(certs.clone())),
+            started: std::time::SystemTime::now(),
+            history: History::start(metrics.clone()),
+        });
         let admin = match &config.admin {
             Some(settings) => Some(Admin::spawn(
                 admin::bind(settings.address).await?,
                 admin::Access::of(settings)?,
-                readiness.clone(),
-                upstreams.clone(),
+                live.clone(),
                 &config.limits,
             )),
             None => None,
@@ -192,9 +211,16 @@ impl Node {
             .iter()
             .find(|(_, l)| l.tls.is_some())
             .map(|(_, l)| l.local.port());
-        let sites = Sites::from_config(&config, https_port, &upstreams.load(), None)?;
+        let sites = Sites::from_config(&config, https_port, &upstreams.load(), None, &metrics)?;
         let firewall = Firewall::build(&config.firewall, None);
-        let mut gateway = Gateway::new(runtime.clone(), sites, firewall, &config.limits);
+        let mut gateway = Gateway::new(
+            runtime.clone(),
+            sites,
+            firewall,
+            &config.limits,
+            &config.log,
+            metrics.clone(),
+        );
         let dev_watch = match dev {
             Some((projects, errors)) => {
                 gateway = gateway.with_build_errors(errors.clone());
@@ -212,7 +238,7 @@ impl Node {
             config.firewall.max_connections,
             config.firewall.max_connections_per_ip,
         );
-        let server = Server::new(Arc::new(gateway), &config.limits, caps);
+        let server = Server::new(Arc::new(gateway), &config.limits, caps, metrics.clone());
         let policies = listener_policies(options.listen, &config);
         let mut listeners = Vec::new();
         for (i, (wanted, listener)) in bound.into_iter().enumerate() {
@@ -253,6 +279,8 @@ impl Node {
                 runtime,
                 readiness,
                 upstreams,
+                live,
+                metrics,
                 state: tokio::sync::Mutex::new(state),
             }),
             hup,
@@ -395,13 +423,15 @@ impl Inner {
                 &new.upstreams,
                 &new.firewall.trusted_proxies,
                 Some(&old_upstreams),
+                &self.metrics,
             )?)),
             false => None,
         };
         let built = async {
             let upstreams = new_upstreams.as_deref().unwrap_or(&old_upstreams);
             let previous = self.server.gateway().sites();
-            let sites = Sites::from_config(&new, https_port, upstreams, Some(&previous))?;
+            let sites =
+                Sites::from_config(&new, https_port, upstreams, Some(&previous), &self.metrics)?;
             // The last step that can fail (re-binding apps to new databases fails whole
             // or not at all), so if it does, nothing has changed.
             self.switch_databases(&state.config, &new).await?;
@@ -416,6 +446,7 @@ impl Inner {
             store.replace(certs, watch);
         }
         if new_store.is_some() {
+            self.live.certs.store(new_store.clone());
             state.certs = new_store;
         }
         if certs_loaded {
@@ -432,6 +463,9 @@ impl Inner {
         if applied.changed.contains(&Section::Limits) {
             self.server.set_limits(&new.limits);
             self.server.gateway().set_limits(&new.limits);
+        }
+        if applied.changed.contains(&Section::Log) {
+            self.server.gateway().set_log(&new.log);
         }
         let gateway = self.server.gateway();
         gateway.set_firewall(Firewall::build(&new.firewall, Some(&gateway.firewall())));
@@ -478,13 +512,7 @@ impl Inner {
         match (admin_access, new_admin) {
             (None, _) => state.admin = None,
             (Some(access), Some(listener)) => {
-                let admin = Admin::spawn(
-                    listener,
-                    access,
-                    self.readiness.clone(),
-                    self.upstreams.clone(),
-                    &new.limits,
-                );
+                let admin = Admin::spawn(listener, access, self.live.clone(), &new.limits);
                 printed.push(format!(
                     "admin on http://{} ({})",
                     admin.local,
@@ -532,7 +560,8 @@ impl Inner {
         if !databases_differ(old, new, &self.options) {
             return Ok(());
         }
-        let databases = Provider::new(new.database.as_ref(), data_dir(&self.options, new)).await?;
+        let data = data_dir(&self.options, new);
+        let databases = Provider::new(new.database.as_ref(), data, &self.metrics).await?;
         databases.check()?;
         let described = databases.describe();
         self.runtime.set_databases(databases).await?;
@@ -596,6 +625,7 @@ fn diff(old: &Config, new: &Config, options: &Options) -> Applied {
             || data_dir(options, old) != data_dir(options, new),
     );
     changed(Section::Database, old.database != new.database);
+    changed(Section::Log, old.log != new.log);
     changed(
         Section::Upstreams,
         old.upstreams != new.upstreams || old.firewall != new.firewall,

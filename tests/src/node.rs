@@ -150,6 +150,8 @@ impl Launch {
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args);
+        // Readable lines for the tests' needles; a test of the JSON log asks for it.
+        command.env("WHARF_LOG_FORMAT", "text");
         for (key, value) in &self.envs {
             match value {
                 Some(value) => command.env(key, value),

@@ -104,9 +104,9 @@ impl Example {
     /// How many requests for `path` the node's access log shows.
     fn served(&self, node: &str, path: &str) -> usize {
         let log = std::fs::read_to_string(self.path(&format!("{node}.log"))).unwrap_or_default();
-        let needle = format!(" path={path} ");
+        let needle = format!(r#""path":"{path}""#);
         log.lines()
-            .filter(|line| line.contains(" access: ") && line.contains(&needle))
+            .filter(|line| line.contains(r#""target":"access""#) && line.contains(&needle))
             .count()
     }
 }

@@ -23,7 +23,10 @@ struct Fixture {
 async fn gateway(config: &str, https_port: Option<u16>) -> Fixture {
     let apps = apps_dir(&["hello", "raw"]);
     let data = tempfile::tempdir().unwrap();
-    let databases = Provider::new(None, data.path().to_owned()).await.unwrap();
+    let metrics = wharf::metrics::Metrics::new();
+    let databases = Provider::new(None, data.path().to_owned(), &metrics)
+        .await
+        .unwrap();
     let runtime = Runtime::new(apps.path(), Some(shared_cache_dir()), databases).unwrap();
     runtime.load_all().await.unwrap();
     let config = Config::parse(config).unwrap();
@@ -32,6 +35,7 @@ async fn gateway(config: &str, https_port: Option<u16>) -> Fixture {
         https_port,
         &wharf::proxy::Upstreams::default(),
         None,
+        &metrics,
     )
     .unwrap();
     Fixture {
@@ -40,6 +44,8 @@ async fn gateway(config: &str, https_port: Option<u16>) -> Fixture {
             sites,
             wharf::firewall::Firewall::build(&config.firewall, None),
             &config.limits,
+            &config.log,
+            metrics,
         ),
         _apps: apps,
         _data: data,

@@ -250,7 +250,8 @@ async fn cluster_status_shows_every_node_and_a_stopped_replica_down_with_its_rea
         password.to_str().unwrap()
     ))
     .unwrap();
-    let provider = Provider::new(config.database.as_ref(), dir.path().into())
+    let metrics = wharf::metrics::Metrics::new();
+    let provider = Provider::new(config.database.as_ref(), dir.path().into(), &metrics)
         .await
         .unwrap();
     provider.check().unwrap();
@@ -298,6 +299,8 @@ async fn cluster_status_shows_every_node_and_a_stopped_replica_down_with_its_rea
     assert!(provider.status()[0].health.is_up());
 
     // SQLite has no server to report.
-    let sqlite = Provider::new(None, dir.path().join("data")).await.unwrap();
+    let sqlite = Provider::new(None, dir.path().join("data"), &metrics)
+        .await
+        .unwrap();
     assert!(sqlite.status().is_empty());
 }

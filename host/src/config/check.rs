@@ -68,6 +68,12 @@ pub(super) fn check(file: File) -> Result<Config, Vec<String>> {
         .and_then(|db| check_database(db, &mut problems));
     let upstreams = check_upstreams(file.upstreams, &mut problems);
     let firewall = check_firewall(file.firewall, &mut problems);
+    if !(0.0..=1.0).contains(&file.log.access_sample) {
+        problems.push(format!(
+            "log.access_sample: {} is not a share between 0 and 1",
+            file.log.access_sample
+        ));
+    }
     let listeners = file
         .listeners
         .into_iter()
@@ -97,6 +103,7 @@ pub(super) fn check(file: File) -> Result<Config, Vec<String>> {
         admin,
         upstreams,
         firewall,
+        log: file.log,
     })
 }
 

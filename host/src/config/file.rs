@@ -4,8 +4,8 @@
 //! serde would stop at the first.
 
 use super::{
-    AppsConfig, LimitsConfig, OutlierConfig, RateLimit, RetryConfig, TlsConfig, UnknownHost,
-    defaults, serde_duration,
+    AppsConfig, LimitsConfig, LogConfig, OutlierConfig, RateLimit, RetryConfig, TlsConfig,
+    UnknownHost, defaults, serde_duration,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -32,6 +32,8 @@ pub(super) struct File {
     pub upstreams: Vec<Upstream>,
     #[serde(default)]
     pub firewall: Firewall,
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// `[firewall]`

@@ -38,6 +38,27 @@ pub struct Config {
     /// `[[upstream]]`: pools of backends that routes send requests on to.
     pub upstreams: Vec<UpstreamConfig>,
     pub firewall: FirewallConfig,
+    pub log: LogConfig,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `access`: one line per request, when its answer's last byte is gone.
+    pub access: bool,
+    /// `access_sample`: the share of requests (0 to 1) that get one; answers with a
+    /// 5xx status always do.
+    pub access_sample: f64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            access: true,
+            access_sample: 1.0,
+        }
+    }
 }
 
 /// `[firewall]`

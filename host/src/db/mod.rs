@@ -171,6 +171,17 @@ pub struct NodeStatus {
     pub health: Health,
     /// How far a replica was behind the primary at its last check, when it knew.
     pub lag: Option<Duration>,
+    /// Its connection pool, once the first statement made it.
+    pub pool: Option<PoolGauges>,
+}
+
+/// A server's pooled connections now.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolGauges {
+    pub idle: usize,
+    pub in_use: usize,
+    /// Statements waiting for a connection.
+    pub waiting: usize,
 }
 
 /// Where apps that are granted a database get it from.
@@ -181,9 +192,13 @@ pub enum Provider {
 
 impl Provider {
     /// The MySQL cluster of `config`, or SQLite files under `data_dir` without one.
-    pub async fn new(config: Option<&DatabaseConfig>, data_dir: PathBuf) -> anyhow::Result<Self> {
+    pub async fn new(
+        config: Option<&DatabaseConfig>,
+        data_dir: PathBuf,
+        metrics: &crate::metrics::Metrics,
+    ) -> anyhow::Result<Self> {
         Ok(match config {
-            Some(config) => Provider::Mysql(MysqlCluster::start(config).await?),
+            Some(config) => Provider::Mysql(MysqlCluster::start(config, metrics).await?),
             None => Provider::Sqlite(SqliteDir::new(data_dir)),
         })
     }

@@ -77,9 +77,10 @@ impl GatewayError {
                 InvokeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 InvokeError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
                 InvokeError::BadRequest(_) => StatusCode::BAD_REQUEST,
-                InvokeError::Trap(_) | InvokeError::NoResponse | InvokeError::ErrorCode(_) => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                InvokeError::Trap(_)
+                | InvokeError::OutOfMemory(_)
+                | InvokeError::NoResponse
+                | InvokeError::ErrorCode(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             GatewayError::Upstream(e) => match e {
                 UpstreamError::NoBackend(_) | UpstreamError::Busy(_) => {
@@ -106,9 +107,9 @@ impl GatewayError {
             GatewayError::BuildFailed { app, output } => {
                 ("text/html; charset=utf-8", build_error_page(app, output))
             }
-            GatewayError::App(InvokeError::Trap(_) | InvokeError::ErrorCode(_)) => {
-                plain("the app failed while handling this request")
-            }
+            GatewayError::App(
+                InvokeError::Trap(_) | InvokeError::OutOfMemory(_) | InvokeError::ErrorCode(_),
+            ) => plain("the app failed while handling this request"),
             other => plain(&other.to_string()),
         };
         let mut response = Response::new(

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Frame, SizeHint};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -93,7 +94,7 @@ impl From<BodyFault> for wasmtime_wasi_http::Error {
 
 /// `req` with its body under `limits`, and what the gateway reads the outcome from.
 pub fn limit_body<B>(req: Request<B>, limits: &LimitsConfig) -> (Request<LimitedBody<B>>, Watch) {
-    let fault = Arc::new(OnceLock::new());
+    let fault = Arc::new(Watched::default());
     let req = req.map(|inner| LimitedBody {
         inner,
         read: 0,
@@ -103,22 +104,36 @@ pub fn limit_body<B>(req: Request<B>, limits: &LimitsConfig) -> (Request<Limited
         waiting: false,
         // From when the gateway has the head: hyper's header read timeout covers it.
         deadline: Box::pin(tokio::time::sleep(limits.request_timeout)),
-        fault: fault.clone(),
+        watched: fault.clone(),
     });
     (req, Watch(fault))
 }
 
 /// The gateway's side of a [`LimitedBody`].
-pub struct Watch(Arc<OnceLock<BodyFault>>);
+#[derive(Clone)]
+pub struct Watch(Arc<Watched>);
+
+/// What a [`LimitedBody`] tells the gateway.
+#[derive(Default)]
+struct Watched {
+    fault: OnceLock<BodyFault>,
+    /// Body bytes read so far, for the access log.
+    read: AtomicU64,
+}
 
 impl Watch {
+    /// How many bytes of the body have been read.
+    pub fn bytes_read(&self) -> u64 {
+        self.0.read.load(Ordering::Relaxed)
+    }
+
     /// The target's answer, unless the body broke a limit: then the target saw a
     /// failed read (and likely answered 500 or 502), and the client is told why.
     pub fn answer(
         &self,
         answer: Result<Response<Body>, GatewayError>,
     ) -> Result<Response<Body>, GatewayError> {
-        match self.0.get() {
+        match self.0.fault.get() {
             Some(fault) => Err((*fault).into()),
             None => answer,
         }
@@ -137,12 +152,12 @@ pub struct LimitedBody<B> {
     idle: Pin<Box<Sleep>>,
     waiting: bool,
     deadline: Pin<Box<Sleep>>,
-    fault: Arc<OnceLock<BodyFault>>,
+    watched: Arc<Watched>,
 }
 
 impl<B> LimitedBody<B> {
     fn fail(&mut self, fault: BodyFault) -> Poll<Option<Result<Frame<Bytes>, BodyFault>>> {
-        let fault = *self.fault.get_or_init(|| fault);
+        let fault = *self.watched.fault.get_or_init(|| fault);
         Poll::Ready(Some(Err(fault)))
     }
 }
@@ -160,7 +175,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyFault>>> {
         let this = self.get_mut();
-        if let Some(fault) = this.fault.get() {
+        if let Some(fault) = this.watched.fault.get() {
             return Poll::Ready(Some(Err(*fault)));
         }
         if this.deadline.as_mut().poll(cx).is_ready() {
@@ -188,6 +203,7 @@ where
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     this.read += data.len() as u64;
+                    this.watched.read.store(this.read, Ordering::Relaxed);
                     if this.read > this.max {
                         return this.fail(BodyFault::TooLarge);
                     }

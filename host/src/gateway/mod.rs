@@ -2,6 +2,7 @@
 //! [`crate::http::path`]), the site and target a request is for, and the one place where errors
 //! become HTTP responses.
 
+pub mod access;
 mod build_errors;
 mod error;
 pub mod limits;
@@ -12,10 +13,13 @@ pub use build_errors::BuildErrors;
 pub use error::GatewayError;
 pub use sites::Sites;
 
-use crate::config::LimitsConfig;
+use access::{AccessLog, Trail};
+
+use crate::config::{LimitsConfig, LogConfig};
 use crate::firewall::Firewall;
 use crate::firewall::client::client_ip;
 use crate::http::{Body, path};
+use crate::metrics::{Kind, Metrics, RateScope, RouteMetrics};
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -38,19 +42,48 @@ pub struct Gateway {
     firewall: ArcSwap<Firewall>,
     /// `[limits]` as requests are checked against them.
     limits: ArcSwap<LimitsConfig>,
+    /// `[log]`'s access log settings.
+    access: ArcSwap<AccessLog>,
+    metrics: Arc<Metrics>,
+    /// The handles of answers given before any site was found.
+    unrouted: Arc<RouteMetrics>,
     next_request_id: AtomicU64,
 }
 
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// A request's id: sixteen hex digits, in the `x-request-id` response header and in
-/// the log lines of the request (the guest's output among them).
-#[derive(Debug, Clone, Copy)]
-pub struct RequestId(pub(crate) u64);
+/// A request's id, in the `x-request-id` response header, the header sent to a
+/// backend, and the log lines of the request (the guest's output among them): sixteen
+/// hex digits of wharf's own, or the id a trusted proxy sent (see [`RequestId::given`]).
+#[derive(Debug, Clone)]
+pub struct RequestId(HeaderValue);
+
+/// The longest id taken from a trusted proxy.
+const MAX_GIVEN_ID: usize = 128;
 
 impl RequestId {
-    fn header_value(self) -> HeaderValue {
-        HeaderValue::try_from(self.to_string()).expect("hex digits are a valid header value")
+    fn own(n: u64) -> Self {
+        let digits = format!("{n:016x}");
+        Self(HeaderValue::try_from(digits).expect("hex digits are a valid header value"))
+    }
+
+    /// The `x-request-id` of `headers` if it is fit for logs and headers (1 to 128 of
+    /// `A-Z a-z 0-9 - _ . :`), which wharf keeps rather than making one, so a request
+    /// has one id through every hop. Only asked of a trusted proxy's requests.
+    fn given(headers: &http::HeaderMap) -> Option<Self> {
+        let value = headers.get(REQUEST_ID)?;
+        let bytes = value.as_bytes();
+        let fit = |b: &u8| b.is_ascii_alphanumeric() || b"-_.:".contains(b);
+        let ok = !bytes.is_empty() && bytes.len() <= MAX_GIVEN_ID && bytes.iter().all(fit);
+        ok.then(|| Self(value.clone()))
+    }
+
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().expect("only visible ASCII")
     }
 }
 
@@ -58,13 +91,13 @@ impl RequestId {
 impl RequestId {
     /// An id for tests of what runs under a request, outside the gateway.
     pub(crate) fn for_test(n: u64) -> Self {
-        Self(n)
+        Self::own(n)
     }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}", self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -112,6 +145,8 @@ impl Gateway {
         sites: Sites,
         firewall: Firewall,
         limits: &LimitsConfig,
+        log: &LogConfig,
+        metrics: Arc<Metrics>,
     ) -> Self {
         // Ids from different runs of the process should not collide in a shared log.
         let seed = std::time::SystemTime::now()
@@ -124,6 +159,9 @@ impl Gateway {
             sites: ArcSwap::from_pointee(sites),
             firewall: ArcSwap::from_pointee(firewall),
             limits: ArcSwap::from_pointee(limits.clone()),
+            access: ArcSwap::from_pointee(AccessLog::new(log)),
+            unrouted: metrics.route("", Kind::None, ""),
+            metrics,
             next_request_id: AtomicU64::new(seed << 16),
         }
     }
@@ -164,30 +202,62 @@ impl Gateway {
         self.limits.store(Arc::new(limits.clone()));
     }
 
+    /// Requests from now on are logged as `log` says.
+    pub fn set_log(&self, log: &LogConfig) {
+        self.access.store(Arc::new(AccessLog::new(log)));
+    }
+
+    /// The node's metric families, for building the next sites.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     pub async fn handle<B>(&self, req: Request<B>, conn: &Connection) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
-        let id = RequestId(self.next_request_id.fetch_add(1, Ordering::Relaxed));
-        // One look at the firewall: who the client is, and whether the rate limit
-        // across sites lets it in.
-        let (client, admitted) = {
+        let started = tokio::time::Instant::now();
+        // One look at the firewall: who the client is, which id the request has, and
+        // whether the rate limit across sites lets it in.
+        let (client, id, admitted) = {
             let firewall = self.firewall.load();
             let client = client_ip(conn.client.ip(), req.headers(), &firewall.trusted);
+            let given = match firewall.trusted.contains(conn.client.ip()) {
+                true => RequestId::given(req.headers()),
+                false => None,
+            };
+            let id = given.unwrap_or_else(|| {
+                RequestId::own(self.next_request_id.fetch_add(1, Ordering::Relaxed))
+            });
             let admitted = match &firewall.rate {
-                Some(rate) => rate
-                    .check(client)
-                    .map_err(|retry_after| GatewayError::TooManyRequests { retry_after }),
+                Some(rate) => rate.check(client).map_err(|retry_after| {
+                    self.metrics.firewall.rate_limited(RateScope::Global);
+                    GatewayError::TooManyRequests { retry_after }
+                }),
                 None => Ok(()),
             };
-            (client, admitted)
+            (client, id, admitted)
         };
-        // Taken only when the access log is on: most requests would copy them for nothing.
-        let logged = tracing::enabled!(target: "access", tracing::Level::DEBUG)
-            .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        // What the access log line names, taken before the request moves on (and only
+        // when there is a log to write it to).
+        let log = self.access.load_full();
+        let named = log.is_on().then(|| access::Request {
+            id: id.clone(),
+            client,
+            method: req.method().clone(),
+            host: sites::request_host(&req).map(Cow::into_owned),
+            path: req.uri().path().to_owned(),
+        });
         let http1 = req.version() < Version::HTTP_2;
+        let mut trail = Trail {
+            route: Some(self.unrouted.start()),
+            body: None,
+        };
         let answer = match admitted {
-            Ok(()) => self.dispatch(req, conn, id, client).await,
+            Ok(()) => {
+                self.dispatch(req, conn, id.clone(), client, &mut trail)
+                    .await
+            }
             Err(refused) => Err(refused),
         };
         let mut response = match answer {
@@ -201,11 +271,10 @@ impl Gateway {
             }
             Err(e) => e.into_response(),
         };
-        if let Some((method, path)) = logged {
-            tracing::debug!(target: "access", request_id = %id, peer = %client, %method, %path, status = response.status().as_u16());
-        }
-        response.headers_mut().insert(REQUEST_ID, id.header_value());
         response
+            .headers_mut()
+            .insert(REQUEST_ID, id.header_value().clone());
+        access::record(response, trail, started, &log, named)
     }
 
     async fn dispatch<B>(
@@ -214,6 +283,7 @@ impl Gateway {
         conn: &Connection,
         id: RequestId,
         client: IpAddr,
+        trail: &mut Trail,
     ) -> Result<Response<Body>, GatewayError>
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
@@ -223,6 +293,7 @@ impl Gateway {
         limits::check_head(&req, &limits)?;
         let (req, body) = limits::limit_body(req, &limits);
         drop(limits);
+        trail.body = Some(body.clone());
         let req = with_normal_path(req)?;
         if let Some(errors) = &self.build_errors
             && accepts_html(&req)
@@ -233,6 +304,7 @@ impl Gateway {
         let host = sites::request_host(&req);
         let sites = self.sites.load();
         let site = sites.find(host.as_deref(), conn.sni.as_deref())?;
+        trail.route = Some(site.answers().start());
         site.admit(client)?;
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let site = match sites.decide(site, host.as_deref(), conn.tls, path_and_query) {
@@ -243,11 +315,12 @@ impl Gateway {
         };
         let hsts = conn.tls.then(|| site.hsts().cloned()).flatten();
         let headers = site.headers().clone();
-        let target = site.route(req.uri().path(), &self.runtime.registry(), client)?;
+        let (target, route) = site.route(req.uri().path(), &self.runtime.registry(), client)?;
+        trail.route = Some(route.start());
         drop(sites);
         let answer = match target {
             Target::App(app) => app
-                .invoke(req, conn.scheme(), id.to_string().into())
+                .invoke(req, conn.scheme(), id.as_str().into())
                 .await
                 .map_err(GatewayError::from),
             // Answered here rather than by `?`: a missing file is still this site's

@@ -6,12 +6,14 @@ use super::static_files::StaticFiles;
 use crate::config::{Config, RateLimit, RouteTarget, SiteConfig, UnknownHost};
 use crate::firewall::{RateLimiter, Rules};
 use crate::http::{HostTable, route_matches};
+use crate::metrics::{DenyRule, FirewallMetrics, Kind, Metrics, RateScope, RouteMetrics};
 use crate::proxy::{Pool, Upstreams};
 use crate::runtime::{App, Registry};
 use http::{HeaderName, HeaderValue, StatusCode};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// Every site of the configuration, indexed by host name. Built whole from a config
 /// and swapped whole on reload.
@@ -40,12 +42,51 @@ pub struct Site {
     /// Client addresses let in.
     rules: Rules,
     rate: Option<Arc<RateLimiter>>,
+    metrics: SiteMetrics,
+}
+
+/// A site's handles: for what the site answers itself (403, 429, 404, redirects to
+/// HTTPS), its static root, and each app it has served, made on the app's first
+/// request (apps come and go without the sites being rebuilt).
+struct SiteMetrics {
+    node: Arc<Metrics>,
+    answers: Arc<RouteMetrics>,
+    root: Arc<RouteMetrics>,
+    apps: RwLock<HashMap<Arc<str>, Arc<RouteMetrics>>>,
+}
+
+impl SiteMetrics {
+    fn new(node: &Arc<Metrics>, site: &str) -> Self {
+        Self {
+            answers: node.route(site, Kind::None, ""),
+            root: node.route(site, Kind::Static, "/"),
+            apps: RwLock::default(),
+            node: node.clone(),
+        }
+    }
+
+    fn firewall(&self) -> &FirewallMetrics {
+        &self.node.firewall
+    }
+
+    /// The handles of `app` on this site: one read lock and a hash of the name, the
+    /// price of apps loading without the sites being rebuilt.
+    fn app(&self, site: &str, app: &Arc<str>) -> Arc<RouteMetrics> {
+        if let Some(metrics) = self.apps.read().unwrap().get(app) {
+            return metrics.clone();
+        }
+        let mut apps = self.apps.write().unwrap();
+        apps.entry(app.clone())
+            .or_insert_with(|| self.node.route(site, Kind::App, app))
+            .clone()
+    }
 }
 
 struct Route {
     prefix: Arc<str>,
     target: Configured,
     rate: Option<Arc<RateLimiter>>,
+    metrics: Arc<RouteMetrics>,
 }
 
 /// What serves a request.
@@ -77,9 +118,10 @@ enum Configured {
 
 impl Sites {
     /// No `[[site]]` in the configuration: one site for every host, serving the apps.
-    pub fn catch_all() -> Self {
+    pub fn catch_all(metrics: &Arc<Metrics>) -> Self {
         Self {
             sites: vec![Site {
+                metrics: SiteMetrics::new(metrics, "*"),
                 name: "*".into(),
                 canonical_host: None,
                 https_redirect: false,
@@ -109,9 +151,10 @@ impl Sites {
         https_port: Option<u16>,
         upstreams: &Upstreams,
         previous: Option<&Sites>,
+        metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         if config.sites.is_empty() {
-            return Ok(Self::catch_all());
+            return Ok(Self::catch_all(metrics));
         }
         let mut sites = Self {
             sites: Vec::new(),
@@ -134,9 +177,8 @@ impl Sites {
                 .unwrap_or_default();
             let previous = previous.and_then(|p| p.sites.iter().find(|s| s.name == name));
             let capacity = config.firewall.max_tracked_clients;
-            sites
-                .sites
-                .push(Site::new(name, site, upstreams, previous, capacity)?);
+            let built = Site::new(name, site, upstreams, previous, capacity, metrics)?;
+            sites.sites.push(built);
         }
         Ok(sites)
     }
@@ -200,12 +242,19 @@ impl Site {
         upstreams: &Upstreams,
         previous: Option<&Site>,
         capacity: usize,
+        metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let limiter = |limit: Option<RateLimit>, previous: Option<&Arc<RateLimiter>>| {
             limit.map(|limit| RateLimiter::reuse(previous, limit, capacity))
         };
         let mut routes = Vec::new();
         for route in &config.routes {
+            let (kind, label) = match &route.target {
+                RouteTarget::App(app) => (Kind::App, app.as_str()),
+                RouteTarget::Root(_) => (Kind::Static, route.path.as_str()),
+                RouteTarget::Redirect { .. } => (Kind::Redirect, route.path.as_str()),
+                RouteTarget::Upstream(name) => (Kind::Upstream, name.as_str()),
+            };
             let target = match &route.target {
                 RouteTarget::App(app) => Configured::App(app.clone()),
                 RouteTarget::Root(root) => Configured::Static(Arc::new(StaticFiles::new(
@@ -230,6 +279,7 @@ impl Site {
                 prefix: route.path.as_str().into(),
                 target,
                 rate: limiter(route.rate_limit, before),
+                metrics: metrics.route(&name, kind, label),
             });
         }
         // Longest prefix first, so the first match is the most specific.
@@ -242,6 +292,7 @@ impl Site {
             None => None,
         };
         Ok(Self {
+            metrics: SiteMetrics::new(metrics, &name),
             name,
             rules: Rules::new(&config.rules),
             rate: limiter(config.rate_limit, previous.and_then(|p| p.rate.as_ref())),
@@ -270,20 +321,42 @@ impl Site {
     /// limit (429).
     pub fn admit(&self, client: IpAddr) -> Result<(), GatewayError> {
         if !self.rules.admits(client) {
+            self.metrics.firewall().denied(DenyRule::Site);
             return Err(GatewayError::Forbidden);
         }
-        limit(self.rate.as_deref(), client)
+        self.limit(self.rate.as_deref(), client, RateScope::Site)
     }
 
-    /// What serves `path` on this site for `client`: the longest matching prefix among
-    /// the site's routes and (if the site serves apps) the apps' routes, else the static
-    /// root. A route of the site's own with a rate limit checks `client` against it.
+    /// The handles of what the site answers itself.
+    pub fn answers(&self) -> &Arc<RouteMetrics> {
+        &self.metrics.answers
+    }
+
+    fn limit(
+        &self,
+        rate: Option<&RateLimiter>,
+        client: IpAddr,
+        scope: RateScope,
+    ) -> Result<(), GatewayError> {
+        match rate.map(|rate| rate.check(client)) {
+            Some(Err(retry_after)) => {
+                self.metrics.firewall().rate_limited(scope);
+                Err(GatewayError::TooManyRequests { retry_after })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What serves `path` on this site for `client`, and its handles: the longest
+    /// matching prefix among the site's routes and (if the site serves apps) the apps'
+    /// routes, else the static root. A route of the site's own with a rate limit checks
+    /// `client` against it.
     pub fn route(
         &self,
         path: &str,
         registry: &Registry,
         client: IpAddr,
-    ) -> Result<Target, GatewayError> {
+    ) -> Result<(Target, Arc<RouteMetrics>), GatewayError> {
         let explicit = self
             .routes
             .iter()
@@ -299,16 +372,18 @@ impl Site {
             _ => false,
         };
         if use_app && let Some((_, app)) = app {
-            return Ok(Target::App(app.clone()));
+            let metrics = self.metrics.app(&self.name, &app.name);
+            return Ok((Target::App(app.clone()), metrics));
         }
         if let Some(Route {
             prefix,
             target,
             rate,
+            metrics,
         }) = explicit
         {
-            limit(rate.as_deref(), client)?;
-            return Ok(match target {
+            self.limit(rate.as_deref(), client, RateScope::Route)?;
+            let target = match target {
                 Configured::App(name) => Target::App(
                     registry
                         .get(name)
@@ -327,22 +402,19 @@ impl Site {
                     }
                 }
                 Configured::Upstream(pool) => Target::Upstream(pool.clone()),
-            });
+            };
+            return Ok((target, metrics.clone()));
         }
         match &self.root {
-            Some((files, prefix)) => Ok(Target::Static {
-                files: files.clone(),
-                prefix: prefix.clone(),
-            }),
+            Some((files, prefix)) => {
+                let target = Target::Static {
+                    files: files.clone(),
+                    prefix: prefix.clone(),
+                };
+                Ok((target, self.metrics.root.clone()))
+            }
             None => Err(GatewayError::NotFound),
         }
-    }
-}
-
-fn limit(rate: Option<&RateLimiter>, client: IpAddr) -> Result<(), GatewayError> {
-    match rate.map(|rate| rate.check(client)) {
-        Some(Err(retry_after)) => Err(GatewayError::TooManyRequests { retry_after }),
-        _ => Ok(()),
     }
 }
 

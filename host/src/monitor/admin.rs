@@ -3,9 +3,15 @@
 //! networks `[admin] allow` names.
 //!
 //! - `GET /healthz`: 200 while the process serves at all (liveness).
-//! - `GET /readyz`: 200 while it takes new requests, 503 once it is draining for a
-//!   shutdown (readiness). The listeners stay open for `[admin] drain_delay_ms` after
-//!   that, so a balancer has time to notice and stop sending before they close.
+//! - `GET /readyz`: 200 while it should get new requests; 503 with the reasons, one per
+//!   line, while it should not: draining for a shutdown, an app that failed to load
+//!   with no version serving, the database primary down, an upstream with no backend
+//!   up (see [`Live::not_ready`]). Once draining, the listeners stay open for
+//!   `[admin] drain_delay_ms`, so a balancer has time to notice and stop sending before
+//!   they close.
+//! - `GET /metrics`: every metric of the node, in the OpenMetrics text format.
+//! - `GET /status`: the status page, one self-contained HTML page that reads
+//!   `/status.json` every two seconds; `GET /status.json`: what it shows.
 //! - `GET /upstreams`: every `[[upstream]]` and each backend's state, requests in
 //!   flight, latency and ejections, as JSON.
 //! - `POST /upstreams/NAME/servers/ADDR/drain`: the backend gets no new requests; those
@@ -13,19 +19,24 @@
 //!   reach 0 in `/upstreams`, restart, enable.
 //! - `POST /upstreams/NAME/servers/ADDR/enable`: back in rotation, through slow start.
 //!
-//! With `[admin] token_env` or `token_file` set, every request but `/healthz` and
-//! `/readyz` must carry `Authorization: Bearer TOKEN`, or gets 401 with
+//! With `[admin] token_env` or `token_file` set, every request but `/healthz`,
+//! `/readyz` and `/status` must carry `Authorization: Bearer TOKEN`, or gets 401 with
 //! `WWW-Authenticate: Bearer`. The probes stay open: load balancers and orchestrators
-//! send no secrets, and what they learn is public anyway.
+//! send no secrets, and what they learn is public anyway. The status page holds no
+//! data, only the script that fetches `/status.json`; a browser, which cannot send the
+//! header on navigation, opens `/status#token=TOKEN` and the page sends it from there
+//! (a URL fragment never reaches the server or its logs).
 //!
 //! ADDR is the server as written in wharf.toml or as `/upstreams` shows it, plain
 //! (`127.0.0.2:8080`) or percent-encoded (`http%3A%2F%2F127.0.0.2%3A8080`). A
 //! drain lasts until enabled (or the process restarts), across reloads. A wrong method
 //! gets 405 with `Allow`, a pool or server that does not exist 404 naming it.
 
+use super::live::Live;
 use crate::config::{AdminConfig, LimitsConfig};
+use crate::metrics::Format;
 use crate::net::Listener;
-use crate::proxy::{AdminAction, Upstreams};
+use crate::proxy::AdminAction;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -37,26 +48,14 @@ use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-/// Whether the node takes new requests, as `/readyz` reports it; shared with whoever
-/// starts the drain.
-#[derive(Debug, Default)]
-pub struct Readiness {
-    draining: AtomicBool,
-}
-
-impl Readiness {
-    /// From now on `/readyz` answers 503.
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-}
-
 /// What the admin listener serves, for the line that says where it listens.
-pub const ENDPOINTS: &str = "/healthz, /readyz, /upstreams";
+pub const ENDPOINTS: &str = "/healthz, /readyz, /metrics, /status, /status.json, /upstreams";
+
+/// The status page, embedded: no files to install, no outside assets.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// Binds the admin listener; its address is known (and printed) before serving starts.
 pub async fn bind(address: SocketAddr) -> anyhow::Result<Listener> {
@@ -139,20 +138,14 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 
 impl Admin {
     /// Serves the admin endpoints on `listener` to `access`, with the node's `[limits]`
-    /// as the sites' listeners have them. `upstreams` are the node's live pools,
-    /// swapped by reloads.
+    /// as the sites' listeners have them, reporting on `node`.
     pub fn spawn(
         listener: Listener,
         access: Access,
-        readiness: Arc<Readiness>,
-        upstreams: Arc<ArcSwap<Upstreams>>,
+        node: Arc<Live>,
         limits: &LimitsConfig,
     ) -> Self {
         let settings = Arc::new(ArcSwap::new(Settings::new(access, limits)));
-        let node = Arc::new(NodeState {
-            readiness,
-            upstreams,
-        });
         let accept = tokio::spawn(serve(listener.tcp, settings.clone(), node));
         Self {
             local: listener.local,
@@ -182,13 +175,7 @@ impl Drop for Admin {
     }
 }
 
-/// What the endpoints report on and act on.
-struct NodeState {
-    readiness: Arc<Readiness>,
-    upstreams: Arc<ArcSwap<Upstreams>>,
-}
-
-async fn serve(listener: TcpListener, settings: Arc<ArcSwap<Settings>>, node: Arc<NodeState>) {
+async fn serve(listener: TcpListener, settings: Arc<ArcSwap<Settings>>, node: Arc<Live>) {
     loop {
         let (stream, peer) = crate::net::accept(&listener).await;
         let (current, settings, node) = (settings.load_full(), settings.clone(), node.clone());
@@ -213,6 +200,9 @@ async fn serve(listener: TcpListener, settings: Arc<ArcSwap<Settings>>, node: Ar
 enum Endpoint<'a> {
     Healthz,
     Readyz,
+    Metrics,
+    Status,
+    StatusJson,
     Upstreams,
     /// `/upstreams/NAME/servers/ADDR/(drain|enable)`, NAME and ADDR decoded.
     Server {
@@ -227,6 +217,9 @@ impl<'a> Endpoint<'a> {
         match path {
             "/healthz" => return Some(Self::Healthz),
             "/readyz" => return Some(Self::Readyz),
+            "/metrics" => return Some(Self::Metrics),
+            "/status" => return Some(Self::Status),
+            "/status.json" => return Some(Self::StatusJson),
             "/upstreams" => return Some(Self::Upstreams),
             _ => {}
         }
@@ -264,7 +257,7 @@ fn answer<B>(
     req: &Request<B>,
     peer: SocketAddr,
     settings: &Settings,
-    node: &NodeState,
+    node: &Live,
 ) -> Response<Full<Bytes>> {
     // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
     let ip = peer.ip().to_canonical();
@@ -272,9 +265,12 @@ fn answer<B>(
         return text(StatusCode::FORBIDDEN, "forbidden\n");
     }
     let endpoint = Endpoint::of(req.uri().path());
-    let probe = matches!(endpoint, Some(Endpoint::Healthz | Endpoint::Readyz));
+    let open = matches!(
+        endpoint,
+        Some(Endpoint::Healthz | Endpoint::Readyz | Endpoint::Status)
+    );
     // Before routing, so that without the token not even which paths exist shows.
-    if !probe && !settings.authorized(req) {
+    if !open && !settings.authorized(req) {
         let mut response = text(
             StatusCode::UNAUTHORIZED,
             "unauthorized: bearer token required\n",
@@ -300,20 +296,20 @@ fn answer<B>(
     }
     match endpoint {
         Endpoint::Healthz => text(StatusCode::OK, "ok\n"),
-        Endpoint::Readyz if node.readiness.draining.load(Ordering::Relaxed) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        Endpoint::Readyz => match node.not_ready() {
+            why if why.is_empty() => text(StatusCode::OK, "ready\n"),
+            why => text(StatusCode::SERVICE_UNAVAILABLE, why.join("\n") + "\n"),
+        },
+        Endpoint::Metrics => {
+            let format = match accepts_openmetrics(req) {
+                true => Format::OpenMetrics,
+                false => Format::Text,
+            };
+            typed(node.metrics_text(format), format.content_type())
         }
-        Endpoint::Readyz => text(StatusCode::OK, "ready\n"),
-        Endpoint::Upstreams => {
-            let mut body = node.upstreams.load().status().to_string();
-            body.push('\n');
-            let mut response = text(StatusCode::OK, body);
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
+        Endpoint::Status => typed(STATUS_PAGE, "text/html; charset=utf-8"),
+        Endpoint::StatusJson => json(node.status()),
+        Endpoint::Upstreams => json(node.upstreams.load().status()),
         Endpoint::Server {
             pool,
             server,
@@ -333,6 +329,28 @@ fn answer<B>(
             Err(why) => text(StatusCode::NOT_FOUND, format!("{why}\n")),
         },
     }
+}
+
+/// Whether the client (Prometheus) takes the OpenMetrics format.
+fn accepts_openmetrics<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+/// A 200 of `content_type`, never cached: each read is of the node now.
+fn typed(body: impl Into<Bytes>, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::OK, body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn json(value: serde_json::Value) -> Response<Full<Bytes>> {
+    typed(format!("{value}\n"), "application/json")
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -365,8 +383,7 @@ mod tests {
                 allow: vec![allow.parse().unwrap()],
                 token: token.map(String::from),
             },
-            Arc::default(),
-            Arc::default(),
+            Live::for_test(),
             &LimitsConfig::default(),
         )
     }
@@ -471,7 +488,7 @@ mod tests {
             assert_eq!(status, 405, "{path}");
             assert!(head.contains("allow: get, head"), "{path}: {head}");
         }
-        let (status, _, body) = request(&admin, "GET", "/metrics").await;
+        let (status, _, body) = request(&admin, "GET", "/nothing").await;
         assert_eq!(status, 404);
         assert!(body.contains("/upstreams"), "{body}");
     }
@@ -518,10 +535,84 @@ mod tests {
         let (status, _, _) =
             request_with(&admin, "POST", drain, "authorization: Bearer s3cret\r\n").await;
         assert_eq!(status, 404);
-        for path in ["/healthz", "/readyz"] {
+        for path in ["/healthz", "/readyz", "/status"] {
             let (status, _, _) = request(&admin, "GET", path).await;
             assert_eq!(status, 200, "{path}");
         }
+        let (status, _, _) = request(&admin, "GET", "/status.json").await;
+        assert_eq!(status, 401, "the page is open, its data is not");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_openmetrics_text_with_the_node_gauges() {
+        let admin = admin("127.0.0.0/8").await;
+        let openmetrics = "accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n";
+        let (status, head, body) = request_with(&admin, "GET", "/metrics", openmetrics).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            head.contains("content-type: application/openmetrics-text"),
+            "{head}"
+        );
+        for line in [
+            "# TYPE wharf_firewall_denied counter",
+            r#"wharf_firewall_denied_total{rule="listener"} 0"#,
+            "# TYPE wharf_build_info gauge",
+            "wharf_ready 1",
+            "wharf_log_lines_dropped_total 0",
+        ] {
+            assert!(body.contains(line), "{line:?} missing from\n{body}");
+        }
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        // Without asking for OpenMetrics: the text format.
+        let (_, head, body) = request(&admin, "GET", "/metrics").await;
+        assert!(
+            head.contains("content-type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+        assert!(
+            body.contains("# TYPE wharf_firewall_denied_total counter"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_status_page_and_its_data_are_served() {
+        let admin = admin("127.0.0.0/8").await;
+        let (status, head, body) = request(&admin, "GET", "/status").await;
+        assert_eq!(status, 200);
+        assert!(head.contains("content-type: text/html"), "{head}");
+        assert!(body.contains("status.json"), "the page fetches its data");
+        let (status, head, body) = request(&admin, "GET", "/status.json").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(head.contains("cache-control: no-store"), "{head}");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["node"]["ready"], true, "{status}");
+        for key in [
+            "apps",
+            "upstreams",
+            "databases",
+            "certificates",
+            "reload_errors",
+        ] {
+            assert!(status[key].is_array(), "{key} in {status}");
+        }
+        assert_eq!(status["history"]["interval_seconds"], 5);
+    }
+
+    #[tokio::test]
+    async fn a_draining_node_is_not_ready_and_says_why() {
+        let node = Live::for_test();
+        let listener = bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let everyone = Access {
+            allow: vec!["127.0.0.0/8".parse().unwrap()],
+            token: None,
+        };
+        let admin = Admin::spawn(listener, everyone, node.clone(), &LimitsConfig::default());
+        assert_eq!(request(&admin, "GET", "/readyz").await.0, 200);
+        node.readiness.start_draining();
+        let (status, _, body) = request(&admin, "GET", "/readyz").await;
+        assert_eq!(status, 503);
+        assert!(body.starts_with("draining"), "{body}");
     }
 
     #[tokio::test]

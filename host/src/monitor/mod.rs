@@ -1,9 +1,12 @@
-//! Logging setup and the admin listener's health checks. Metrics and the status page
-//! come later.
+//! Monitoring: logging setup, and the admin listener with its health checks,
+//! `/metrics`, the status page and what they read ([`live`], [`history`]).
 
 pub mod admin;
+pub mod history;
+pub mod live;
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
@@ -34,8 +37,18 @@ pub fn init_logging(json: bool) -> WorkerGuard {
     } else {
         builder.init();
     }
+    let _ = DROPPED.set(dropped.clone());
     report_dropped_lines(dropped);
     guard
+}
+
+/// The process's log output's count of dropped lines: logging is the process's, not a
+/// node's.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Log lines dropped so far (0 if the log was never set up, as in tests).
+pub fn dropped_log_lines() -> u64 {
+    DROPPED.get().map_or(0, |d| d.dropped_lines() as u64)
 }
 
 /// A writer that hands each line to a thread writing to `out`, dropping (and counting)

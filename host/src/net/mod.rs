@@ -45,6 +45,7 @@ pub mod tls;
 use crate::config::LimitsConfig;
 use crate::firewall::{Admitted, ConnectionCaps, Rules};
 use crate::gateway::{Connection, Gateway, ListenerId};
+use crate::metrics::{Cap, DenyRule, ListenerMetrics, Metrics, OpenConnection};
 use arc_swap::ArcSwap;
 use drain::{Drain, Watcher};
 use hyper::service::service_fn;
@@ -173,6 +174,7 @@ pub struct Server {
     http: ArcSwap<Http>,
     /// Open connections across the public listeners, counted against the caps.
     caps: Arc<ConnectionCaps>,
+    metrics: Arc<Metrics>,
 }
 
 struct Http {
@@ -190,11 +192,13 @@ impl Server {
         gateway: Arc<Gateway>,
         limits: &LimitsConfig,
         caps: Arc<ConnectionCaps>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             gateway,
             http: ArcSwap::from_pointee(Http::new(limits)),
             caps,
+            metrics,
         })
     }
 
@@ -223,12 +227,14 @@ impl Server {
         let tls = listener.tls.is_some();
         let graceful = Arc::new(Drain::new());
         let policy = Arc::new(ArcSwap::from_pointee(policy));
+        let metrics = self.metrics.listener(local, tls);
         let accept = tokio::spawn(accept_loop(
             self.clone(),
             listener,
             id,
             policy.clone(),
             graceful.clone(),
+            metrics,
         ));
         Serving {
             local,
@@ -306,6 +312,7 @@ async fn accept_loop(
     id: ListenerId,
     policy: Arc<ArcSwap<ListenerPolicy>>,
     graceful: Arc<Drain>,
+    metrics: ListenerMetrics,
 ) {
     loop {
         let (tcp, peer) = accept(&listener.tcp).await;
@@ -318,11 +325,12 @@ async fn accept_loop(
         };
         let (server, policy, watcher) = (server.clone(), policy.load_full(), graceful.watcher());
         let tls = listener.tls.clone();
+        let metrics = metrics.clone();
         // The firewall and the handshake run in the connection's own task, never in the
         // accept loop.
         tokio::spawn(async move {
             let http = server.http.load_full();
-            let Some(stream) = admit(&server, &policy, tcp, peer, &http).await else {
+            let Some(stream) = admit(&server, &policy, tcp, peer, &http, &metrics).await else {
                 return;
             };
             let mut conn = Connection {
@@ -339,11 +347,15 @@ async fn accept_loop(
             };
             match tls::handshake(&acceptor, stream, http.tls_handshake).await {
                 Ok(stream) => {
+                    metrics.handshakes.inc();
                     conn.tls = true;
                     conn.sni = tls::server_name(&stream).map(Arc::from);
                     serve_connection(stream, conn, &http, gateway, watcher).await
                 }
-                Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(e) => {
+                    metrics.handshake_failed(&e);
+                    tracing::debug!(%peer, "TLS handshake failed: {e}")
+                }
             }
         });
     }
@@ -357,10 +369,13 @@ async fn admit(
     mut tcp: TcpStream,
     peer: SocketAddr,
     http: &Http,
+    metrics: &ListenerMetrics,
 ) -> Option<Stream> {
+    let firewall = &server.metrics.firewall;
     // The global place first: a connection waiting for its PROXY header holds a task
     // and a socket already.
     let Some(mut admitted) = server.caps.enter() else {
+        firewall.refused(Cap::Global);
         tracing::debug!(%peer, "closed: over the connection cap");
         return None;
     };
@@ -379,10 +394,12 @@ async fn admit(
         }
     }
     if !policy.rules.is_open() && !policy.rules.admits(client.ip()) {
+        firewall.denied(DenyRule::Listener);
         tracing::debug!(%peer, %client, "closed: the listener's rules deny the client");
         return None;
     }
     if !admitted.attribute(client.ip()) {
+        firewall.refused(Cap::PerIp);
         tracing::debug!(%peer, %client, "closed: over the client's connection cap");
         return None;
     }
@@ -392,6 +409,7 @@ async fn admit(
         tcp,
         client,
         _admitted: admitted,
+        _open: metrics.opened(),
     })
 }
 
@@ -405,6 +423,8 @@ pub struct Stream {
     tcp: TcpStream,
     client: SocketAddr,
     _admitted: Admitted,
+    /// Counted open until the socket closes, like the cap place.
+    _open: OpenConnection,
 }
 
 impl AsyncRead for Stream {

@@ -15,6 +15,7 @@ use super::latency::Latency;
 use crate::config::{BackendAddress, OutlierConfig, UpstreamConfig};
 use crate::health::{Change, Health, Thresholds};
 use crate::http::{Body, BoxError};
+use crate::metrics::BackendMetrics;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -30,6 +31,8 @@ pub struct Backend {
     /// The `[[upstream]]` it belongs to, for the log.
     pool: Arc<str>,
     pub address: BackendAddress,
+    /// `address` as text, as metrics and the access log name it.
+    pub label: Arc<str>,
     pub client: Client,
     /// What `client` was made with: a rebuild that changes it makes a new backend.
     settings: Settings,
@@ -37,6 +40,7 @@ pub struct Backend {
     id: u64,
     in_flight: AtomicU32,
     pub latency: Latency,
+    pub metrics: BackendMetrics,
     state: Mutex<State>,
 }
 
@@ -101,17 +105,20 @@ impl Backend {
         settings: Settings,
         checks: Option<Thresholds>,
         up_since: Option<Instant>,
+        metrics: BackendMetrics,
     ) -> Self {
         let mut hasher = DefaultHasher::new();
         address.hash(&mut hasher);
         Self {
             pool,
             id: hasher.finish(),
+            label: address.to_string().into(),
             address,
             client,
             settings,
             in_flight: AtomicU32::new(0),
             latency: Latency::default(),
+            metrics,
             state: Mutex::new(State {
                 // Taken to be up, and checked at once.
                 health: checks.map(Health::up),
@@ -350,6 +357,12 @@ impl Outlier {
 /// One request in flight to a backend; dropped when its answer's body ends or is
 /// dropped, when its tunnel closes, or when the request is cancelled.
 pub struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    pub fn backend(&self) -> &Backend {
+        &self.0
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

@@ -912,7 +912,7 @@ async fn an_upgraded_connection_is_tunnelled_both_ways_and_closed_when_idle() {
                 sni: None,
             };
             assert!(headers::is_upgrade(&req));
-            headers::to_backend(&mut req, &conn, RequestId(1), &[]);
+            headers::to_backend(&mut req, &conn, RequestId::for_test(1), &[]);
             let request = req.map(|body| body.map_err(boxed).boxed_unsync());
             let mut response = client.send(request).await.unwrap();
             headers::from_backend(&mut response);

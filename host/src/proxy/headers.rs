@@ -81,10 +81,7 @@ pub fn to_backend<B>(req: &mut Request<B>, conn: &Connection, id: RequestId, tru
         forwarded.push_str(&forwarded_value(host));
     }
     set_or_append(headers, FORWARDED, &forwarded, is_trusted);
-    headers.insert(
-        REQUEST_ID,
-        HeaderValue::try_from(id.to_string()).expect("hex digits are a valid header value"),
-    );
+    headers.insert(REQUEST_ID, id.header_value().clone());
 
     let origin = req
         .uri()
@@ -414,7 +411,12 @@ mod tests {
         ];
         for (peer, tls, uri, sent, name, expected) in cases {
             let mut req = request(uri, sent);
-            to_backend(&mut req, &conn(peer, *tls), RequestId(0xff), &trusted);
+            to_backend(
+                &mut req,
+                &conn(peer, *tls),
+                RequestId::for_test(0xff),
+                &trusted,
+            );
             assert_eq!(
                 values(&req, name),
                 *expected,
@@ -433,19 +435,34 @@ mod tests {
         let sent = [("x-forwarded-for", "198.51.100.1")];
         // The balancer is trusted, the client it names is not: what it sent is replaced.
         let mut req = request("/", &sent);
-        to_backend(&mut req, &relayed("192.0.2.9:5000"), RequestId(1), &trusted);
+        to_backend(
+            &mut req,
+            &relayed("192.0.2.9:5000"),
+            RequestId::for_test(1),
+            &trusted,
+        );
         assert_eq!(values(&req, "x-forwarded-for"), ["192.0.2.9"]);
         assert_eq!(values(&req, "forwarded"), ["for=192.0.2.9;proto=http"]);
         // A trusted proxy behind the balancer: its list grows by its address.
         let mut req = request("/", &sent);
-        to_backend(&mut req, &relayed("10.1.1.1:5000"), RequestId(1), &trusted);
+        to_backend(
+            &mut req,
+            &relayed("10.1.1.1:5000"),
+            RequestId::for_test(1),
+            &trusted,
+        );
         assert_eq!(values(&req, "x-forwarded-for"), ["198.51.100.1, 10.1.1.1"]);
     }
 
     #[test]
     fn to_backend_makes_the_uri_origin_form() {
         let mut req = request("https://example.com/a/b?c=d", &[]);
-        to_backend(&mut req, &conn("192.0.2.7:1", true), RequestId(1), &[]);
+        to_backend(
+            &mut req,
+            &conn("192.0.2.7:1", true),
+            RequestId::for_test(1),
+            &[],
+        );
         assert_eq!(req.uri().to_string(), "/a/b?c=d");
         assert!(req.uri().authority().is_none());
     }
@@ -498,13 +515,23 @@ mod tests {
         assert!(!is_upgrade(&req));
         let mixed = [("connection", "upgrade"), ("upgrade", "websocket, H2C")];
         assert!(!is_upgrade(&request("/", &mixed)));
-        to_backend(&mut req, &conn("192.0.2.1:5000", false), RequestId(1), &[]);
+        to_backend(
+            &mut req,
+            &conn("192.0.2.1:5000", false),
+            RequestId::for_test(1),
+            &[],
+        );
         for gone in ["upgrade", "connection", "http2-settings"] {
             assert!(!req.headers().contains_key(gone), "{gone} was passed on");
         }
         // Without Connection naming it, too.
         let mut req = request("/", &[("upgrade", "h2c"), ("http2-settings", "AAMA")]);
-        to_backend(&mut req, &conn("192.0.2.1:5000", false), RequestId(1), &[]);
+        to_backend(
+            &mut req,
+            &conn("192.0.2.1:5000", false),
+            RequestId::for_test(1),
+            &[],
+        );
         assert!(!req.headers().contains_key("http2-settings"));
         assert!(!req.headers().contains_key("upgrade"));
     }

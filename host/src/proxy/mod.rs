@@ -26,7 +26,12 @@ pub mod retry;
 pub mod select;
 pub mod tunnel;
 
-pub use pool::{AdminAction, Pool, Upstreams};
+pub use pool::{AdminAction, Pool, PoolStatus, ServerStatus, Upstreams};
+
+/// In a response's extensions: the backend that answered (`http://127.0.0.2:8080`),
+/// for the access log.
+#[derive(Debug, Clone)]
+pub struct ServedBy(pub std::sync::Arc<str>);
 
 /// Why a request sent to an upstream got no backend's answer. Mapped to 502, 503 or
 /// 504 by [`crate::gateway::GatewayError::status`]; the text is the response body.

@@ -23,10 +23,12 @@ use crate::config::{Algorithm, BackendAddress, HashOn, UpstreamConfig};
 use crate::gateway::{Connection, GatewayError, RequestId};
 use crate::health::Thresholds;
 use crate::http::Body;
+use crate::metrics::Metrics;
 use anyhow::Context;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -60,12 +62,13 @@ impl Upstreams {
         configs: &[UpstreamConfig],
         trusted: &[IpNet],
         previous: Option<&Upstreams>,
+        metrics: &Metrics,
     ) -> anyhow::Result<Self> {
         let trusted: Arc<[IpNet]> = trusted.into();
         let mut pools = HashMap::new();
         for config in configs {
             let old = previous.and_then(|p| p.get(&config.name));
-            let pool = Pool::new(config, trusted.clone(), old.map(|p| &**p))
+            let pool = Pool::new(config, trusted.clone(), old.map(|p| &**p), metrics)
                 .with_context(|| format!("upstream {}", config.name))?;
             pools.insert(pool.name.clone(), Arc::new(pool));
         }
@@ -97,10 +100,15 @@ impl Upstreams {
     /// `GET /upstreams` on the admin listener: each pool, each backend's state, in
     /// flight, latency and ejections.
     pub fn status(&self) -> serde_json::Value {
+        let upstreams = self.snapshot();
+        serde_json::to_value(Status { upstreams }).expect("the status is plain data")
+    }
+
+    /// Each pool's state now, by name, for the status page and metrics.
+    pub fn snapshot(&self) -> Vec<PoolStatus> {
         let mut pools: Vec<_> = self.pools.values().collect();
         pools.sort_by(|a, b| a.name.cmp(&b.name));
-        let upstreams = pools.iter().map(|pool| pool.status()).collect();
-        serde_json::to_value(Status { upstreams }).expect("the status is plain data")
+        pools.iter().map(|pool| pool.status()).collect()
     }
 
     /// `POST /upstreams/POOL/servers/SERVER/(drain|enable)`; `server` as written in
@@ -151,6 +159,7 @@ pub struct Pool {
     ejecting: Mutex<()>,
     /// This generation's active checks; dropped (so stopped) with it.
     checks: Mutex<JoinSet<()>>,
+    retries: Counter,
 }
 
 struct Member {
@@ -164,6 +173,7 @@ impl Pool {
         config: &UpstreamConfig,
         trusted: Arc<[IpNet]>,
         old: Option<&Pool>,
+        metrics: &Metrics,
     ) -> anyhow::Result<Self> {
         let name: Arc<str> = config.name.as_str().into();
         // One TLS configuration for the pool: its roots are read once, not per backend.
@@ -216,6 +226,7 @@ impl Pool {
                         // Added to a pool that is serving: it ramps up like one that
                         // came back, rather than take a full share cold.
                         old.is_some().then_some(now),
+                        metrics.backend(&name, &server.address.to_string()),
                     );
                     if same_address.is_some_and(|m| m.backend.is_drained()) {
                         backend.set_drained(true);
@@ -240,7 +251,6 @@ impl Pool {
         }
         Ok(Self {
             select: select::for_algorithm(&config.algorithm, members.len()),
-            name,
             members,
             config: config.clone(),
             trusted,
@@ -249,6 +259,8 @@ impl Pool {
             panic: AtomicBool::new(false),
             ejecting: Mutex::new(()),
             checks: Mutex::new(JoinSet::new()),
+            retries: metrics.retries(&name),
+            name,
         })
     }
 
@@ -323,6 +335,7 @@ impl Pool {
             let (last, may_retry) = match outcome {
                 Ok(response) => {
                     backend.latency.observe(sent.elapsed());
+                    backend.metrics.answered(response.status(), sent.elapsed());
                     self.judge_answer(next, &response);
                     let gateway_error = matches!(
                         response.status(),
@@ -334,6 +347,7 @@ impl Pool {
                 }
                 Err(SendError::Connect { request, error }) => {
                     backend.latency.penalize(None);
+                    backend.metrics.failed(sent.elapsed());
                     self.failed(next, format!("could not connect: {error}"));
                     returned = Some(*request);
                     (Err(UpstreamError::Connect), true)
@@ -350,6 +364,7 @@ impl Pool {
                     bad_response,
                 }) => {
                     backend.latency.penalize(None);
+                    backend.metrics.failed(sent.elapsed());
                     self.failed(next, format!("no answer: {error}"));
                     let why = match bad_response {
                         true => UpstreamError::BadResponse,
@@ -359,6 +374,7 @@ impl Pool {
                 }
                 Err(SendError::Timeout) => {
                     backend.latency.penalize(None);
+                    backend.metrics.failed(sent.elapsed());
                     self.failed(next, "no answer in time".into());
                     (Err(UpstreamError::Timeout), false)
                 }
@@ -389,6 +405,7 @@ impl Pool {
             };
             next = index;
             permit = Some(granted);
+            self.retries.inc();
         }
     }
 
@@ -401,6 +418,8 @@ impl Pool {
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<Body> {
         headers::from_backend(&mut response);
+        let served_by = super::ServedBy(guard.backend().label.clone());
+        response.extensions_mut().insert(served_by);
         if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) = (response.status(), client_upgrade)
         {
             let backend = hyper::upgrade::on(&mut response);
@@ -572,6 +591,10 @@ impl Pool {
                 Algorithm::Hash(_) => "hash",
             },
             panic,
+            retry_budget_left: self
+                .budget
+                .cap(self.forwarding.load(Ordering::Relaxed))
+                .saturating_sub(self.budget.in_flight()),
             servers,
         }
     }
@@ -629,26 +652,29 @@ struct Status {
     upstreams: Vec<PoolStatus>,
 }
 
-#[derive(Serialize)]
-struct PoolStatus {
-    name: String,
-    algorithm: &'static str,
-    panic: bool,
-    servers: Vec<ServerStatus>,
+/// One pool as [`Upstreams::snapshot`] shows it.
+#[derive(Debug, Serialize)]
+pub struct PoolStatus {
+    pub name: String,
+    pub algorithm: &'static str,
+    pub panic: bool,
+    /// Retries the budget lets start now.
+    pub retry_budget_left: u32,
+    pub servers: Vec<ServerStatus>,
 }
 
-#[derive(Serialize)]
-struct ServerStatus {
-    address: String,
-    weight: u32,
-    backup: bool,
+#[derive(Debug, Serialize)]
+pub struct ServerStatus {
+    pub address: String,
+    pub weight: u32,
+    pub backup: bool,
     /// up, down, ejected, drained or slow_start.
-    state: &'static str,
-    reason: String,
-    in_flight: u32,
-    latency_ms: f64,
-    ejections: u32,
-    connections: usize,
+    pub state: &'static str,
+    pub reason: String,
+    pub in_flight: u32,
+    pub latency_ms: f64,
+    pub ejections: u32,
+    pub connections: usize,
 }
 
 #[cfg(test)]
@@ -788,6 +814,7 @@ mod tests {
                 name: "app".into(),
                 algorithm: "round_robin",
                 panic: false,
+                retry_budget_left: 3,
                 servers: vec![ServerStatus {
                     address: "http://127.0.0.2:8080".into(),
                     weight: 2,
@@ -804,7 +831,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(status).unwrap(),
             serde_json::json!({"upstreams": [{
-                "name": "app", "algorithm": "round_robin", "panic": false,
+                "name": "app", "algorithm": "round_robin", "panic": false, "retry_budget_left": 3,
                 "servers": [{
                     "address": "http://127.0.0.2:8080", "weight": 2, "backup": true,
                     "state": "ejected", "reason": "5 failures in a row", "in_flight": 3,
@@ -819,11 +846,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_rebuild_keeps_the_same_backend_for_an_unchanged_address_and_drops_removed_ones() {
-        let first =
-            Upstreams::build(&[upstream("app", &addresses(&[1, 2, 3]))], &[], None).unwrap();
+        let first = Upstreams::build(
+            &[upstream("app", &addresses(&[1, 2, 3]))],
+            &[],
+            None,
+            &Metrics::new(),
+        )
+        .unwrap();
         let mut edited = upstream("app", &addresses(&[2, 3, 4]));
         edited.servers[0].weight = 5;
-        let second = Upstreams::build(&[edited], &[], Some(&first)).unwrap();
+        let second = Upstreams::build(&[edited], &[], Some(&first), &Metrics::new()).unwrap();
         let (old, new) = (
             &first.get("app").unwrap().members,
             &second.get("app").unwrap().members,
@@ -842,15 +874,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_rebuild_with_other_connection_settings_makes_new_backends_that_stay_drained() {
-        let first = Upstreams::build(&[upstream("app", &addresses(&[1]))], &[], None).unwrap();
+        let first = Upstreams::build(
+            &[upstream("app", &addresses(&[1]))],
+            &[],
+            None,
+            &Metrics::new(),
+        )
+        .unwrap();
         first
             .admin("app", "127.0.0.1:1", AdminAction::Drain)
             .unwrap();
         let mut edited = upstream("app", &addresses(&[1]));
         edited.response_timeout = Duration::from_secs(1);
-        let second = Upstreams::build(&[edited], &[], Some(&first)).unwrap();
-        let renamed =
-            Upstreams::build(&[upstream("other", &addresses(&[1]))], &[], Some(&first)).unwrap();
+        let second = Upstreams::build(&[edited], &[], Some(&first), &Metrics::new()).unwrap();
+        let renamed = Upstreams::build(
+            &[upstream("other", &addresses(&[1]))],
+            &[],
+            Some(&first),
+            &Metrics::new(),
+        )
+        .unwrap();
         let backend = |u: &Upstreams, name: &str| u.get(name).unwrap().members[0].backend.clone();
         assert!(!Arc::ptr_eq(
             &backend(&first, "app"),
@@ -865,8 +908,13 @@ mod tests {
 
     #[tokio::test]
     async fn failures_in_a_row_eject_a_backend_but_never_more_than_the_share_cap() {
-        let upstreams =
-            Upstreams::build(&[upstream("app", &addresses(&[1, 2, 3, 4]))], &[], None).unwrap();
+        let upstreams = Upstreams::build(
+            &[upstream("app", &addresses(&[1, 2, 3, 4]))],
+            &[],
+            None,
+            &Metrics::new(),
+        )
+        .unwrap();
         let pool = upstreams.get("app").unwrap();
         for index in 0..4 {
             for _ in 0..5 {
@@ -893,8 +941,13 @@ mod tests {
 
     #[tokio::test]
     async fn drain_and_enable_show_in_the_status_and_admin_names_what_it_did_not_find() {
-        let upstreams =
-            Upstreams::build(&[upstream("app", &addresses(&[1, 2]))], &[], None).unwrap();
+        let upstreams = Upstreams::build(
+            &[upstream("app", &addresses(&[1, 2]))],
+            &[],
+            None,
+            &Metrics::new(),
+        )
+        .unwrap();
         upstreams
             .admin("app", "127.0.0.1:2", AdminAction::Drain)
             .unwrap();
@@ -1032,7 +1085,13 @@ mod tests {
         let (a, a_hits) = backend(StatusCode::OK).await;
         let (b, b_hits) = backend(StatusCode::OK).await;
         let dead = refused().await;
-        let upstreams = Upstreams::build(&[upstream("app", &[a, dead, b])], &[], None).unwrap();
+        let upstreams = Upstreams::build(
+            &[upstream("app", &[a, dead, b])],
+            &[],
+            None,
+            &Metrics::new(),
+        )
+        .unwrap();
         let pool = pool_of(&upstreams);
         // POST too: a request that never left may go anywhere.
         for method in ["GET", "POST", "GET", "POST", "GET", "POST"] {
@@ -1055,7 +1114,7 @@ mod tests {
         let (good, good_hits) = backend(StatusCode::OK).await;
         let mut config = upstream("app", &[gone, good]);
         config.outlier.consecutive_failures = 0;
-        let upstreams = Upstreams::build(&[config], &[], None).unwrap();
+        let upstreams = Upstreams::build(&[config], &[], None, &Metrics::new()).unwrap();
         let pool = pool_of(&upstreams);
         let hits = || {
             (
@@ -1103,7 +1162,7 @@ mod tests {
     async fn a_503_is_what_the_client_gets_when_the_retry_finds_no_connection() {
         let (answers, hits) = backend(StatusCode::SERVICE_UNAVAILABLE).await;
         let config = upstream("app", &[answers, refused().await]);
-        let upstreams = Upstreams::build(&[config], &[], None).unwrap();
+        let upstreams = Upstreams::build(&[config], &[], None, &Metrics::new()).unwrap();
         let pool = pool_of(&upstreams);
         // Whichever is tried first, the other is tried too, and only one answered.
         for _ in 0..2 {
@@ -1122,7 +1181,7 @@ mod tests {
             backend(StatusCode::SERVICE_UNAVAILABLE).await,
         ];
         let config = upstream("app", &backends.iter().map(|b| b.0).collect::<Vec<_>>());
-        let upstreams = Upstreams::build(&[config], &[], None).unwrap();
+        let upstreams = Upstreams::build(&[config], &[], None, &Metrics::new()).unwrap();
         let pool = pool_of(&upstreams);
         let (status, body) = send(pool, "GET").await.unwrap();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -1175,7 +1234,7 @@ mod tests {
                 budget_percent: 0,
                 budget_min,
             };
-            let upstreams = Upstreams::build(&[config], &[], None).unwrap();
+            let upstreams = Upstreams::build(&[config], &[], None, &Metrics::new()).unwrap();
             let before = total();
             let error = send(pool_of(&upstreams), "GET").await.unwrap_err();
             assert!(matches!(
@@ -1189,7 +1248,8 @@ mod tests {
     #[tokio::test]
     async fn with_every_backend_drained_a_request_gets_no_backend_at_once() {
         let (a, a_hits) = backend(StatusCode::OK).await;
-        let upstreams = Upstreams::build(&[upstream("app", &[a])], &[], None).unwrap();
+        let upstreams =
+            Upstreams::build(&[upstream("app", &[a])], &[], None, &Metrics::new()).unwrap();
         upstreams
             .admin("app", &a.to_string(), AdminAction::Drain)
             .unwrap();
@@ -1212,7 +1272,7 @@ mod tests {
         config.max_connections = 1;
         config.connect_timeout = Duration::from_millis(100);
         config.outlier.consecutive_failures = 1;
-        let upstreams = Upstreams::build(&[config], &[], None).unwrap();
+        let upstreams = Upstreams::build(&[config], &[], None, &Metrics::new()).unwrap();
         let pool = pool_of(&upstreams);
         // Each answer's body unread holds its backend's one connection.
         let mut held = Vec::new();
@@ -1258,6 +1318,7 @@ mod tests {
             &[upstream("app", &[a]), upstream("slow", &[silent])],
             &[],
             None,
+            &Metrics::new(),
         )
         .unwrap();
         let pool = pool_of(&upstreams);
@@ -1299,7 +1360,7 @@ mod tests {
             rise: 2,
             fall: 2,
         });
-        let upstreams = Upstreams::build(&[config], &[], None).unwrap();
+        let upstreams = Upstreams::build(&[config], &[], None, &Metrics::new()).unwrap();
         upstreams.start();
         let deadline = Instant::now() + Duration::from_secs(5);
         while state(&upstreams, 0) != "down" {
@@ -1315,7 +1376,12 @@ mod tests {
         assert!(reason.as_str().unwrap().contains("503"), "{reason}");
         // A set built but never started (its reload failed after) changes nothing, not
         // even the checks of the backends it would share.
-        let unchecked = Upstreams::build(&[upstream("app", &[sick, well])], &[], Some(&upstreams));
+        let unchecked = Upstreams::build(
+            &[upstream("app", &[sick, well])],
+            &[],
+            Some(&upstreams),
+            &Metrics::new(),
+        );
         drop(unchecked.unwrap());
         assert_eq!(state(&upstreams, 0), "down");
         upstreams.retire();
@@ -1343,7 +1409,8 @@ mod tests {
             .collect();
         let mut config = upstream("app", &addresses[..1]);
         config.slow_start = Duration::from_secs(60);
-        let first = Upstreams::build(std::slice::from_ref(&config), &[], None).unwrap();
+        let first =
+            Upstreams::build(std::slice::from_ref(&config), &[], None, &Metrics::new()).unwrap();
         assert_eq!(
             state(&first, 0),
             "up",
@@ -1351,7 +1418,7 @@ mod tests {
         );
         let mut grown = upstream("app", &addresses);
         grown.slow_start = config.slow_start;
-        let second = Upstreams::build(&[grown], &[], Some(&first)).unwrap();
+        let second = Upstreams::build(&[grown], &[], Some(&first), &Metrics::new()).unwrap();
         assert_eq!(state(&second, 0), "up");
         assert_eq!(state(&second, 1), "slow_start");
         let drain = |action| second.admin("app", "127.0.0.1:1", action).unwrap();

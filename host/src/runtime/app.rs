@@ -6,13 +6,14 @@ use super::idle::AppIdle;
 use super::manifest::{Manifest, OutboundRule};
 use super::state::HostState;
 use crate::db::{Database, ResultLimits};
+use crate::metrics::AppMetrics;
 use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// A loaded, ready-to-instantiate app. Immutable: a reload builds a new one, and
@@ -41,6 +42,10 @@ pub struct App {
     pub origin: Origin,
     /// Its compiled code in the compile cache, which keeps it while the app is loaded.
     pub(super) artifact: Option<PathBuf>,
+    /// Shared by every version of the app.
+    pub metrics: AppMetrics,
+    /// When this version was loaded.
+    pub loaded_at: SystemTime,
 }
 
 impl App {
@@ -65,7 +70,15 @@ impl App {
             fingerprint: self.fingerprint,
             origin: self.origin,
             artifact: self.artifact.clone(),
+            metrics: self.metrics.clone(),
+            loaded_at: self.loaded_at,
         }
+    }
+
+    /// The version as the status page and metrics show it: the first twelve hex
+    /// digits of the fingerprint.
+    pub fn version(&self) -> String {
+        hex::encode(&self.fingerprint[..6])
     }
 
     /// The `wharf:platform` interfaces the component imports (`wharf:platform/sql`...),
@@ -162,9 +175,12 @@ impl AppSource {
             ),
             false => None,
         };
-        let idle = runtime.idle.for_app(self.name.as_str().into());
+        let name: Arc<str> = self.name.into();
+        let idle = runtime.idle.for_app(name.clone());
         Ok(App {
-            name: self.name.into(),
+            metrics: runtime.metrics.app(&name),
+            loaded_at: SystemTime::now(),
+            name,
             file: self.wasm_path,
             routes,
             timeout: manifest.timeout(),

@@ -6,6 +6,7 @@ use super::app::App;
 use super::state::GuestBody;
 use super::state::HostState;
 use crate::http::{Body, BoxError};
+use crate::metrics::TrapKind;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Frame;
@@ -32,6 +33,9 @@ pub enum InvokeError {
     Timeout(Duration),
     #[error("the app failed: {0}")]
     Trap(String),
+    /// A trap after the instance was refused memory past its `max_memory_mb`.
+    #[error("the app ran out of memory: {0}")]
+    OutOfMemory(String),
     #[error("the app returned without setting a response")]
     NoResponse,
     #[error("the app answered with an error: {0}")]
@@ -72,7 +76,11 @@ impl App {
                 Ok(result) => result,
                 Err(_) => Err(InvokeError::Timeout(app.timeout)),
             };
+            app.metrics.executions.inc();
             if let Err(e) = &result {
+                if let Some(kind) = e.trap_kind() {
+                    app.metrics.trapped(kind);
+                }
                 tracing::warn!(app = %app.name, %request_id, "{e}");
             }
             result
@@ -133,7 +141,12 @@ impl App {
             .wasi_http_incoming_handler()
             .call_handle(&mut instance.store, req, out)
             .await
-            .map_err(|e| classify(e, self.timeout))?;
+            .map_err(|e| match classify(e, self.timeout) {
+                InvokeError::Trap(trap) if instance.store.data().limits.refused_memory() => {
+                    InvokeError::OutOfMemory(trap)
+                }
+                other => other,
+            })?;
         if self.reuse_instances {
             self.put_idle(instance);
         }
@@ -177,7 +190,10 @@ impl App {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
+        let started = std::time::Instant::now();
         let proxy = self.pre.instantiate_async(&mut store).await?;
+        let elapsed = started.elapsed().as_secs_f64();
+        self.metrics.instantiation.observe(elapsed);
         Ok(Instance { store, proxy })
     }
 
@@ -204,6 +220,18 @@ fn wasi_scheme(scheme: &http::uri::Scheme) -> Scheme {
         "http" => Scheme::Http,
         "https" => Scheme::Https,
         other => Scheme::Other(other.to_string()),
+    }
+}
+
+impl InvokeError {
+    /// How the guest's run failed, if it was the guest that failed.
+    fn trap_kind(&self) -> Option<TrapKind> {
+        match self {
+            InvokeError::Timeout(_) => Some(TrapKind::Deadline),
+            InvokeError::OutOfMemory(_) => Some(TrapKind::Memory),
+            InvokeError::Trap(_) => Some(TrapKind::Trap),
+            _ => None,
+        }
     }
 }
 

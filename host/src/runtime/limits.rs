@@ -17,6 +17,8 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 pub struct InstanceLimits {
     max_memory: usize,
     used_memory: usize,
+    /// Whether a growth was refused: a trap after it is the guest out of memory.
+    refused: bool,
 }
 
 impl InstanceLimits {
@@ -24,7 +26,17 @@ impl InstanceLimits {
         Self {
             max_memory,
             used_memory: 0,
+            refused: false,
         }
+    }
+
+    pub fn refused_memory(&self) -> bool {
+        self.refused
+    }
+
+    /// A reused instance starts its next request with a clean record.
+    pub fn forget_refusal(&mut self) {
+        self.refused = false;
     }
 }
 
@@ -39,6 +51,7 @@ impl ResourceLimiter for InstanceLimits {
         if total > self.max_memory {
             // Refused growth makes `memory.grow` return -1; the guest's allocator then
             // fails and the guest traps, which the gateway answers with 500.
+            self.refused = true;
             return Ok(false);
         }
         self.used_memory = total;

@@ -23,16 +23,18 @@ pub use invoke::InvokeError;
 pub use registry::Registry;
 
 use crate::db::Provider;
+use crate::metrics::{Metrics, Outcome};
 use anyhow::Context;
 use app::AppSource;
 use arc_swap::ArcSwap;
 use cache::CompileCache;
 use idle::IdlePool;
 use state::HostState;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
@@ -67,6 +69,20 @@ pub struct Runtime {
     /// Serializes reloads: each one reads the registry, compiles, and stores a new
     /// registry, and two interleaved would lose one's change.
     reloading: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
+    /// The last [`MAX_LOAD_ERRORS`] loads that failed, oldest first.
+    load_errors: Mutex<VecDeque<LoadError>>,
+}
+
+/// Failed loads the status page lists.
+const MAX_LOAD_ERRORS: usize = 20;
+
+/// A load of an app's files that failed.
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    pub at: SystemTime,
+    pub app: String,
+    pub error: String,
 }
 
 /// The outcome of loading one app, for the startup table and the log.
@@ -85,15 +101,24 @@ impl Runtime {
         cache_dir: Option<PathBuf>,
         databases: Provider,
     ) -> anyhow::Result<Arc<Self>> {
-        Self::with_pool(apps_dir, cache_dir, databases, PoolOptions::default())
+        let metrics = crate::metrics::Metrics::new();
+        Self::with_pool(
+            apps_dir,
+            cache_dir,
+            databases,
+            PoolOptions::default(),
+            metrics,
+        )
     }
 
-    /// Like [`Runtime::new`], with `pool` bounding the instances.
+    /// Like [`Runtime::new`], with `pool` bounding the instances and the apps' handles
+    /// made from the node's `metrics`.
     pub fn with_pool(
         apps_dir: &Path,
         cache_dir: Option<PathBuf>,
         databases: Provider,
         pool: PoolOptions,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let engine = engine::build(pool.max_instances)?;
         engine::start_epoch_ticker(&engine);
@@ -115,6 +140,8 @@ impl Runtime {
             registry: Default::default(),
             failed: Default::default(),
             reloading: Default::default(),
+            metrics,
+            load_errors: Default::default(),
         }))
     }
 
@@ -227,9 +254,13 @@ impl Runtime {
         }
         let fingerprint = source.fingerprint;
         let this = self.clone();
+        let started = std::time::Instant::now();
         let loaded = tokio::task::spawn_blocking(move || source.load(&this))
             .await
             .unwrap_or_else(|e| Err(anyhow::anyhow!("compiler thread failed: {e}")));
+        if let Ok(app) = &loaded {
+            app.metrics.compile.observe(started.elapsed().as_secs_f64());
+        }
         let result = loaded.and_then(|app| {
             let app = Arc::new(app);
             // `reloading` is held, so no other writer can slip in between load and store.
@@ -239,17 +270,56 @@ impl Runtime {
         });
         match result {
             Ok(app) => {
+                self.metrics.reloaded(Outcome::Ok);
                 self.failed.lock().unwrap().remove(name);
                 LoadEvent::Loaded(app)
             }
             Err(e) => {
+                self.metrics.reloaded(Outcome::Failed);
                 self.failed
                     .lock()
                     .unwrap()
                     .insert(name.to_string(), fingerprint);
+                self.note_load_error(name, &e);
                 LoadEvent::Failed(name.to_string(), e)
             }
         }
+    }
+
+    /// Apps whose files failed to load with no version of them serving.
+    pub fn unloaded(&self) -> Vec<String> {
+        let registry = self.registry();
+        let failed = self.failed.lock().unwrap();
+        let mut names: Vec<String> = failed
+            .keys()
+            .filter(|name| registry.get(name).is_none())
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The last loads that failed, newest first, for the status page.
+    pub fn load_errors(&self) -> Vec<LoadError> {
+        self.load_errors
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
+    }
+
+    fn note_load_error(&self, app: &str, error: &anyhow::Error) {
+        let mut errors = self.load_errors.lock().unwrap();
+        if errors.len() == MAX_LOAD_ERRORS {
+            errors.pop_front();
+        }
+        errors.push_back(LoadError {
+            at: SystemTime::now(),
+            app: app.to_string(),
+            error: format!("{error:#}"),
+        });
     }
 
     /// Watches the apps directory and reloads apps whose files change, until the

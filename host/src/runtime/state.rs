@@ -76,6 +76,7 @@ impl HostState {
         self.stderr.set_request_id(request_id);
         self.deadline = deadline;
         self.session = Session::new(deadline, self.session.limits);
+        self.limits.forget_refusal();
     }
 
     pub fn deadline(&self) -> Instant {

@@ -23,10 +23,12 @@ mod routing;
 
 use super::statement::{Call, check};
 use super::{
-    Database, DbError, Dialect, ExecResult, NodeStatus, Role, Rows, Session, Transaction, Value,
+    Database, DbError, Dialect, ExecResult, NodeStatus, PoolGauges, Role, Rows, Session,
+    Transaction, Value,
 };
 use crate::config::DatabaseConfig;
 use crate::health::Health;
+use crate::metrics::{DbRole, DbServerMetrics, Metrics};
 use async_trait::async_trait;
 use driver::{Failure, Lease, Stopper};
 use health::{Probes, check_loop};
@@ -58,6 +60,7 @@ struct Node {
     /// The statement time limit every pooled connection gets from the server itself.
     statement_limit: Duration,
     state: Mutex<Checked>,
+    metrics: DbServerMetrics,
 }
 
 /// A node's health and, for a replica, the lag its last check reported.
@@ -70,7 +73,7 @@ impl MysqlCluster {
     /// Opens the pools (connections are made on demand), checks every node once so
     /// the first reads go to the right place (and [`MysqlCluster::check`] can tell
     /// whether the primary answers), then keeps checking in the background.
-    pub async fn start(config: &DatabaseConfig) -> anyhow::Result<Arc<Self>> {
+    pub async fn start(config: &DatabaseConfig, metrics: &Metrics) -> anyhow::Result<Arc<Self>> {
         let password = config.password()?;
         let pool_opts = PoolOpts::default()
             .with_constraints(
@@ -79,7 +82,7 @@ impl MysqlCluster {
             )
             // See the module doc: nothing of one request's session reaches the next.
             .with_reset_connection(true);
-        let node = |url_opts: &Opts, health: Health| -> anyhow::Result<Node> {
+        let node = |url_opts: &Opts, health: Health, role| -> anyhow::Result<Node> {
             let name = format!(
                 "{}@{}:{}",
                 url_opts.user().unwrap_or_default(),
@@ -94,6 +97,7 @@ impl MysqlCluster {
                 .pool_opts(pool_opts.clone())
                 .into();
             Ok(Node {
+                metrics: metrics.db_server(role, &name),
                 name,
                 pool: OnceCell::new(),
                 opts,
@@ -103,11 +107,14 @@ impl MysqlCluster {
         };
         // The primary is taken to answer until a check says otherwise: writes go
         // nowhere else. Replicas serve reads once a check lets them.
-        let primary = node(&config.primary, Health::up(health::CHECKS))?;
+        let primary = node(&config.primary, Health::up(health::CHECKS), DbRole::Primary)?;
         let replicas = config
             .replicas
             .iter()
-            .map(|url| node(url, Health::down(health::CHECKS, "not checked yet")))
+            .map(|url| {
+                let unchecked = Health::down(health::CHECKS, "not checked yet");
+                node(url, unchecked, DbRole::Replica)
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let cluster = Arc::new(Self {
             primary,
@@ -152,6 +159,14 @@ impl MysqlCluster {
                     name: node.name.clone(),
                     health: state.health.clone(),
                     lag: state.lag,
+                    pool: node.pool.get().map(|pool| {
+                        let m = pool.metrics();
+                        PoolGauges {
+                            idle: m.connections_in_pool.load(Ordering::Relaxed),
+                            in_use: m.connections_in_use.load(Ordering::Relaxed),
+                            waiting: m.active_wait_requests.load(Ordering::Relaxed),
+                        }
+                    }),
                 }
             })
             .collect()
@@ -208,7 +223,8 @@ impl MysqlCluster {
         sql: &str,
         params: &[Value],
     ) -> Result<Rows, Failure> {
-        self.lease(node, session).await?.read(sql, params).await
+        let result = async { self.lease(node, session).await?.read(sql, params).await };
+        node.counted(result.await)
     }
 
     /// Logs a connection failure with the node's address and turns it into what the
@@ -249,6 +265,12 @@ impl Drop for MysqlCluster {
 impl Node {
     fn is_up(&self) -> bool {
         self.state.lock().unwrap().health.is_up()
+    }
+
+    /// `result` of a statement on this node, counted.
+    fn counted<T>(&self, result: Result<T, Failure>) -> Result<T, Failure> {
+        self.metrics.statement(result.is_ok());
+        result
     }
 }
 
@@ -295,7 +317,7 @@ impl Database for MysqlCluster {
             let mut lease = self.lease(&self.primary, session).await?;
             lease.write(sql, &params).await
         };
-        result.await.map_err(|f| match f {
+        self.primary.counted(result.await).map_err(|f| match f {
             Failure::Connection(detail) => self.unavailable(&self.primary, "write", &detail),
             Failure::Db(e) => e,
         })
@@ -309,11 +331,12 @@ impl Database for MysqlCluster {
             lease.text("START TRANSACTION").await?;
             Ok(lease)
         };
-        let lease = started.await.map_err(|f| match f {
+        let lease = self.primary.counted(started.await).map_err(|f| match f {
             Failure::Connection(detail) => self.unavailable(&self.primary, "begin", &detail),
             Failure::Db(e) => e,
         })?;
-        Ok(Box::new(MysqlTransaction { lease }))
+        let metrics = self.primary.metrics.clone();
+        Ok(Box::new(MysqlTransaction { lease, metrics }))
     }
 }
 
@@ -323,11 +346,19 @@ impl Database for MysqlCluster {
 /// flight, closed, and the server rolls back.
 struct MysqlTransaction {
     lease: Lease,
+    /// The primary's.
+    metrics: DbServerMetrics,
 }
 
 impl MysqlTransaction {
+    fn counted<T>(&self, result: Result<T, Failure>) -> Result<T, DbError> {
+        self.metrics.statement(result.is_ok());
+        result.map_err(in_transaction)
+    }
+
     async fn finish(mut self: Box<Self>, statement: &'static str) -> Result<(), DbError> {
-        self.lease.text(statement).await.map_err(in_transaction)?;
+        let result = self.lease.text(statement).await;
+        self.counted(result)?;
         // Back to the pool, outside any transaction.
         self.lease.conn.take();
         Ok(())
@@ -349,12 +380,14 @@ fn in_transaction(f: Failure) -> DbError {
 impl Transaction for MysqlTransaction {
     async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<Rows, DbError> {
         check(sql, Call::Query, Dialect::Mysql)?;
-        self.lease.read(sql, &params).await.map_err(in_transaction)
+        let result = self.lease.read(sql, &params).await;
+        self.counted(result)
     }
 
     async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<ExecResult, DbError> {
         check(sql, Call::Execute, Dialect::Mysql)?;
-        self.lease.write(sql, &params).await.map_err(in_transaction)
+        let result = self.lease.write(sql, &params).await;
+        self.counted(result)
     }
 
     async fn commit(self: Box<Self>) -> Result<(), DbError> {

@@ -48,6 +48,13 @@ pub(super) fn load_pair(site: &TlsSite) -> anyhow::Result<Arc<CertifiedKey>> {
     Ok(Arc::new(certified))
 }
 
+/// When the leaf certificate of `key` stops being valid, as unix seconds; `None` if
+/// x509-parser cannot read it.
+pub(super) fn not_after(key: &CertifiedKey) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(key.cert.first()?).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// Serving an expired (or not yet valid) certificate is allowed, since refusing would
 /// take the site down for clients that tolerate it, but the operator must hear of it.
 pub(super) fn warn_if_out_of_date(site: &TlsSite, key: &CertifiedKey) {

@@ -12,7 +12,7 @@ mod load;
 mod table;
 mod watch;
 
-pub use table::Certificates;
+pub use table::{Certificates, Expiry};
 pub use watch::CertStore;
 
 use crate::http::HostPattern;

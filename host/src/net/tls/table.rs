@@ -1,7 +1,7 @@
 //! The certificate table: every site's certificate, and the one a handshake gets for
 //! the SNI name it sent.
 
-use super::load::{load_pair, warn_if_out_of_date};
+use super::load::{load_pair, not_after, warn_if_out_of_date};
 use super::{Reloaded, TlsSite};
 use crate::http::HostTable;
 use anyhow::{Context, bail, ensure};
@@ -84,6 +84,27 @@ impl Certificates {
         &self.sites
     }
 
+    /// Each site's name and hosts with the unix time its certificate serving now
+    /// expires at, for metrics and the status page.
+    pub fn expiry(&self) -> Vec<Expiry> {
+        let keys = self.keys.load();
+        self.sites
+            .iter()
+            .zip(keys.iter())
+            .filter_map(|(site, key)| {
+                Some(Expiry {
+                    // The site as the gateway names it: its first host.
+                    site: site
+                        .hosts
+                        .first()
+                        .map_or(site.name.clone(), ToString::to_string),
+                    hosts: site.hosts.iter().map(ToString::to_string).collect(),
+                    not_after: not_after(key)?,
+                })
+            })
+            .collect()
+    }
+
     pub(super) fn site_index(&self, server_name: Option<&str>) -> usize {
         server_name
             .and_then(|name| self.hosts.get(name))
@@ -112,6 +133,15 @@ impl Certificates {
         });
         Ok(Reloaded::Swapped)
     }
+}
+
+/// When one site's certificate expires.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Expiry {
+    pub site: String,
+    pub hosts: Vec<String>,
+    /// Unix seconds.
+    pub not_after: i64,
 }
 
 impl ResolvesServerCert for Certificates {

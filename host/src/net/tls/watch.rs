@@ -111,6 +111,11 @@ impl CertStore {
         self.current.load().sites().to_vec()
     }
 
+    /// When each site's certificate serving now expires.
+    pub fn expiry(&self) -> Vec<super::Expiry> {
+        self.current.load().expiry()
+    }
+
     /// Serves `certs` from the next handshake on, watched by `watch` (from
     /// [`Certificates::watch`], made first: that is the part that can fail, and a reload
     /// does it before it changes anything). Connections already open keep the
