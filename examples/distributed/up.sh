@@ -145,8 +145,8 @@ wait_for db-replica "replicating from the primary" replicating
 # --- Two app nodes: the same apps, the same database ------------------------------------
 start_wharf() {
     local name="$1"
-    # Access logs on, so each node's log shows the requests it served.
-    RUST_LOG="${RUST_LOG:-info,access=debug}" setsid "$WHARF" serve --config "$run/$name/wharf.toml" \
+    # JSON lines (stderr is a file), an access line per request among them.
+    setsid "$WHARF" serve --config "$run/$name/wharf.toml" \
         </dev/null >"$run/$name.log" 2>&1 &
     echo $! >"$run/$name.pid"
 }

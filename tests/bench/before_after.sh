@@ -34,9 +34,7 @@ trap cleanup EXIT
 source "$repo/tests/bench/common.sh"
 
 target="${CARGO_TARGET_DIR:-$repo/target}"
-git worktree add --quiet --detach "$work/base" "$base_rev"
-(cd "$work/base" && CARGO_TARGET_DIR="$target" cargo build --quiet --release -p wharf --bin wharf)
-cp "$target/release/wharf" "$work/wharf-before"
+build_at "$base_rev" "$work/wharf-before"
 # Second, so target/release/wharf is left as this checkout's build.
 cargo build --quiet --release -p wharf --bin wharf
 cp "$target/release/wharf" "$work/wharf-after"

@@ -60,3 +60,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # table every benchmark prints, each row with its ratio to the baseline's requests/s.
 table_header() { printf '%-44s %12s %10s %8s\n' "server" "requests/s" "p99 ms" "ratio"; }
 table_row() { printf '%-44s %12.0f %10.2f %8s\n' "$1" "$2" "$3" "$(ratio "$2" "$4")"; }
+
+# build_at REV DEST: builds wharf (release) at commit REV in a temporary worktree under
+# $work, with this checkout's target directory (so dependencies are built once), and
+# copies the binary to DEST. Run it before building this checkout, so that
+# target/release/wharf is left as this checkout's. The caller's cleanup removes the
+# worktree ($work/base).
+build_at() {
+    local rev="$1" dest="$2" target="${CARGO_TARGET_DIR:-$repo/target}"
+    git -C "$repo" worktree add --quiet --detach "$work/base" "$rev"
+    (cd "$work/base" && CARGO_TARGET_DIR="$target" cargo build --quiet --release -p wharf --bin wharf)
+    cp "$target/release/wharf" "$dest"
+}
