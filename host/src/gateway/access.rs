@@ -50,10 +50,10 @@ impl AccessLog {
 }
 
 /// What a request's way through the gateway leaves for its record.
-#[derive(Default)]
 pub struct Trail {
-    /// The handles of what is serving it, counting it in flight.
-    pub route: Option<InFlight>,
+    /// The handles of what is serving it (the gateway's own, until a site and then a
+    /// route are found), counting it in flight.
+    pub route: InFlight,
     /// Its body, for the bytes the client sent.
     pub body: Option<Watch>,
 }
@@ -76,9 +76,6 @@ pub fn record(
     log: &AccessLog,
     request: Option<Request>,
 ) -> Response<Body> {
-    let Some(route) = trail.route else {
-        return response;
-    };
     let status = response.status();
     let line = request.filter(|_| log.logs(status)).map(|request| {
         Box::new(Line {
@@ -88,7 +85,7 @@ pub fn record(
         })
     });
     let record = Record {
-        route,
+        route: trail.route,
         started,
         status,
         bytes_out: 0,

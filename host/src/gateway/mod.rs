@@ -250,7 +250,7 @@ impl Gateway {
         });
         let http1 = req.version() < Version::HTTP_2;
         let mut trail = Trail {
-            route: Some(self.unrouted.start()),
+            route: self.unrouted.start(),
             body: None,
         };
         let answer = match admitted {
@@ -304,7 +304,7 @@ impl Gateway {
         let host = sites::request_host(&req);
         let sites = self.sites.load();
         let site = sites.find(host.as_deref(), conn.sni.as_deref())?;
-        trail.route = Some(site.answers().start());
+        trail.route = site.answers().start();
         site.admit(client)?;
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let site = match sites.decide(site, host.as_deref(), conn.tls, path_and_query) {
@@ -316,7 +316,7 @@ impl Gateway {
         let hsts = conn.tls.then(|| site.hsts().cloned()).flatten();
         let headers = site.headers().clone();
         let (target, route) = site.route(req.uri().path(), &self.runtime.registry(), client)?;
-        trail.route = Some(route.start());
+        trail.route = route.start();
         drop(sites);
         let answer = match target {
             Target::App(app) => app

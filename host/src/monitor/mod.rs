@@ -15,6 +15,9 @@ use tracing_subscriber::EnvFilter;
 /// sizes, a few hundred KiB) is dropped and counted rather than held in memory.
 pub const DEFAULT_LOG_QUEUE_LINES: usize = 4096;
 
+/// Bytes of log lines the writer thread gathers into one write.
+const LOG_WRITE_BUFFER: usize = 64 * 1024;
+
 /// How often a count of dropped lines is reported: often enough to explain a gap in
 /// the log, rarely enough that a stalled output is not flooded with the reports.
 const DROPPED_REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -26,7 +29,10 @@ const DROPPED_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// the end: dropping it waits (bounded) for the last lines to be written.
 pub fn init_logging(json: bool) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (out, guard) = lossy_writer(std::io::stderr());
+    // Buffered: the writer thread writes what piled up while it was off the CPU in one
+    // system call, and flushes whenever it has caught up.
+    let stderr = std::io::BufWriter::with_capacity(LOG_WRITE_BUFFER, std::io::stderr());
+    let (out, guard) = lossy_writer(stderr);
     let dropped = out.error_counter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
