@@ -275,7 +275,20 @@ impl Live {
         );
     }
 
-    /// `/status.json`: what the status page shows.
+    /// `/status.json`: what the status page shows. Times are unix seconds, durations
+    /// milliseconds (lag in seconds), rates per second:
+    /// - `node`: `version`, `started_at`, `now`, `ready`, `not_ready` (the reasons);
+    /// - `apps[]`: `name`, `version`, `loaded_at`, `requests_per_second`, `p50_ms` and
+    ///   `p99_ms` over the last minute (null without requests), `errors` (5xx since
+    ///   the start);
+    /// - `upstreams[]`: `name`, `servers[]` with `address`, `state`, `in_flight`,
+    ///   `latency_ms`, `ejections`;
+    /// - `databases[]`: `name`, `role`, `up`, `in_rotation`, `lag_seconds`;
+    /// - `certificates[]`: `site`, `hosts`, `not_after`;
+    /// - `firewall`: `denied`, `rate_limited`, `connections_refused`;
+    /// - `reload_errors[]`, newest first: `at`, `what` (the app), `error`;
+    /// - `history`: `interval_seconds` and, oldest first, `requests_per_second[]` and
+    ///   `p99_ms[]` of the node, one point per interval.
     pub fn status(&self) -> Value {
         let now = SystemTime::now();
         let windows = self.history.apps_over_last_minute();
