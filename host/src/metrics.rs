@@ -617,7 +617,9 @@ impl InFlight {
         &self.0
     }
 
-    pub fn finish(self, class: Class, elapsed: Duration) {
+    /// Counts the request as answered `class` after `elapsed`; it stays in flight
+    /// until dropped.
+    pub fn finish(&self, class: Class, elapsed: Duration) {
         self.0.requests[class as usize].inc();
         let seconds = elapsed.as_secs_f64();
         self.0.duration.observe(seconds);
@@ -877,6 +879,7 @@ mod tests {
             Class::of(http::StatusCode::NOT_FOUND),
             Duration::from_millis(3),
         );
+        drop(request);
         let text = metrics.encode(&Registry::default(), Format::OpenMetrics);
         assert!(
             text.contains(r#"wharf_http_requests_total{site="example.test",kind="app",target="hello",class="4xx"} 1"#),

@@ -734,3 +734,49 @@ async fn tls_handshakes_are_counted_by_outcome_and_certificates_by_expiry() {
     // `wharf cert dev` leaves live 825 days.
     assert!((820.0..=826.0).contains(&days), "{days} days");
 }
+
+#[tokio::test]
+async fn guest_traps_are_counted_by_kind() {
+    let apps = apps_dir(&["misbehave"]);
+    std::fs::write(
+        apps.path().join("misbehave.toml"),
+        "timeout_ms = 500\nmax_memory_mb = 32\n",
+    )
+    .unwrap();
+    let ip = next_loopback_ip();
+    let wharf = Wharf::builder(apps.path())
+        .ip(ip)
+        .config(&format!("[admin]\naddress = \"{ip}:0\"\n"))
+        .start();
+    let client = HttpClient::http1();
+    for (path, status) in [
+        ("/misbehave/ok", 200),
+        ("/misbehave/trap", 500),
+        ("/misbehave/oom", 500),
+        ("/misbehave/loop", 504),
+    ] {
+        assert_eq!(client.status(&wharf.url(path)).await, status, "{path}");
+    }
+    let app = r#"app="misbehave""#;
+    let expected = [
+        (format!("wharf_wasm_executions_total{{{app}}}"), 4.0),
+        (
+            format!(r#"wharf_wasm_traps_total{{{app},kind="trap"}}"#),
+            1.0,
+        ),
+        (
+            format!(r#"wharf_wasm_traps_total{{{app},kind="memory"}}"#),
+            1.0,
+        ),
+        (
+            format!(r#"wharf_wasm_traps_total{{{app},kind="deadline"}}"#),
+            1.0,
+        ),
+        (
+            r#"wharf_http_requests_total{site="*",kind="app",target="misbehave",class="5xx"}"#
+                .to_string(),
+            3.0,
+        ),
+    ];
+    wait_for_samples(wharf.admin.unwrap(), &expected).await;
+}

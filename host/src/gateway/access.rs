@@ -6,22 +6,16 @@
 //! of the log is, and the log's bounded queue applies: a log output that cannot keep
 //! up costs lines (counted), never requests.
 
-use crate::config::LogConfig;
-use crate::http::{Body, BoxError};
-use crate::metrics::{Class, InFlight, Kind};
-use crate::proxy::ServedBy;
-use bytes::Bytes;
-use http::{Method, Response, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::{Frame, SizeHint};
-use std::net::IpAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::time::Instant;
-
 use super::RequestId;
 use super::limits::Watch;
+use crate::config::LogConfig;
+use crate::http::{Body, HeldToEnd};
+use crate::metrics::{Class, InFlight, Kind};
+use crate::proxy::ServedBy;
+use http::{Method, Response, StatusCode};
+use std::net::IpAddr;
+use std::sync::Arc;
+use tokio::time::Instant;
 
 /// `[log]` as requests are logged by it; a reload swaps it.
 #[derive(Debug, Clone)]
@@ -91,13 +85,7 @@ pub fn record(
         bytes_out: 0,
         line,
     };
-    response.map(|body| {
-        Recorded {
-            body,
-            record: Some(record),
-        }
-        .boxed_unsync()
-    })
+    response.map(|body| crate::http::held_until_end(body, record))
 }
 
 struct Record {
@@ -114,10 +102,18 @@ struct Line {
     body: Option<Watch>,
 }
 
-impl Record {
-    fn finish(self) {
+impl HeldToEnd for Record {
+    fn data(&mut self, bytes: usize) {
+        self.bytes_out += bytes as u64;
+    }
+}
+
+/// The answer is as done as it gets: its body ended, broke, or was dropped unread (a
+/// HEAD, a 304, a client that went away).
+impl Drop for Record {
+    fn drop(&mut self) {
         let elapsed = self.started.elapsed();
-        if let Some(line) = self.line {
+        if let Some(line) = &self.line {
             let route = self.route.route();
             let Request {
                 id,
@@ -148,55 +144,5 @@ impl Record {
             );
         }
         self.route.finish(Class::of(self.status), elapsed);
-    }
-}
-
-/// A response body that finishes its request's record when it ends or is dropped.
-struct Recorded {
-    body: Body,
-    record: Option<Record>,
-}
-
-impl hyper::body::Body for Recorded {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => {
-                if let (Some(data), Some(record)) = (frame.data_ref(), &mut this.record) {
-                    record.bytes_out += data.len() as u64;
-                }
-            }
-            // The end, or a body that broke: the answer is as done as it gets.
-            None | Some(Err(_)) => {
-                if let Some(record) = this.record.take() {
-                    record.finish();
-                }
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for Recorded {
-    fn drop(&mut self) {
-        // Never polled to its end: a HEAD, a 304, or a client that went away.
-        if let Some(record) = self.record.take() {
-            record.finish();
-        }
     }
 }

@@ -1,4 +1,5 @@
-//! HTTP pieces several modules share: the response body type, the one normal form of
+//! HTTP pieces several modules share: the response body type and a body that holds
+//! something to its end ([`held_until_end`]), the one normal form of
 //! a request path ([`path`]), route prefix matching, and host-name patterns with the
 //! one table that looks them up.
 //!
@@ -27,6 +28,59 @@ use std::str::FromStr;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body of every response wharf sends.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// What a response body carries to its end: told of each data frame, and dropped when
+/// the body ends (its last frame, or an error) or is dropped unread (a HEAD, a client
+/// gone), whichever comes first.
+pub trait HeldToEnd: Send + Unpin + 'static {
+    fn data(&mut self, _bytes: usize) {}
+}
+
+/// `body`, holding `held` until its end.
+pub fn held_until_end(body: Body, held: impl HeldToEnd) -> Body {
+    use http_body_util::BodyExt;
+    Holding {
+        body,
+        held: Some(held),
+    }
+    .boxed_unsync()
+}
+
+struct Holding<H> {
+    body: Body,
+    held: Option<H>,
+}
+
+impl<H: HeldToEnd> hyper::body::Body for Holding<H> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(std::pin::Pin::new(&mut this.body).poll_frame(cx));
+        match (&frame, &mut this.held) {
+            (Some(Ok(frame)), Some(held)) => {
+                if let Some(data) = frame.data_ref() {
+                    held.data(data.len());
+                }
+            }
+            (Some(Ok(_)), None) => {}
+            _ => this.held = None,
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// True if `path` matches `prefix` on a segment boundary: `/hello` matches `/hello`,
 /// `/hello/x` and `/hello?q`, but not `/helloworld`.

@@ -14,16 +14,11 @@ use super::client::Client;
 use super::latency::Latency;
 use crate::config::{BackendAddress, OutlierConfig, UpstreamConfig};
 use crate::health::{Change, Health, Thresholds};
-use crate::http::{Body, BoxError};
 use crate::metrics::BackendMetrics;
-use bytes::Bytes;
-use hyper::body::{Frame, SizeHint};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 /// One backend.
@@ -370,46 +365,8 @@ impl Drop for InFlight {
     }
 }
 
-/// `body`, holding `guard` until its last frame (or an error) is read, or it is
-/// dropped, whichever comes first.
-pub fn hold_until_end(body: Body, guard: InFlight) -> Body {
-    use http_body_util::BodyExt;
-    Held {
-        body,
-        guard: Some(guard),
-    }
-    .boxed_unsync()
-}
-
-struct Held {
-    body: Body,
-    guard: Option<InFlight>,
-}
-
-impl hyper::body::Body for Held {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) {
-            this.guard = None;
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
+/// Held by the answer's body until it ends.
+impl crate::http::HeldToEnd for InFlight {}
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@
 //! Every retry needs a permit of the pool's budget. When a retry is not allowed, the
 //! client gets what the last backend said (its 503 as it was) or why it said nothing.
 
-use super::backend::{self, Backend, Condition, InFlight, Look, Settings};
+use super::backend::{Backend, Condition, InFlight, Look, Settings};
 use super::client::{self, Client, ClientSettings, SendError};
 use super::retry::{self, Budget, Permit, RequestBody};
 use super::select::{self, Candidate, Select, Standing};
@@ -427,7 +427,7 @@ impl Pool {
             *response.body_mut() = retry::full(Bytes::new());
             return response;
         }
-        response.map(|body| backend::hold_until_end(body, guard))
+        response.map(|body| crate::http::held_until_end(body, guard))
     }
 
     /// Records what an answer says about its backend: a 5xx counts towards ejection,
