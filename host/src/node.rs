@@ -449,10 +449,12 @@ impl Inner {
             self.live.certs.store(new_store.clone());
             state.certs = new_store;
         }
+        self.server.gateway().set_sites(sites);
+        // Logged once the sites that serve the new certificates are in place too:
+        // scripts wait for this line and then ask for a new site.
         if certs_loaded {
             tracing::info!("{origin}: TLS sites reloaded");
         }
-        self.server.gateway().set_sites(sites);
         if let Some(upstreams) = new_upstreams {
             // Requests in flight on the old pools finish there.
             self.upstreams.store(upstreams.clone());

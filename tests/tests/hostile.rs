@@ -7,6 +7,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use wharf_tests::{Backend, Wharf, apps_dir, next_loopback_ip};
 
@@ -23,6 +24,8 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
 struct Site {
     wharf: Wharf,
     backend: Backend,
+    /// How many marker requests [`Site::guest_saw`] has sent.
+    markers: AtomicU32,
     _apps: tempfile::TempDir,
 }
 
@@ -46,6 +49,7 @@ impl Site {
         Self {
             wharf,
             backend,
+            markers: AtomicU32::new(0),
             _apps: apps,
         }
     }
@@ -54,8 +58,20 @@ impl Site {
         self.wharf.addr
     }
 
-    /// Requests the guest handled whose path contains `needle`.
+    /// Requests the guest handled whose path contains `needle`, of all sent so far.
+    /// wharf's log leaves through one writer thread, in order, and may lag the answers:
+    /// once the guest's line for a marker request sent now is in, every earlier one is.
     fn guest_saw(&self, needle: &str) -> usize {
+        let marker = format!(
+            "/raw/marker-{}",
+            self.markers.fetch_add(1, Ordering::Relaxed)
+        );
+        let request =
+            format!("GET {marker} HTTP/1.1\r\nHost: hostile.test\r\nConnection: close\r\n\r\n");
+        assert_eq!(exchange(self.addr(), request.as_bytes()).statuses, [200]);
+        self.wharf
+            .wait_for_log(&[&format!("raw guest handled {marker}")], ANSWER_DEADLINE)
+            .unwrap();
         let line = format!("raw guest handled {needle}");
         self.wharf
             .log()

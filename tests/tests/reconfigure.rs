@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wharf_tests::{
@@ -19,6 +19,8 @@ const SECOND: Duration = Duration::from_secs(1);
 /// minute, and keeps every one that failed or did not answer 200.
 struct RequestLoop {
     stop: Arc<AtomicBool>,
+    /// Requests answered so far, failed or not.
+    answered: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<(u64, Vec<String>)>,
 }
 
@@ -29,7 +31,8 @@ impl RequestLoop {
         Fut: Future<Output = anyhow::Result<u16>> + Send,
     {
         let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
+        let answered = Arc::new(AtomicU64::new(0));
+        let (stopped, count) = (stop.clone(), answered.clone());
         let task = tokio::spawn(async move {
             let deadline = Instant::now() + 60 * SECOND;
             let (mut ok, mut failures) = (0, Vec::new());
@@ -42,10 +45,15 @@ impl RequestLoop {
                     Ok(status) => failures.push(format!("status {status}")),
                     Err(e) => failures.push(format!("{e:#}")),
                 }
+                count.fetch_add(1, Ordering::Relaxed);
             }
             (ok, failures)
         });
-        Self { stop, task }
+        Self {
+            stop,
+            answered,
+            task,
+        }
     }
 
     /// GET `url` over one keep-alive HTTP/1.1 client.
@@ -57,8 +65,14 @@ impl RequestLoop {
         })
     }
 
-    /// Stops the loop and returns its failures (after checking that it ran at all).
+    /// Stops the loop and returns its failures (after checking that it ran at all). A
+    /// loop started just before is first given the time of one request (bounded) on a
+    /// busy machine, so a late start is not taken for a failure.
     async fn failures(self) -> Vec<String> {
+        let deadline = Instant::now() + 10 * SECOND;
+        while self.answered.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.stop.store(true, Ordering::Relaxed);
         let (ok, failures) = self.task.await.unwrap();
         assert!(ok > 0, "the request loop served nothing: {failures:?}");
@@ -447,12 +461,15 @@ async fn tls_listener_and_sites_added_by_reload_serve_with_zero_failed_requests(
         }
     });
     let b = site("b.test", &b_cert, &b_key);
-    reload(
+    let mark = reload(
         &wharf,
         dir.path(),
         &format!("{tls}{a}{b}"),
-        "TLS sites reloaded",
+        "configuration reloaded",
     );
+    wharf
+        .wait_for_log_since(mark, &["TLS sites reloaded"], SECOND)
+        .unwrap();
     let reply = https_get(https, "b.test", None, &ca, "/hello")
         .await
         .unwrap();
