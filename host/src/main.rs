@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 use wharf::config::Config;
 use wharf::node::{Node, Options};
 use wharf::project::Template;
@@ -28,6 +29,17 @@ enum Command {
     Check {
         #[arg(long, default_value = "wharf.toml")]
         config: PathBuf,
+    },
+    /// Drain a running node and wait for it to stop: its open connections finish, it
+    /// gives up a shared address (`[admin] track_file`), then it exits. Asks through
+    /// the admin listener of the configuration (`POST /drain`, with its token).
+    Drain {
+        #[arg(long, default_value = "wharf.toml")]
+        config: PathBuf,
+        /// The admin listener to ask, instead of the configuration's address (one on
+        /// port 0, or seen from another host).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
     },
     /// Certificates.
     #[command(subcommand)]
@@ -135,6 +147,25 @@ impl LogFormat {
 fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Check { config } => Ok(check(&config)),
+        Command::Drain {
+            config: path,
+            admin: address,
+        } => {
+            let config = Config::load(&path)?;
+            let Some(mut admin) = config.admin.clone() else {
+                anyhow::bail!("{}: no [admin] listener to ask", path.display());
+            };
+            admin.address = address.unwrap_or(admin.address);
+            // Each step is bounded: the delay, the open connections, what is left.
+            let patience =
+                admin.drain_delay + 2 * config.limits.drain_timeout + Duration::from_secs(5);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let answer = runtime.block_on(wharf::monitor::admin::drain(&admin, patience))?;
+            println!("{answer}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cert(CertCommand::Dev { hosts, out }) => {
             let files = wharf::cert::dev(&hosts, &out)?;
             println!("certificate: {}", files.cert.display());

@@ -18,12 +18,13 @@ use crate::metrics::Metrics;
 use crate::monitor::admin::{self, Admin};
 use crate::monitor::history::History;
 use crate::monitor::live::{Live, Readiness};
+use crate::monitor::track;
 use crate::net::tls::{self, CertStore, Certificates, TlsSite};
 use crate::net::{self, Draining, ListenerPolicy, Server, Serving};
 use crate::proxy::Upstreams;
 use crate::runtime::{LoadEvent, Origin, PoolOptions, Runtime};
 use anyhow::Context;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -101,6 +102,8 @@ struct Inner {
     /// What the admin listener reports on; shares the parts above.
     live: Arc<Live>,
     metrics: Arc<Metrics>,
+    /// `[admin] track_file`, as the last configuration has it.
+    track_file: Arc<ArcSwapOption<PathBuf>>,
     /// Held for a whole reload, so two never interleave.
     state: tokio::sync::Mutex<State>,
 }
@@ -123,6 +126,10 @@ struct Bound {
     wanted: (SocketAddr, bool),
     serving: Serving,
 }
+
+/// How long a draining node with a track file goes on accepting after giving up the
+/// shared address: two VRRP adverts at 0.1 s, time for the peer to take it over.
+const ADDRESS_MOVE: Duration = Duration::from_millis(200);
 
 impl Node {
     /// Builds every part of the node and starts serving; prints the listening lines
@@ -264,6 +271,13 @@ impl Node {
                 crate::runtime::report(event);
             }
         }
+        let track_file = Arc::new(ArcSwapOption::new(
+            config
+                .admin
+                .as_ref()
+                .and_then(|a| a.track_file.clone())
+                .map(Arc::new),
+        ));
         let state = State {
             config,
             next_listener: listeners.len() as u32,
@@ -281,6 +295,7 @@ impl Node {
                 upstreams,
                 live,
                 metrics,
+                track_file,
                 state: tokio::sync::Mutex::new(state),
             }),
             hup,
@@ -291,41 +306,83 @@ impl Node {
     }
 
     /// Serves, reloading on SIGHUP and when the configuration file changes, until
-    /// `shutdown` completes. Then `/readyz` turns 503 at once, and the listeners keep
-    /// accepting for `[admin] drain_delay_ms` more (a second signal cuts it short), so a
-    /// balancer checking readiness stops sending before connections are refused. Then
-    /// they close and open connections get `[limits] drain_timeout_ms` to finish; the
-    /// upstreams' active checks stop last.
+    /// `shutdown` completes or the admin listener is asked to drain (`POST /drain`).
+    /// Then the node drains, in an order that loses no request, even for a node that
+    /// shares an address with a peer:
+    /// 1. `/readyz` turns 503 at once, so balancers checking it stop sending;
+    /// 2. every open connection is asked to finish (HTTP/1.1 `Connection: close` after
+    ///    the response in flight, HTTP/2 GOAWAY), while the listeners keep accepting,
+    ///    each new connection carrying one request;
+    /// 3. after `[admin] drain_delay_ms`, once the connections open at the start have
+    ///    ended (at most `[limits] drain_timeout_ms`), the track file gives the shared
+    ///    address up. Until then, moving it would break those connections;
+    /// 4. [`ADDRESS_MOVE`] later (with a track file), the listeners close and what is
+    ///    left gets `drain_timeout_ms` to finish; the
+    ///    upstreams' active checks stop last.
+    ///
+    /// A second signal cuts step 3 short.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let inner = self.inner;
         let reload = tokio::spawn(reload_on_change(
-            self.inner.clone(),
+            inner.clone(),
             self.hup,
             self.config_changes,
         ));
-        shutdown.await;
-        self.inner.readiness.start_draining();
-        let delay = {
-            let state = self.inner.state.lock().await;
-            state
-                .config
-                .admin
-                .as_ref()
-                .map_or(Duration::ZERO, |a| a.drain_delay)
-        };
-        if !delay.is_zero() {
-            tracing::info!(
-                delay_ms = delay.as_millis() as u64,
-                "not ready any more: closing the listeners after the drain delay"
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown_signal() => {}
-            }
+        let track = tokio::spawn(track::keep(inner.track_file.clone(), inner.live.clone()));
+        tokio::select! {
+            () = shutdown => {}
+            () = inner.readiness.drain_requested() => {}
         }
+        inner.readiness.start_draining();
         // Taken before the reloads stop, so none is cut off halfway.
-        let mut state = self.inner.state.lock().await;
+        let mut state = inner.state.lock().await;
         reload.abort();
         let drain = state.config.limits.drain_timeout;
+        let delay = state
+            .config
+            .admin
+            .as_ref()
+            .map_or(Duration::ZERO, |a| a.drain_delay);
+        inner.server.close_new_connections();
+        let open: Vec<_> = state
+            .listeners
+            .iter()
+            .map(|bound| bound.serving.finish_open_connections())
+            .collect();
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "draining: open connections are asked to finish, new ones carry one request"
+        );
+        let finished = async {
+            for listener in open {
+                listener.await;
+            }
+        };
+        let waited = async {
+            tokio::join!(
+                tokio::time::sleep(delay),
+                tokio::time::timeout(drain, finished)
+            )
+        };
+        tokio::select! {
+            _ = waited => {}
+            _ = shutdown_signal() => {}
+        }
+        inner.readiness.release();
+        track.abort();
+        if let Some(path) = inner.track_file.load_full() {
+            match track::write(&path, false) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "track file: the shared address is given up")
+                }
+                Err(e) => tracing::warn!("track file {}: {e}", path.display()),
+            }
+        }
+        if !inner.track_file.load().is_none() {
+            // keepalived sees the file at once and moves the address within a few
+            // milliseconds; a client that reached this node meanwhile is still served.
+            tokio::time::sleep(ADDRESS_MOVE).await;
+        }
         let mut draining = Vec::new();
         for bound in state.listeners.drain(..) {
             draining.push(bound.serving.stop_accepting().await);
@@ -342,7 +399,7 @@ impl Node {
         let finished = async { while all.join_next().await.is_some() {} };
         // Each drain has its deadline; this bounds those a reload started earlier.
         let _ = tokio::time::timeout(drain, finished).await;
-        self.inner.upstreams.load().retire();
+        inner.upstreams.load().retire();
     }
 
     /// Brings the node to `new`; see [`Inner::apply`].
@@ -462,6 +519,12 @@ impl Inner {
             upstreams.start();
             tracing::info!("{origin}: upstreams reloaded");
         }
+        self.track_file.store(
+            new.admin
+                .as_ref()
+                .and_then(|a| a.track_file.clone())
+                .map(Arc::new),
+        );
         if applied.changed.contains(&Section::Limits) {
             self.server.set_limits(&new.limits);
             self.server.gateway().set_limits(&new.limits);

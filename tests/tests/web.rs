@@ -756,3 +756,134 @@ async fn unique_paths_and_accept_encodings_do_not_grow_the_static_file_cache() {
         "resident memory grew by {grown} KiB over 1,000 requests for one file"
     );
 }
+
+/// `wharf drain` on a node with a track file, under keep-alive HTTP/1.1 and HTTP/2
+/// loops that stop once the file gives the address up (as a peer would take the load
+/// then). No request fails. The file says `0` until the requests in flight at the drain
+/// (longer than the drain delay) have been answered, and `1` before the listeners
+/// close. The node exits by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wharf_drain_finishes_every_request_then_gives_up_the_address_then_exits() {
+    let apps = apps_dir(&["misbehave"]);
+    let dir = tempfile::tempdir().unwrap();
+    let track = dir.path().join("ready");
+    let config = format!(
+        "[limits]\ndrain_timeout_ms = 10000\n\
+         [admin]\naddress = \"127.0.0.1:0\"\ndrain_delay_ms = 100\ntrack_file = \"{}\"\n",
+        track.display()
+    );
+    let (mut wharf, config_dir) = start_with_config(apps.path(), &config);
+    let read = {
+        let track = track.clone();
+        move || std::fs::read_to_string(&track).unwrap_or_default()
+    };
+    poll_until_async(5 * SECOND, "the track file says 0", async || match read() {
+        held if held == "0\n" => Ok(()),
+        other => Err(other),
+    })
+    .await
+    .unwrap();
+
+    let url = wharf.url("/misbehave/sleep?ms=600");
+    let mut loops = Vec::new();
+    for client in [
+        HttpClient::http1(),
+        HttpClient::http1(),
+        HttpClient::http2(),
+    ] {
+        let (url, read) = (url.clone(), read.clone());
+        loops.push(tokio::spawn(async move {
+            // When each request answered started.
+            let (mut ok, mut failed) = (Vec::new(), Vec::new());
+            let deadline = Instant::now() + 30 * SECOND;
+            for _ in 0..10_000 {
+                if read() == "1\n" || Instant::now() > deadline {
+                    break;
+                }
+                let started = Instant::now();
+                match client.get(&url).await {
+                    Ok(reply) if reply.status == 200 => ok.push(started),
+                    Ok(reply) => failed.push(format!("status {}", reply.status)),
+                    Err(e) => failed.push(format!("{e:#}")),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    // Every loop has a request in flight when the drain starts.
+    poll_until_async(
+        10 * SECOND,
+        "3 requests reach the guest",
+        async || match wharf
+            .log()
+            .iter()
+            .filter(|l| l.contains("sleeping 600 ms"))
+            .count()
+        {
+            3.. => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await
+    .unwrap();
+    let admin = admin_addr(&wharf).to_string();
+    let config_path = config_dir.path().join("wharf.toml");
+    let drain_asked = Instant::now();
+    let drained = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(wharf_tests::wharf_bin())
+            .args([
+                "drain",
+                "--config",
+                config_path.to_str().unwrap(),
+                "--admin",
+                &admin,
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        drained.status.success(),
+        "wharf drain: {}",
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&drained.stdout).starts_with("drained"),
+        "{drained:?}"
+    );
+    let status = wharf.wait_exit(10 * SECOND).expect("wharf did not exit");
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(read(), "1\n");
+
+    let mut before_drain = 0;
+    for (i, task) in loops.into_iter().enumerate() {
+        let (ok, failed) = task.await.unwrap();
+        assert!(!ok.is_empty(), "loop {i} served nothing");
+        assert!(
+            failed.is_empty(),
+            "loop {i}: {} served, failed: {failed:?}",
+            ok.len()
+        );
+        before_drain += ok.iter().filter(|started| **started < drain_asked).count();
+    }
+    // The address goes only once every request in flight at the drain is answered (its
+    // access line, logged as its answer ends, is in before), and before any listener
+    // stops accepting.
+    let log = wharf.log();
+    let at = |needle: &str| {
+        log.iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {log:#?}"))
+    };
+    let given_up = at("the shared address is given up");
+    let answered = log[..given_up]
+        .iter()
+        .filter(|l| l.contains("access") && l.contains("path=/misbehave/sleep"))
+        .count();
+    assert!(
+        answered >= before_drain,
+        "{answered} answered before the address went, of {before_drain} sent before the drain"
+    );
+    assert!(given_up < at("shutting down: draining connections"));
+}

@@ -142,6 +142,7 @@ fn check_admin(admin: file::Admin, problems: &mut Vec<String>) -> AdminConfig {
         drain_delay: admin.drain_delay,
         token_env: admin.token_env,
         token_file: admin.token_file,
+        track_file: admin.track_file,
     }
 }
 

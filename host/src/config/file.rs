@@ -205,6 +205,7 @@ pub(super) struct Admin {
     pub drain_delay: Duration,
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
+    pub track_file: Option<PathBuf>,
 }
 
 /// `[[site]]`

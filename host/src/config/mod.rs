@@ -332,6 +332,10 @@ pub struct AdminConfig {
     /// `/healthz` and `/readyz` must carry is read from. Neither: no token.
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// `track_file`: a keepalived `vrrp_track_file` (with `weight 0`) that wharf keeps
+    /// at `0` while this node should hold a shared address and `1` once it should not:
+    /// not ready, or done draining. See [`crate::monitor::track`].
+    pub track_file: Option<PathBuf>,
 }
 
 impl AdminConfig {

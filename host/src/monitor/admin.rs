@@ -48,11 +48,13 @@ use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 /// What the admin listener serves, for the line that says where it listens.
-pub const ENDPOINTS: &str = "/healthz, /readyz, /metrics, /status, /status.json, /upstreams";
+pub const ENDPOINTS: &str =
+    "/healthz, /readyz, /metrics, /status, /status.json, /upstreams, POST /drain";
 
 /// The status page, embedded: no files to install, no outside assets.
 const STATUS_PAGE: &str = include_str!("status.html");
@@ -63,6 +65,55 @@ pub async fn bind(address: SocketAddr) -> anyhow::Result<Listener> {
     crate::net::bind(address)
         .await
         .with_context(|| format!("admin listener on {address}"))
+}
+
+/// `wharf drain`: asks the node behind `admin` to drain (`POST /drain`, with the
+/// token), then waits, at most `patience`, for its admin listener to stop answering:
+/// the node has exited.
+pub async fn drain(admin: &AdminConfig, patience: Duration) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut address = admin.address;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let token = admin.token()?;
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "POST /drain HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\n{authorization}Connection: close\r\n\r\n"
+    );
+    let asked = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.take(64 * 1024).read_to_end(&mut answer).await?;
+        std::io::Result::Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), asked)
+        .await
+        .map_err(|_| anyhow::anyhow!("the admin listener on {address} did not answer in 10 s"))?
+        .with_context(|| format!("asking the admin listener on {address} to drain"))?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.lines().next().unwrap_or_default();
+    anyhow::ensure!(
+        status.split(' ').nth(1) == Some("202"),
+        "{address} refused to drain: {status}: {}",
+        body.trim()
+    );
+    let deadline = tokio::time::Instant::now() + patience;
+    while tokio::net::TcpStream::connect(address).await.is_ok() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the node on {address} is still up after {patience:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(format!(
+        "drained: the node with admin listener {address} has stopped"
+    ))
 }
 
 /// The admin listener, serving until dropped; connections open then finish.
@@ -204,6 +255,8 @@ enum Endpoint<'a> {
     Status,
     StatusJson,
     Upstreams,
+    /// `POST /drain`: the node drains and stops, as on SIGTERM.
+    Drain,
     /// `/upstreams/NAME/servers/ADDR/(drain|enable)`, NAME and ADDR decoded.
     Server {
         pool: Cow<'a, str>,
@@ -221,6 +274,7 @@ impl<'a> Endpoint<'a> {
             "/status" => return Some(Self::Status),
             "/status.json" => return Some(Self::StatusJson),
             "/upstreams" => return Some(Self::Upstreams),
+            "/drain" => return Some(Self::Drain),
             _ => {}
         }
         let (pool, rest) = path.strip_prefix("/upstreams/")?.split_once('/')?;
@@ -247,7 +301,7 @@ impl<'a> Endpoint<'a> {
     /// The methods the endpoint answers, as `Allow` lists them.
     fn allow(&self) -> &'static str {
         match self {
-            Self::Server { .. } => "POST",
+            Self::Server { .. } | Self::Drain => "POST",
             _ => "GET, HEAD",
         }
     }
@@ -310,6 +364,14 @@ fn answer<B>(
         Endpoint::Status => typed(STATUS_PAGE, "text/html; charset=utf-8"),
         Endpoint::StatusJson => json(node.status()),
         Endpoint::Upstreams => json(node.upstreams.load().status()),
+        Endpoint::Drain => {
+            tracing::info!("drain asked for (admin)");
+            node.readiness.request_drain();
+            text(
+                StatusCode::ACCEPTED,
+                "draining: open connections finish, then the node stops\n",
+            )
+        }
         Endpoint::Server {
             pool,
             server,
@@ -613,6 +675,46 @@ mod tests {
         let (status, _, body) = request(&admin, "GET", "/readyz").await;
         assert_eq!(status, 503);
         assert!(body.starts_with("draining"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn wharf_drain_posts_with_the_token_and_waits_for_the_node_to_stop() {
+        let node = Live::for_test();
+        let listener = bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let access = Access {
+            allow: vec!["127.0.0.0/8".parse().unwrap()],
+            token: Some("secret".into()),
+        };
+        let admin = Admin::spawn(listener, access, node.clone(), &LimitsConfig::default());
+        let (status, head, _) = request(&admin, "GET", "/drain").await;
+        assert_eq!(status, 401, "{head}");
+        let (status, head, _) =
+            request_with(&admin, "GET", "/drain", "authorization: Bearer secret\r\n").await;
+        assert_eq!(status, 405);
+        assert!(head.contains("allow: post"), "{head}");
+        assert_eq!(request(&admin, "POST", "/drain").await.0, 401);
+        let early =
+            tokio::time::timeout(Duration::from_millis(50), node.readiness.drain_requested());
+        assert!(early.await.is_err(), "asked to drain without the token");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "secret\n").unwrap();
+        let config = AdminConfig {
+            address: admin.local,
+            allow: Vec::new(),
+            drain_delay: Duration::ZERO,
+            token_env: None,
+            token_file: Some(dir.path().join("token")),
+            track_file: None,
+        };
+        let client = tokio::spawn(async move { drain(&config, Duration::from_secs(10)).await });
+        tokio::time::timeout(Duration::from_secs(5), node.readiness.drain_requested())
+            .await
+            .expect("the drain was not asked for");
+        assert!(!client.is_finished(), "returned before the node stopped");
+        drop(admin);
+        let answer = client.await.unwrap().unwrap();
+        assert!(answer.starts_with("drained"), "{answer}");
     }
 
     #[tokio::test]

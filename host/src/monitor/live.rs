@@ -18,11 +18,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Whether the node takes new requests, as `/readyz` reports it; shared with whoever
-/// starts the drain.
+/// Where the node is in its life, as `/readyz` and the track file report it; shared
+/// with whoever starts the drain.
 #[derive(Debug, Default)]
 pub struct Readiness {
     draining: AtomicBool,
+    /// The drain got far enough that the node no longer holds a shared address.
+    released: AtomicBool,
+    /// A drain asked for through the admin listener.
+    requested: tokio::sync::Notify,
 }
 
 impl Readiness {
@@ -33,6 +37,25 @@ impl Readiness {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// From now on the track file says this node should not hold a shared address.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_released(&self) -> bool {
+        self.released.load(Ordering::Relaxed)
+    }
+
+    /// Asks the node to drain and stop (`POST /drain`); a second ask changes nothing.
+    pub fn request_drain(&self) {
+        self.requested.notify_one();
+    }
+
+    /// Completes once a drain is asked for.
+    pub async fn drain_requested(&self) {
+        self.requested.notified().await
     }
 }
 
@@ -62,6 +85,21 @@ impl Live {
         if self.readiness.is_draining() {
             why.push("draining: the node is shutting down".into());
         }
+        why.extend(self.unhealthy());
+        why
+    }
+
+    /// Whether this node should hold an address it shares with a peer (keepalived's
+    /// track file): healthy, and not past the point of its drain where the connections
+    /// it was told to close have finished. A draining node keeps the address until
+    /// then, or its open connections would break when the address moves.
+    pub fn holds_shared_address(&self) -> bool {
+        !self.readiness.is_released() && self.unhealthy().is_empty()
+    }
+
+    /// What is wrong with the node's parts, draining aside.
+    fn unhealthy(&self) -> Vec<String> {
+        let mut why = Vec::new();
         for app in self.runtime.unloaded() {
             why.push(format!(
                 "app {app} failed to load and has no version serving"

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod history;
 pub mod live;
+pub mod track;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;

@@ -6,18 +6,19 @@
 use tokio::sync::watch;
 
 pub struct Drain {
-    tx: watch::Sender<()>,
+    /// `true` once the connections are asked to finish.
+    tx: watch::Sender<bool>,
 }
 
 /// One connection's end of a [`Drain`]; while it lives the connection is counted.
 pub struct Watcher {
-    rx: watch::Receiver<()>,
+    rx: watch::Receiver<bool>,
 }
 
 impl Drain {
     pub fn new() -> Self {
         Self {
-            tx: watch::channel(()).0,
+            tx: watch::channel(false).0,
         }
     }
 
@@ -32,10 +33,20 @@ impl Drain {
         self.tx.receiver_count()
     }
 
+    /// Asks every connection to finish. A watcher made after this sees it too.
+    pub fn signal(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Completes once the last connection has ended.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
     /// Signals every connection, then waits for the last one to end.
-    pub async fn shutdown(self) {
-        let _ = self.tx.send(());
-        self.tx.closed().await;
+    pub async fn shutdown(&self) {
+        self.signal();
+        self.closed().await
     }
 }
 
@@ -48,6 +59,6 @@ impl Default for Drain {
 impl Watcher {
     /// Resolves once the listener drains (or is gone).
     pub async fn draining(&mut self) {
-        let _ = self.rx.changed().await;
+        let _ = self.rx.wait_for(|asked| *asked).await;
     }
 }

@@ -54,7 +54,7 @@ use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -175,6 +175,8 @@ pub struct Server {
     /// Open connections across the public listeners, counted against the caps.
     caps: Arc<ConnectionCaps>,
     metrics: Arc<Metrics>,
+    /// The node is draining: each new connection carries one request and closes.
+    closing: AtomicBool,
 }
 
 struct Http {
@@ -199,6 +201,7 @@ impl Server {
             http: ArcSwap::from_pointee(Http::new(limits)),
             caps,
             metrics,
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -208,6 +211,13 @@ impl Server {
 
     pub fn caps(&self) -> &Arc<ConnectionCaps> {
         &self.caps
+    }
+
+    /// From now on each new connection carries one request and closes (HTTP/1.1
+    /// `Connection: close`, HTTP/2 GOAWAY): a draining node still answers, while its
+    /// clients move to other nodes.
+    pub fn close_new_connections(&self) {
+        self.closing.store(true, Ordering::Relaxed);
     }
 
     /// Connections accepted from now on are served with `limits`.
@@ -225,7 +235,7 @@ impl Server {
     ) -> Serving {
         let local = listener.local;
         let tls = listener.tls.is_some();
-        let graceful = Arc::new(Drain::new());
+        let graceful = Arc::new(ArcSwap::from_pointee(Drain::new()));
         let policy = Arc::new(ArcSwap::from_pointee(policy));
         let metrics = self.metrics.listener(local, tls);
         let accept = tokio::spawn(accept_loop(
@@ -257,6 +267,15 @@ impl Http {
             max_glitches: limits.http2_max_glitches,
         }
     }
+
+    /// The same, for a connection that carries one request.
+    fn one_request(&self) -> Self {
+        Self {
+            builder: self.builder.clone(),
+            max_requests: 1,
+            ..*self
+        }
+    }
 }
 
 /// A listener accepting connections.
@@ -266,7 +285,8 @@ pub struct Serving {
     pub tls: bool,
     policy: Arc<ArcSwap<ListenerPolicy>>,
     accept: tokio::task::JoinHandle<()>,
-    graceful: Arc<Drain>,
+    /// The connections accepted since the listener started or last finished them.
+    graceful: Arc<ArcSwap<Drain>>,
 }
 
 impl Serving {
@@ -279,15 +299,21 @@ impl Serving {
     /// until [`Draining::finish`].
     pub async fn stop_accepting(self) -> Draining {
         self.accept.abort();
-        // The aborted loop holds the other handle on `graceful` until it is gone.
         let _ = self.accept.await;
-        let graceful = Arc::into_inner(self.graceful).expect("the accept loop is gone");
-        Draining(graceful)
+        Draining(self.graceful.load_full())
+    }
+
+    /// Asks every connection open now to finish, as a drain does, while the listener
+    /// goes on accepting new ones. The returned future completes once they have ended.
+    pub fn finish_open_connections(&self) -> impl Future<Output = ()> + use<> {
+        let open = self.graceful.swap(Arc::new(Drain::new()));
+        open.signal();
+        async move { open.closed().await }
     }
 }
 
 /// The open connections of listeners that stopped accepting.
-pub struct Draining(Drain);
+pub struct Draining(Arc<Drain>);
 
 impl Draining {
     pub fn connections(&self) -> usize {
@@ -311,7 +337,7 @@ async fn accept_loop(
     listener: Listener,
     id: ListenerId,
     policy: Arc<ArcSwap<ListenerPolicy>>,
-    graceful: Arc<Drain>,
+    graceful: Arc<ArcSwap<Drain>>,
     metrics: ListenerMetrics,
 ) {
     loop {
@@ -323,13 +349,20 @@ async fn accept_loop(
             true => tcp.local_addr().unwrap_or(listener.local),
             false => listener.local,
         };
-        let (server, policy, watcher) = (server.clone(), policy.load_full(), graceful.watcher());
+        let (server, policy, watcher) = (
+            server.clone(),
+            policy.load_full(),
+            graceful.load().watcher(),
+        );
         let tls = listener.tls.clone();
         let metrics = metrics.clone();
         // The firewall and the handshake run in the connection's own task, never in the
         // accept loop.
         tokio::spawn(async move {
-            let http = server.http.load_full();
+            let http = match server.closing.load(Ordering::Relaxed) {
+                false => server.http.load_full(),
+                true => Arc::new(server.http.load().one_request()),
+            };
             let Some(stream) = admit(&server, &policy, tcp, peer, &http, &metrics).await else {
                 return;
             };
