@@ -50,7 +50,8 @@ enum Command {
         path: PathBuf,
         #[arg(long, value_enum, default_value = "hello")]
         template: Template,
-        /// The wharf-sdk crate to depend on [default: the one this wharf was built with].
+        /// The wharf-sdk crate to depend on [default: the one inside this wharf, written
+        /// out under $XDG_DATA_HOME/wharf/sdk or ~/.local/share/wharf/sdk].
         #[arg(long, env = "WHARF_SDK")]
         sdk: Option<PathBuf>,
     },
@@ -181,11 +182,9 @@ fn main() -> anyhow::Result<ExitCode> {
             template,
             sdk,
         } => {
-            let Some(sdk) = sdk.or_else(wharf::project::new::bundled_sdk) else {
-                anyhow::bail!(
-                    "wharf-sdk is not where this wharf was built from: pass --sdk PATH \
-                     (the sdk/ directory of the wharf repository)"
-                );
+            let sdk = match sdk {
+                Some(sdk) => sdk,
+                None => wharf::project::sdk::write_out(&wharf::project::sdk::data_dir()?)?,
             };
             let name = wharf::project::new_project(&path, template, &sdk)?;
             println!(

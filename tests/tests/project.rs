@@ -13,12 +13,18 @@ fn build_target_dir() -> PathBuf {
     repo_root().join("target").join("wharf-project-tests")
 }
 
+/// `XDG_DATA_HOME` of every `wharf` run here: where `wharf new` writes out its SDK.
+fn data_home() -> PathBuf {
+    repo_root().join("target").join("wharf-project-data")
+}
+
 fn wharf(args: &[&str], cwd: &Path) -> Output {
     Command::new(wharf_bin())
         .args(args)
         .current_dir(cwd)
         .env("CARGO_TARGET_DIR", build_target_dir())
         .env("WHARF_CACHE_DIR", shared_cache_dir())
+        .env("XDG_DATA_HOME", data_home())
         .output()
         .unwrap()
 }
@@ -58,6 +64,13 @@ async fn every_template_builds_and_serves() {
     for (name, template) in [("greeter", "hello"), ("books", "api"), ("tasks", "todo")] {
         let created = succeeds(&["new", name, "--template", template], dir);
         assert!(created.contains(&format!("the app {name}")), "{created}");
+        // The SDK inside the binary, written out: no path into this repository.
+        let manifest = std::fs::read_to_string(dir.join(name).join("Cargo.toml")).unwrap();
+        let sdk = data_home().join("wharf/sdk");
+        assert!(
+            manifest.contains(&format!("path = \"{}/wharf-sdk-", sdk.display())),
+            "{manifest}"
+        );
         built.push(succeeds(&["build", name, "--apps", "apps"], dir));
         assert!(
             built
@@ -150,7 +163,8 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_version() {
         .args(["dev", "live", "--apps", "apps", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", build_target_dir())
-        .env("WHARF_CACHE_DIR", shared_cache_dir());
+        .env("WHARF_CACHE_DIR", shared_cache_dir())
+        .env("XDG_DATA_HOME", data_home());
     let dev = Wharf::spawn(command, &dir.join("apps"));
     let build = Duration::from_secs(180);
     let url = dev.url("/live");
@@ -213,7 +227,8 @@ async fn dev_shows_a_build_error_at_the_route_the_manifest_gives() {
         .args(["dev", "routed", "--apps", "apps", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", build_target_dir())
-        .env("WHARF_CACHE_DIR", shared_cache_dir());
+        .env("WHARF_CACHE_DIR", shared_cache_dir())
+        .env("XDG_DATA_HOME", data_home());
     let dev = Wharf::spawn(command, &dir.join("apps"));
     let client = HttpClient::http1();
     let url = dev.url("/api");

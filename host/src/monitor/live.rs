@@ -90,11 +90,14 @@ impl Live {
     }
 
     /// Whether this node should hold an address it shares with a peer (keepalived's
-    /// track file): healthy, and not past the point of its drain where the connections
-    /// it was told to close have finished. A draining node keeps the address until
-    /// then, or its open connections would break when the address moves.
+    /// track file): its own apps loaded, and not past the point of its drain where the
+    /// connections it was told to close have finished. A draining node keeps the
+    /// address until then, or its open connections would break when the address moves.
+    /// What the pair shares (the database, the upstreams' backends) does not count:
+    /// were every backend down, both nodes would give the address up and the site
+    /// would stop answering at all, rather than answer 503.
     pub fn holds_shared_address(&self) -> bool {
-        !self.readiness.is_released() && self.unhealthy().is_empty()
+        !self.readiness.is_released() && self.runtime.unloaded().is_empty()
     }
 
     /// What is wrong with the node's parts, draining aside.

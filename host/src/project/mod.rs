@@ -5,6 +5,7 @@
 pub mod build;
 pub mod dev;
 pub mod new;
+pub mod sdk;
 
 pub use build::{Built, Profile, build};
 pub use new::{Template, new_project};

@@ -1,7 +1,7 @@
 //! `wharf new NAME`: a guest crate that builds as is, wherever it is created.
 
 use anyhow::{Context, bail, ensure};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What a new project starts from: the guest apps shipped with wharf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,14 +55,6 @@ impl Template {
             }
         }
     }
-}
-
-/// The SDK this wharf was built with, if it is still where it was built.
-pub fn bundled_sdk() -> Option<PathBuf> {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
-    sdk.join("Cargo.toml")
-        .is_file()
-        .then(|| sdk.canonicalize().ok())?
 }
 
 /// Creates the project `dir` (its last component is the app's name) from `template`,
@@ -200,7 +192,8 @@ mod tests {
     #[test]
     fn templates_are_renamed_and_refuse_a_non_empty_directory() {
         let tmp = tempfile::tempdir().unwrap();
-        let sdk = bundled_sdk().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let sdk = super::super::sdk::write_out(data.path()).unwrap();
         let dir = tmp.path().join("books");
         assert_eq!(new_project(&dir, Template::Api, &sdk).unwrap(), "books");
         let source = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
