@@ -13,6 +13,8 @@ tests/need.sh mariadbd:mariadb-server
 tests/need.sh promtool:prometheus prometheus:prometheus ss:iproute2
 # Headless Chromium renders the status page.
 tests/need.sh chromium:chromium
+# systemd-analyze checks the systemd unit in examples/systemd.
+tests/need.sh systemd-analyze:systemd
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
