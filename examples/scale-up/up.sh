@@ -15,8 +15,6 @@
 #   WHARF                   a wharf binary to run (default: built here, debug profile)
 #   WHARF_EXAMPLE_GUESTS    a directory of built guest apps (*.wasm) to serve (default:
 #                           built here from guest-apps/)
-#                           (for a wharf without that key); this script then writes the
-#                           track file's 0 itself once the balancer is ready
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 here="$repo/examples/scale-up"

@@ -31,15 +31,21 @@ struct Example {
     /// up.sh's and down.sh's output, quoted when they fail.
     output: tempfile::TempDir,
     down: bool,
+    /// One example at a time: they take the same addresses.
+    _alone: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Example {
     fn up() -> Self {
+        let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         wharf_tests::guests();
         let example = Example {
             run: tempfile::tempdir().unwrap(),
             output: tempfile::tempdir().unwrap(),
             down: false,
+            _alone: alone,
         };
         let status = example.script("up.sh", UP_TIMEOUT);
         assert!(
@@ -258,4 +264,192 @@ async fn the_balancer_spreads_requests_over_both_app_nodes_keeps_serving_without
         Path::new(&example.path("app-2.log")).exists(),
         "down.sh keeps the logs"
     );
+}
+
+/// `node`'s command line, to start it again as up.sh did.
+fn command_line(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    raw.split(|b| *b == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
+}
+
+impl Example {
+    /// Kills `node` (SIGKILL) and waits until it has gone; returns its command line.
+    fn kill_node(&self, node: &str) -> Vec<String> {
+        let pid = self.pid(node);
+        let command = command_line(pid);
+        kill(pid);
+        poll_until(CATCH_UP, &format!("{node} has exited"), || {
+            match alive(pid) {
+                false => Ok(()),
+                true => Err("alive"),
+            }
+        })
+        .unwrap();
+        command
+    }
+
+    /// Starts `node` again with `command`, as up.sh did, for down.sh to stop.
+    fn restart(&self, node: &str, command: &[String]) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path(&format!("{node}.log")))
+            .unwrap();
+        let child = Command::new("setsid")
+            .args(command)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        std::fs::write(self.path(&format!("{node}.pid")), child.id().to_string()).unwrap();
+        // Reaped by whoever is left when it ends; down.sh stops it by its pid file.
+        std::mem::forget(child);
+    }
+}
+
+/// GETs `url` `count` times; returns the answers that were not 200.
+async fn failed_reads(client: &HttpClient, url: &str, count: usize) -> Vec<String> {
+    let mut failed = Vec::new();
+    for _ in 0..count {
+        match client.get(url).await {
+            Ok(reply) if reply.status == 200 => {}
+            Ok(reply) => failed.push(format!("{} {}", reply.status, reply.body)),
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    failed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_on_without_the_replica_or_the_primary_and_no_acknowledged_write_is_lost() {
+    let mut example = Example::up();
+    let client = HttpClient::http1();
+    let lb = |path: &str| format!("http://{LB}:8080{path}");
+    let mut acknowledged = Vec::new();
+    for i in 0..5 {
+        let created = client
+            .post_json(&lb("/todo"), &format!(r#"{{"title": "before {i}"}}"#))
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{created:?}");
+        acknowledged.push(id_of(&created.body));
+    }
+
+    // The replica dies: its reads go to the primary.
+    let replica = example.kill_node("db-replica");
+    let failed = failed_reads(&client, &lb("/todo"), 50).await;
+    println!("replica killed: {} of 50 reads failed", failed.len());
+    assert!(
+        failed.is_empty(),
+        "reads failed without the replica: {failed:?}"
+    );
+    example.restart("db-replica", &replica);
+
+    // The primary dies: reads go on from the replica once it is back, writes get 503.
+    let last = lb(&format!("/todo/{}", acknowledged[4]));
+    poll_until_async(CATCH_UP, "the replica is back", async || {
+        match client.get(&last).await {
+            Ok(reply) if reply.status == 200 => Ok(()),
+            other => Err(other.map(|r| r.status)),
+        }
+    })
+    .await
+    .unwrap();
+    // Each app node has the replica back in rotation.
+    for app in APPS {
+        let url = format!("http://{app}:9180/status.json");
+        poll_until_async(
+            CATCH_UP * 3,
+            &format!("{app} reads from the replica again"),
+            async || {
+                let status = client.get(&url).await.map_err(|e| e.to_string())?;
+                let status: serde_json::Value =
+                    serde_json::from_str(&status.body).map_err(|e| e.to_string())?;
+                let replica = status["databases"]
+                    .as_array()
+                    .and_then(|nodes| nodes.iter().find(|n| n["role"] == "replica"))
+                    .cloned();
+                match replica {
+                    Some(node) if node["in_rotation"] == true => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let primary = example.kill_node("db-primary");
+    let killed = std::time::Instant::now();
+    let refused = poll_until_async(CATCH_UP, "a write gets 503", async || {
+        match client
+            .post_json(&lb("/todo"), r#"{"title": "while down"}"#)
+            .await
+        {
+            Ok(reply) if reply.status == 503 => Ok(reply),
+            Ok(reply) if reply.status == 201 => {
+                acknowledged.push(id_of(&reply.body));
+                Err(201)
+            }
+            other => Err(other.map_or(0, |r| r.status)),
+        }
+    })
+    .await
+    .unwrap();
+    println!(
+        "primary killed: writes answered 503 after {:.2} s (target 2 s)",
+        killed.elapsed().as_secs_f64()
+    );
+    assert!(refused.headers.contains_key("retry-after"), "{refused:?}");
+    let failed = failed_reads(&client, &last, 50).await;
+    println!("primary down: {} of 50 reads failed", failed.len());
+    if !failed.is_empty() {
+        for node in ["app-1", "app-2"] {
+            let log = std::fs::read_to_string(example.path(&format!("{node}.log"))).unwrap();
+            let said: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains(r#""target":"access""#))
+                .collect();
+            eprintln!(
+                "{node}:\n{}",
+                said[said.len().saturating_sub(15)..].join("\n")
+            );
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "reads failed without the primary: {failed:?}"
+    );
+
+    // The primary is back: writes go on, and every write acknowledged is there.
+    example.restart("db-primary", &primary);
+    poll_until_async(
+        CATCH_UP * 3,
+        "a write succeeds again",
+        async || match client
+            .post_json(&lb("/todo"), r#"{"title": "after"}"#)
+            .await
+        {
+            Ok(reply) if reply.status == 201 => Ok(()),
+            other => Err(other.map_or(0, |r| r.status)),
+        },
+    )
+    .await
+    .unwrap();
+    for id in &acknowledged {
+        let url = lb(&format!("/todo/{id}"));
+        poll_until_async(
+            CATCH_UP,
+            &format!("todo {id} reads back"),
+            async || match client.get(&url).await {
+                Ok(reply) if reply.status == 200 => Ok(()),
+                other => Err(other.map(|r| r.status)),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    example.down();
 }

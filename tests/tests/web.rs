@@ -887,3 +887,54 @@ async fn wharf_drain_finishes_every_request_then_gives_up_the_address_then_exits
     );
     assert!(given_up < at("shutting down: draining connections"));
 }
+
+/// A connection accepted before the drain whose request arrives after it started is
+/// served, then closed; not closed with the request unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_drain_finds_before_its_first_request_serves_that_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let apps = apps_dir(&["misbehave"]);
+    let config = "[admin]\naddress = \"127.0.0.1:0\"\ndrain_delay_ms = 2000\n";
+    let (mut wharf, _config) = start_with_config(apps.path(), config);
+    let admin = admin_addr(&wharf);
+    let mut early = tokio::net::TcpStream::connect(wharf.addr).await.unwrap();
+    // wharf has taken the connection in.
+    poll_until_async(5 * SECOND, "the connection is open", async || {
+        let (_, metrics) = admin_get(admin, "127.0.0.1", "/metrics").await;
+        match metrics
+            .lines()
+            .find(|l| l.starts_with("wharf_connections_open{") && !l.ends_with(" 0"))
+        {
+            Some(_) => Ok(()),
+            None => Err(()),
+        }
+    })
+    .await
+    .unwrap();
+    wharf.signal("TERM");
+    poll_until_async(5 * SECOND, "/readyz is not 200", async || match admin_get(
+        admin,
+        "127.0.0.1",
+        "/readyz",
+    )
+    .await
+    {
+        (200, body) => Err(body),
+        _ => Ok(()),
+    })
+    .await
+    .unwrap();
+    early
+        .write_all(b"GET /misbehave/ok HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(10 * SECOND, early.read_to_string(&mut answer))
+        .await
+        .expect("no answer in 10 s")
+        .unwrap();
+    // Served, and the connection closed after it (read_to_string saw its end).
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let status = wharf.wait_exit(10 * SECOND).expect("wharf did not exit");
+    assert!(status.success(), "exit status {status}");
+}

@@ -5,8 +5,9 @@
 //! - `GET /healthz`: 200 while the process serves at all (liveness).
 //! - `GET /readyz`: 200 while it should get new requests; 503 with the reasons, one per
 //!   line, while it should not: draining for a shutdown, an app that failed to load
-//!   with no version serving, the database primary down, an upstream with no backend
-//!   up (see [`Live::not_ready`]). Once draining, the listeners stay open for
+//!   with no version serving, the database primary down with no replica up (with one,
+//!   reads go on and writes get 503), an upstream with no backend up (see
+//!   [`Live::not_ready`]). Once draining, the listeners stay open for
 //!   `[admin] drain_delay_ms`, so a balancer has time to notice and stop sending before
 //!   they close.
 //! - `GET /metrics`: every metric of the node, in the OpenMetrics text format.

@@ -78,7 +78,8 @@ impl Live {
     /// Why the node should not get new requests now; empty when it should:
     /// - it is draining for a shutdown;
     /// - an app in the apps directory failed to load and has no version serving;
-    /// - the database primary, when there is one, does not answer its checks;
+    /// - the database primary, when there is one, does not answer its checks, and no
+    ///   replica does either;
     /// - an upstream has no backend up.
     pub fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();
@@ -108,11 +109,20 @@ impl Live {
                 "app {app} failed to load and has no version serving"
             ));
         }
-        let databases = self.runtime.databases();
-        for node in databases.status() {
-            if node.role == crate::db::Role::Primary && !node.health.is_up() {
+        // A node whose primary is down still answers reads from a replica (its writes
+        // get 503 at once): it stays ready while one replica is up, or a balancer
+        // would take every app node out and reads would fail too.
+        let databases = self.runtime.databases().status();
+        let replica_up = databases
+            .iter()
+            .any(|n| n.role == crate::db::Role::Replica && n.health.is_up());
+        for node in &databases {
+            if node.role == crate::db::Role::Primary && !node.health.is_up() && !replica_up {
                 let reason = node.health.reason();
-                why.push(format!("database primary {} is down: {reason}", node.name));
+                why.push(format!(
+                    "database primary {} is down, and no replica is up: {reason}",
+                    node.name
+                ));
             }
         }
         for pool in self.upstreams.load().snapshot() {

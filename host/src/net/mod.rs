@@ -535,6 +535,8 @@ async fn serve_connection<S>(
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     let mut closing = false;
+    // Draining, but waiting for the first request (bounded by the header read timeout).
+    let mut awaiting_first = false;
     let mut cut_at = None;
     // Each turn is one event (a request ended, a timer, a signal), never a busy loop.
     loop {
@@ -547,7 +549,16 @@ async fn serve_connection<S>(
                 }
                 return;
             }
-            () = watcher.draining(), if !closing => {}
+            () = watcher.draining(), if !closing && !awaiting_first => {
+                // A connection the drain finds before its first request was just
+                // accepted, and its client's request may be on the way: closing it now
+                // would leave that request unanswered. It serves that one, then closes.
+                if activity.requests.load(Ordering::Relaxed) == 0 {
+                    awaiting_first = true;
+                    continue;
+                }
+            }
+            () = activity.first_started.notified(), if awaiting_first && !closing => {}
             () = activity.cap_reached.notified(), if !closing => {}
             () = tokio::time::sleep_until(idle_at), if !closing => {
                 if !activity.idle_for(http.keepalive) {
@@ -577,6 +588,8 @@ struct Activity {
     since: std::sync::Mutex<Instant>,
     /// Notified when the last request the connection may carry starts.
     cap_reached: Notify,
+    /// Notified when the first request starts.
+    first_started: Notify,
 }
 
 impl Activity {
@@ -587,6 +600,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             since: std::sync::Mutex::new(Instant::now()),
             cap_reached: Notify::new(),
+            first_started: Notify::new(),
         }
     }
 
@@ -594,6 +608,9 @@ impl Activity {
     fn start(self: &Arc<Self>) -> (InFlight, bool) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 {
+            self.first_started.notify_one();
+        }
         let last = n >= self.max_requests;
         if n == self.max_requests {
             self.cap_reached.notify_one();
