@@ -878,6 +878,10 @@ impl file::File {
         for upstream in &mut self.upstreams {
             upstream.ca.as_mut().map(resolve);
         }
+        if let Some(admin) = &mut self.admin {
+            admin.token_file.as_mut().map(resolve);
+            admin.track_file.as_mut().map(resolve);
+        }
     }
 }
 
@@ -1373,5 +1377,20 @@ mod tests {
             parse("HTTP://Node.Example.:81").unwrap(),
             "http://node.example:81"
         );
+    }
+
+    #[test]
+    fn admin_files_are_relative_to_the_configuration_file() {
+        let config = Config::parse_in(
+            "[admin]\ntoken_file = \"../admin-token\"\ntrack_file = \"ready\"\n",
+            Path::new("/etc/wharf"),
+        )
+        .unwrap();
+        let admin = config.admin.unwrap();
+        assert_eq!(
+            admin.token_file.unwrap(),
+            Path::new("/etc/wharf/../admin-token")
+        );
+        assert_eq!(admin.track_file.unwrap(), Path::new("/etc/wharf/ready"));
     }
 }

@@ -1,14 +1,14 @@
-//! The scaled-up example (`examples/scale-up`), run as a user runs it: `up.sh` builds
-//! network namespaces holding two wharf balancers sharing a virtual IP through
-//! keepalived, two app nodes, a MariaDB primary and replica, and dnsmasq holding the
-//! site's zone. A client in its own namespace loops on `http://www.foobar.com/`,
-//! resolving through that DNS server, while:
-//! - the active balancer drains (`wharf drain`): no request fails;
-//! - the active balancer dies (kill -9 of its wharf and keepalived): the gap until
-//!   requests succeed again, and the failures, are printed;
-//! - an app node dies: no GET fails.
-//!
-//! Then `down.sh` must leave no process, namespace or address behind.
+//! The classic stack's designs in `examples/`, each run as a user runs it (`up.sh`
+//! builds network namespaces on a virtual switch, with dnsmasq holding the site's zone;
+//! the client resolves `www.foobar.com` through it), checked through its front door,
+//! then `down.sh` must leave no process and no namespace behind:
+//! - `simple-stack`: one node doing everything;
+//! - `secured-monitored`: HTTPS only, firewalls letting each node be reached only by
+//!   its client, Prometheus scraping every node;
+//! - `scale-up`: two balancers sharing a virtual IP through keepalived. While a client
+//!   loops on the site, the active balancer drains (`wharf drain`: no request fails),
+//!   the active balancer's machine dies (the gap until requests succeed again and the
+//!   failures are printed), and an app node dies (no GET fails).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wharf_tests::{poll_until, repo_root};
 
 /// A prefix of this test's own, so a running copy of the example is not in the way.
-const PREFIX: &str = "wt-su-";
 const VIP: &str = "198.18.0.10";
 const LB_ADMIN: [&str; 2] = ["198.18.0.11:9180", "198.18.0.12:9180"];
 const UP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -26,6 +25,11 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 /// The example, up; dropping it runs down.sh, should the test fail half-way.
 struct Example {
+    /// Its folder in `examples/`.
+    name: &'static str,
+    /// The prefix of its namespaces: the test's own, so that a copy a user runs is not
+    /// in the way.
+    prefix: &'static str,
     run: tempfile::TempDir,
     output: tempfile::TempDir,
     down: bool,
@@ -34,9 +38,11 @@ struct Example {
 }
 
 impl Example {
-    fn up() -> Self {
+    fn up(name: &'static str, prefix: &'static str) -> Self {
         let guests = wharf_tests::guests().wasm("hello");
         let example = Example {
+            name,
+            prefix,
             run: tempfile::tempdir().unwrap(),
             output: tempfile::tempdir().unwrap(),
             down: false,
@@ -64,17 +70,18 @@ impl Example {
 
     fn script(&self, name: &str, timeout: Duration, guests: &Path) -> ExitStatus {
         let out = std::fs::File::create(self.output.path().join(name)).unwrap();
-        let mut child: Child = Command::new(repo_root().join("examples/scale-up").join(name))
-            .env("WHARF", wharf_tests::wharf_bin())
-            .env("WHARF_EXAMPLE_PREFIX", PREFIX)
-            .env("WHARF_EXAMPLE_RUN", self.run.path())
-            .env("WHARF_EXAMPLE_GUESTS", guests)
-            .env("WHARF_CACHE_DIR", wharf_tests::shared_cache_dir())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let mut child: Child =
+            Command::new(repo_root().join("examples").join(self.name).join(name))
+                .env("WHARF", wharf_tests::wharf_bin())
+                .env("WHARF_EXAMPLE_PREFIX", self.prefix)
+                .env("WHARF_EXAMPLE_RUN", self.run.path())
+                .env("WHARF_EXAMPLE_GUESTS", guests)
+                .env("WHARF_CACHE_DIR", wharf_tests::shared_cache_dir())
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         let waited = poll_until(timeout, &format!("{name} finishes"), || {
             match child.try_wait().unwrap() {
                 Some(status) => Ok(status),
@@ -107,7 +114,7 @@ impl Example {
         let out = Command::new("ip")
             .args([
                 "-n",
-                &format!("{PREFIX}lb{}", i + 1),
+                &format!("{}lb{}", self.prefix, i + 1),
                 "-o",
                 "addr",
                 "show",
@@ -147,7 +154,7 @@ impl Example {
             .unwrap();
         let config = self.path(&format!("{name}/wharf.toml"));
         let child = Command::new("setsid")
-            .args(["ip", "netns", "exec", &format!("{PREFIX}{name}")])
+            .args(["ip", "netns", "exec", &format!("{}{name}", self.prefix)])
             .arg(wharf_tests::wharf_bin())
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("WHARF_CACHE_DIR", wharf_tests::shared_cache_dir())
@@ -182,6 +189,24 @@ impl Example {
     }
 }
 
+/// One example at a time: each is a dozen processes, and VRRP's 0.1 s timers want the
+/// CPU on time.
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Example {
+    /// Runs `command` in the namespace of node `node`.
+    fn on(&self, node: &str, command: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &format!("{}{node}", self.prefix)])
+            .args(command)
+            .output()
+            .unwrap()
+    }
+}
+
 impl Drop for Example {
     fn drop(&mut self) {
         if !self.down {
@@ -189,15 +214,6 @@ impl Drop for Example {
             self.reap();
         }
     }
-}
-
-/// Runs `command` in the namespace of node `node`.
-fn on(node: &str, command: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", &format!("{PREFIX}{node}")])
-        .args(command)
-        .output()
-        .unwrap()
 }
 
 fn now() -> f64 {
@@ -217,7 +233,7 @@ struct ClientLoop {
 }
 
 impl ClientLoop {
-    fn start(dir: &Path, name: &str, url: &str, connect_timeout: f64) -> Self {
+    fn start(prefix: &str, dir: &Path, name: &str, url: &str, connect_timeout: f64) -> Self {
         let (stop, out) = (
             dir.join(format!("{name}.stop")),
             dir.join(format!("{name}.out")),
@@ -239,7 +255,7 @@ impl ClientLoop {
             .args([
                 "netns",
                 "exec",
-                &format!("{PREFIX}client"),
+                &format!("{prefix}client"),
                 "bash",
                 "-c",
                 &script,
@@ -320,11 +336,12 @@ impl ClientLoop {
 
 #[test]
 fn the_lb_pair_fails_over_and_drains_without_losing_requests() {
-    let mut example = Example::up();
+    let _alone = alone();
+    let example = Example::up("scale-up", "wt-su-");
     let work = tempfile::tempdir().unwrap();
 
     // End to end through the front door, by name.
-    let hello = on(
+    let hello = example.on(
         "client",
         &["curl", "-sf", "-m", "5", "http://www.foobar.com/hello"],
     );
@@ -332,7 +349,7 @@ fn the_lb_pair_fails_over_and_drains_without_losing_requests() {
         String::from_utf8_lossy(&hello.stdout).trim(),
         "Hello from wharf!"
     );
-    let dig = on(
+    let dig = example.on(
         "client",
         &["dig", "+short", "@198.18.0.53", "www.foobar.com", "A"],
     );
@@ -340,11 +357,17 @@ fn the_lb_pair_fails_over_and_drains_without_losing_requests() {
     let first = example.holder().expect("one balancer holds the address");
 
     // Planned: the active balancer drains; its peer takes the address.
-    let client = ClientLoop::start(work.path(), "drain", "http://www.foobar.com/hello", 3.0);
+    let client = ClientLoop::start(
+        example.prefix,
+        work.path(),
+        "drain",
+        "http://www.foobar.com/hello",
+        3.0,
+    );
     let started = now();
     // From the balancer's own namespace: the host's has no route to the example.
     let config = example.path(&format!("lb{}/wharf.toml", first + 1));
-    let drained = on(
+    let drained = example.on(
         &format!("lb{}", first + 1),
         &[
             wharf_tests::wharf_bin().to_str().unwrap(),
@@ -391,10 +414,22 @@ fn the_lb_pair_fails_over_and_drains_without_losing_requests() {
     // address on a dead machine answers nobody), then its wharf and keepalived get
     // kill -9.
     let second = 1 - first;
-    let client = ClientLoop::start(work.path(), "kill", "http://www.foobar.com/hello", 0.2);
+    let client = ClientLoop::start(
+        example.prefix,
+        work.path(),
+        "kill",
+        "http://www.foobar.com/hello",
+        0.2,
+    );
     let killed = now();
     let port = Command::new("ip")
-        .args(["-n", &format!("{PREFIX}switch"), "link", "set", "dev"])
+        .args([
+            "-n",
+            &format!("{}switch", example.prefix),
+            "link",
+            "set",
+            "dev",
+        ])
         .arg(format!("lb{}", second + 1))
         .arg("down")
         .status()
@@ -420,7 +455,13 @@ fn the_lb_pair_fails_over_and_drains_without_losing_requests() {
     assert!(ok > 0, "nothing served after the active balancer died");
 
     // An app node dies: the balancer's retries and checks hide it.
-    let client = ClientLoop::start(work.path(), "app", "http://www.foobar.com/hello", 3.0);
+    let client = ClientLoop::start(
+        example.prefix,
+        work.path(),
+        "app",
+        "http://www.foobar.com/hello",
+        3.0,
+    );
     let app_killed = now();
     example.kill("app1.pid");
     // Past the balancers' checks noticing (2 × 500 ms).
@@ -429,12 +470,18 @@ fn the_lb_pair_fails_over_and_drains_without_losing_requests() {
     println!("kill -9 of app1: {ok} GETs served, {failed} failed, longest gap {gap:.3} s");
     assert_eq!(failed, 0, "GETs failed when an app node died");
 
+    down_leaves_nothing(example);
+}
+
+/// Runs down.sh; no namespace of the example, and no process of its run, is left.
+fn down_leaves_nothing(mut example: Example) {
     example.down();
     let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let left = String::from_utf8_lossy(&namespaces.stdout);
-    assert!(!left.contains(PREFIX), "namespaces left: {left}");
+    assert!(!left.contains(example.prefix), "namespaces left: {left}");
+    // A zombie waiting for init to reap it has stopped: only live processes count.
     let processes = Command::new("pgrep")
-        .args(["-f", example.run.path().to_str().unwrap()])
+        .args(["-f", "-r", "R,S,D,T", example.run.path().to_str().unwrap()])
         .output()
         .unwrap();
     assert!(
@@ -442,4 +489,154 @@ fn the_lb_pair_fails_over_and_drains_without_losing_requests() {
         "processes left: {}",
         String::from_utf8_lossy(&processes.stdout)
     );
+}
+
+/// `curl -s` in the example's client namespace: (exit code, stdout).
+fn curl(example: &Example, args: &[&str]) -> (i32, String) {
+    let out = example.on("client", &[&["curl", "-s", "-m", "5"], args].concat());
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Polls a GET of `url` (with `args` before it) until its body contains `needle`.
+fn until_body_has(example: &Example, args: &[&str], url: &str, needle: &str) {
+    poll_until(SETTLE, &format!("{url} shows {needle:?}"), || {
+        match curl(example, &[args, &[url]].concat()) {
+            (0, body) if body.contains(needle) => Ok(()),
+            other => Err(other),
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_simple_stack_serves_its_site_by_name_and_leaves_nothing_behind() {
+    let _alone = alone();
+    let example = Example::up("simple-stack", "wt-ss-");
+    let dig = example.on(
+        "client",
+        &["dig", "+short", "@198.18.1.53", "www.foobar.com", "A"],
+    );
+    assert_eq!(String::from_utf8_lossy(&dig.stdout).trim(), "198.18.1.10");
+    let (code, body) = curl(&example, &["-f", "http://www.foobar.com/hello"]);
+    assert_eq!((code, body.trim()), (0, "Hello from wharf!"));
+    let redirect = ["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"];
+    let (_, apex) = curl(
+        &example,
+        &[&redirect[..], &["http://foobar.com/hello"]].concat(),
+    );
+    assert_eq!(apex, "308 http://www.foobar.com/hello");
+    let (code, page) = curl(&example, &["-f", "http://www.foobar.com/"]);
+    assert!(code == 0 && page.contains("<html"), "{code}: {page}");
+    let (code, created) = curl(
+        &example,
+        &[
+            "-f",
+            "-d",
+            r#"{"title": "simple"}"#,
+            "http://www.foobar.com/todo",
+        ],
+    );
+    assert!(code == 0 && created.contains("simple"), "{code}: {created}");
+    until_body_has(&example, &[], "http://www.foobar.com/todo", "simple");
+    down_leaves_nothing(example);
+}
+
+#[test]
+fn the_secured_stack_serves_https_only_and_lets_each_node_be_reached_only_by_its_client() {
+    let _alone = alone();
+    let example = Example::up("secured-monitored", "wt-sm-");
+    let ca = example.path("certs/wharf-dev-ca.pem");
+    let tls = ["--cacert", ca.to_str().unwrap()];
+    let (code, body) = curl(
+        &example,
+        &[&tls[..], &["-f", "https://www.foobar.com/hello"]].concat(),
+    );
+    assert_eq!((code, body.trim()), (0, "Hello from wharf!"));
+    let redirect = ["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"];
+    let (_, plain) = curl(
+        &example,
+        &[&redirect[..], &["http://www.foobar.com/"]].concat(),
+    );
+    assert_eq!(plain, "308 https://www.foobar.com/");
+    let (_, head) = curl(
+        &example,
+        &[&tls[..], &["-I", "https://www.foobar.com/hello"]].concat(),
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "{head}"
+    );
+    // Only the balancer reaches the app nodes: wharf closes the client's connection
+    // before a byte (curl: empty reply, or reset).
+    for app in ["198.18.2.21", "198.18.2.22"] {
+        let (code, body) = curl(&example, &[&format!("http://{app}:8080/hello")]);
+        assert!(matches!(code, 52 | 56), "{app}: curl exit {code}: {body}");
+    }
+    // Only the monitoring node reaches the admin listeners.
+    let status = ["-o", "/dev/null", "-w", "%{http_code}"];
+    let (_, admin) = curl(
+        &example,
+        &[&status[..], &["http://198.18.2.10:9180/metrics"]].concat(),
+    );
+    assert_eq!(admin, "403");
+    // Only the app nodes reach the databases.
+    let password = std::fs::read_to_string(example.path("db-password")).unwrap();
+    let login = example.on(
+        "client",
+        &[
+            "mariadb",
+            "--no-defaults",
+            "-h",
+            "198.18.2.31",
+            "-u",
+            "wharf",
+            &format!("-p{}", password.trim()),
+            "-e",
+            "SELECT 1",
+        ],
+    );
+    let said = String::from_utf8_lossy(&login.stderr);
+    assert!(
+        !login.status.success() && said.contains("is not allowed to connect"),
+        "{said}"
+    );
+    // Prometheus has every wharf node up.
+    let up = example.on(
+        "mon",
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "http://198.18.2.90:9090/api/v1/query?query=up",
+        ],
+    );
+    let up: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
+    let series = up["data"]["result"].as_array().cloned().unwrap_or_default();
+    assert_eq!(series.len(), 3, "{up}");
+    assert!(series.iter().all(|s| s["value"][1] == "1"), "{up}");
+    // A write through the front door reads back.
+    let (code, created) = curl(
+        &example,
+        &[
+            &tls[..],
+            &[
+                "-f",
+                "-d",
+                r#"{"title": "secured"}"#,
+                "https://www.foobar.com/todo",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(
+        code == 0 && created.contains("secured"),
+        "{code}: {created}"
+    );
+    until_body_has(&example, &tls, "https://www.foobar.com/todo", "secured");
+    down_leaves_nothing(example);
 }
