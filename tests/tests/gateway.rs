@@ -253,7 +253,7 @@ async fn a_redirect_route_answers_its_own_status_and_appends_the_rest_of_the_pat
 async fn hsts_is_sent_over_tls_only() {
     let tree = site_tree();
     let (listener, certificate) = tls(tree.path());
-    let options = format!("{certificate}\nhsts_max_age = 600");
+    let options = format!("{certificate}\nhsts_max_age = 600\ncanonical_host = \"site.test\"");
     let config = sites(tree.path(), listener, &options);
     let fixture = gateway(&config, None).await;
     let secure = fixture
@@ -269,6 +269,30 @@ async fn hsts_is_sent_over_tls_only() {
         .await;
     assert_eq!(plain.status, 200);
     assert_eq!(plain.header("strict-transport-security"), None);
+    // Answers wharf makes itself are the site's too: the redirect to the canonical host.
+    let redirected = fixture
+        .get(
+            "www.site.test",
+            "/page.txt",
+            &connection(Some("www.site.test")),
+        )
+        .await;
+    assert_eq!(redirected.status, 308);
+    assert_eq!(
+        redirected.header("strict-transport-security"),
+        Some("max-age=600")
+    );
+    // A refusal is the site's answer too.
+    let options = format!("{certificate}\nhsts_max_age = 600\ndeny = [\"127.0.0.0/8\"]");
+    let fixture = gateway(&sites(tree.path(), listener, &options), None).await;
+    let refused = fixture
+        .get("site.test", "/page.txt", &connection(Some("site.test")))
+        .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.header("strict-transport-security"),
+        Some("max-age=600")
+    );
 }
 
 #[tokio::test]

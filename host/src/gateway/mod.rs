@@ -260,17 +260,7 @@ impl Gateway {
             }
             Err(refused) => Err(refused),
         };
-        let mut response = match answer {
-            Ok(response) => response,
-            // hyper closes an HTTP/1 connection after an answer that says so.
-            Err(e) if http1 && e.closes_connection() => {
-                let mut response = e.into_response();
-                let close = HeaderValue::from_static("close");
-                response.headers_mut().insert(CONNECTION, close);
-                response
-            }
-            Err(e) => e.into_response(),
-        };
+        let mut response = answer.unwrap_or_else(|e| error_response(e, http1));
         response
             .headers_mut()
             .insert(REQUEST_ID, id.header_value().clone());
@@ -305,35 +295,41 @@ impl Gateway {
         let sites = self.sites.load();
         let site = sites.find(host.as_deref(), conn.sni.as_deref())?;
         trail.route = site.answers().start();
-        site.admit(client)?;
-        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let site = match sites.decide(site, host.as_deref(), conn.tls, path_and_query) {
-            Decision::Serve(site) => site,
-            Decision::Redirect(location) => {
-                return Ok(redirect(StatusCode::PERMANENT_REDIRECT, &location));
-            }
-        };
+        // From here on every answer is this site's, a refusal or an error too: each
+        // carries its HSTS header (over TLS) and its `headers`.
         let hsts = conn.tls.then(|| site.hsts().cloned()).flatten();
         let headers = site.headers().clone();
-        let (target, route) = site.route(req.uri().path(), &self.runtime.registry(), client)?;
-        trail.route = route.start();
+        let http1 = req.version() < http::Version::HTTP_2;
+        let routed = (|| {
+            site.admit(client)?;
+            let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let site = match sites.decide(site, host.as_deref(), conn.tls, path_and_query) {
+                Decision::Serve(site) => site,
+                Decision::Redirect(location) => return Ok(Err(location)),
+            };
+            site.route(req.uri().path(), &self.runtime.registry(), client)
+                .map(Ok)
+        })();
         drop(sites);
-        let answer = match target {
-            Target::App(app) => app
-                .invoke(req, conn.scheme(), id.as_str().into())
-                .await
-                .map_err(GatewayError::from),
-            // Answered here rather than by `?`: a missing file is still this site's
-            // answer, and carries its HSTS header.
-            Target::Static { files, prefix } => Ok(files
-                .serve(req, &prefix)
-                .await
-                .unwrap_or_else(GatewayError::into_response)),
-            Target::Redirect { to, status } => Ok(redirect(status, &to)),
-            Target::Upstream(pool) => pool.forward(req, conn, id).await,
+        let answer = match routed {
+            Err(e) => Err(e),
+            Ok(Err(location)) => Ok(redirect(StatusCode::PERMANENT_REDIRECT, &location)),
+            Ok(Ok((target, route))) => {
+                trail.route = route.start();
+                let answer = match target {
+                    Target::App(app) => app
+                        .invoke(req, conn.scheme(), id.as_str().into())
+                        .await
+                        .map_err(GatewayError::from),
+                    Target::Static { files, prefix } => files.serve(req, &prefix).await,
+                    Target::Redirect { to, status } => Ok(redirect(status, &to)),
+                    Target::Upstream(pool) => pool.forward(req, conn, id).await,
+                };
+                // A body that broke a limit made the target fail; the client hears why.
+                body.answer(answer)
+            }
         };
-        // A body that broke a limit made the target fail; the client hears why.
-        let mut response = body.answer(answer)?;
+        let mut response = answer.unwrap_or_else(|e| error_response(e, http1));
         let fields = response.headers_mut();
         if let Some(hsts) = hsts {
             fields.insert(STRICT_TRANSPORT_SECURITY, hsts);
@@ -397,4 +393,16 @@ fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
         0 => Err(GatewayError::BadRequest("missing Host header")),
         _ => Err(GatewayError::BadRequest("more than one Host header")),
     }
+}
+
+/// The answer to a request that failed with `e`. hyper closes an HTTP/1 connection
+/// after an answer that says so.
+fn error_response(e: GatewayError, http1: bool) -> Response<Body> {
+    let closes = http1 && e.closes_connection();
+    let mut response = e.into_response();
+    if closes {
+        let close = HeaderValue::from_static("close");
+        response.headers_mut().insert(CONNECTION, close);
+    }
+    response
 }
