@@ -15,6 +15,9 @@ tests/need.sh promtool:prometheus prometheus:prometheus ss:iproute2
 tests/need.sh chromium:chromium
 # systemd-analyze checks the systemd unit in examples/systemd.
 tests/need.sh systemd-analyze:systemd
+# The examples' up.sh installs these itself; here first, so the tests' time limits
+# for up.sh do not include apt.
+tests/need.sh ip:iproute2 keepalived:keepalived dnsmasq:dnsmasq-base curl:curl dig:bind9-dnsutils
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The teardown every namespaced example's down.sh shares; sourced, never run.
 # The caller sets `run` (the run directory), `prefix` and `namespaces` (full names), and
 # defines `stop_nodes`, which stops its processes front to back with `stop NAME...`.

@@ -1,11 +1,13 @@
 //! Test harness: builds the wharf binary and the guest components from source, starts
 //! wharf nodes on port 0 of their own loopback addresses and reads the real addresses
 //! from their output, waits for conditions under a deadline, and offers small HTTP/1.1,
-//! HTTP/2 and HTTPS clients, and a test backend to put behind a balancer.
+//! HTTP/2 and HTTPS clients, a test backend to put behind a balancer, and a runner for
+//! the examples in `examples/`.
 
 mod backend;
 pub mod baseline;
 mod client;
+pub mod example;
 pub mod h2;
 pub mod mariadb;
 mod node;

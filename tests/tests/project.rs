@@ -1,4 +1,5 @@
-//! The developer workflow with the real toolchain: `wharf new` for every template,
+//! The developer workflow with the real toolchain: `wharf new` for every template (from
+//! a binary installed outside this repository, with the SDK it carries),
 //! `wharf build` into an apps directory, wharf serving what was built; and build
 //! errors, a missing project and a component without the HTTP handler reported as such.
 
@@ -19,7 +20,11 @@ fn data_home() -> PathBuf {
 }
 
 fn wharf(args: &[&str], cwd: &Path) -> Output {
-    Command::new(wharf_bin())
+    wharf_from(wharf_bin(), args, cwd)
+}
+
+fn wharf_from(bin: &Path, args: &[&str], cwd: &Path) -> Output {
+    Command::new(bin)
         .args(args)
         .current_dir(cwd)
         .env("CARGO_TARGET_DIR", build_target_dir())
@@ -37,7 +42,11 @@ fn text(output: &Output) -> (String, String) {
 }
 
 fn succeeds(args: &[&str], cwd: &Path) -> String {
-    let output = wharf(args, cwd);
+    succeeds_from(wharf_bin(), args, cwd)
+}
+
+fn succeeds_from(bin: &Path, args: &[&str], cwd: &Path) -> String {
+    let output = wharf_from(bin, args, cwd);
     let (stdout, stderr) = text(&output);
     assert!(
         output.status.success(),
@@ -60,9 +69,17 @@ fn fails(args: &[&str], cwd: &Path) -> String {
 async fn every_template_builds_and_serves() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
+    // wharf as installed (`cargo install` puts the binary alone in a bin directory):
+    // outside this repository, nothing beside it.
+    let installed = tempfile::tempdir().unwrap();
+    let bin = installed.path().join("bin/wharf");
+    std::fs::create_dir(bin.parent().unwrap()).unwrap();
+    std::fs::hard_link(wharf_bin(), &bin)
+        .or_else(|_| std::fs::copy(wharf_bin(), &bin).map(drop))
+        .unwrap();
     let mut built = Vec::new();
     for (name, template) in [("greeter", "hello"), ("books", "api"), ("tasks", "todo")] {
-        let created = succeeds(&["new", name, "--template", template], dir);
+        let created = succeeds_from(&bin, &["new", name, "--template", template], dir);
         assert!(created.contains(&format!("the app {name}")), "{created}");
         // The SDK inside the binary, written out: no path into this repository.
         let manifest = std::fs::read_to_string(dir.join(name).join("Cargo.toml")).unwrap();
@@ -71,7 +88,7 @@ async fn every_template_builds_and_serves() {
             manifest.contains(&format!("path = \"{}/wharf-sdk-", sdk.display())),
             "{manifest}"
         );
-        built.push(succeeds(&["build", name, "--apps", "apps"], dir));
+        built.push(succeeds_from(&bin, &["build", name, "--apps", "apps"], dir));
         assert!(
             built
                 .last()
