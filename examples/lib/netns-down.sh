@@ -1,9 +1,16 @@
 # shellcheck shell=bash
 # The teardown every namespaced example's down.sh shares; sourced, never run.
-# The caller sets `run` (the run directory), `prefix` and `namespaces` (full names), and
-# defines `stop_nodes`, which stops its processes front to back with `stop NAME...`.
-# Then: whatever still runs in the namespaces is ended, they are deleted with their
-# interfaces, the client's /etc/netns entry goes, and it fails unless all is gone.
+# The caller sets `run` (the run directory), `prefix` (of the namespaces' names) and
+# `nodes` (those up.sh makes, beside the switch), and defines `stop_nodes`, which stops
+# its processes front to back with `stop NAME...`. Then: whatever still runs in the
+# namespaces is ended, they are deleted with their interfaces, the client's /etc/netns
+# entry goes, and it fails unless all is gone.
+
+# The namespaces' names are this prefix and a node's name: only those are deleted.
+[[ "$prefix" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$ ]] ||
+    { echo "WHARF_EXAMPLE_PREFIX must be letters, digits, - _ . (got '$prefix')" >&2; exit 1; }
+namespaces=(switch "${nodes[@]}")
+namespaces=("${namespaces[@]/#/$prefix}")
 
 # Waits are this many looks, 0.1 s apart: a minute.
 polls=600

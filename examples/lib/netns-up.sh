@@ -11,10 +11,12 @@
 #   fresh_run APPS            an empty run directory, the guest apps in $run/APPS
 #   make_network              the switch, a namespace per node, the client's resolv.conf
 #   start_databases APP_HOSTS REPL_HOST   db1 primary, db2 its replica (MariaDB)
+#   app_node_toml NAME, app_upstream_toml   the parts of app nodes' and balancers'
+#                             wharf.toml every design shares
 #   start_wharf NAME          wharf serve --config $run/NAME/wharf.toml, in NAME's namespace
 #   start_dns ADDRESS         foobar.com and www.foobar.com at ADDRESS, answered by the dns node
 #   up_done                   up.sh got to its end: nothing to clean up
-# and at any point: on NODE CMD..., wait_for NAME WHAT CMD..., secret.
+# and at any point: on NODE CMD..., wait_for NAME WHAT CMD..., ready NAME, secret.
 
 repo="$(cd "$here/../.." && pwd)"
 # For down.sh, should this fail half-way.
@@ -228,6 +230,48 @@ replicating() {
 }
 
 # --- wharf and DNS -----------------------------------------------------------------------
+# app_node_toml NAME: what every design's app node NAME has in its wharf.toml: its site
+# listener, the apps in ../apps, the database cluster. The caller adds its [admin] (and
+# any [firewall]).
+app_node_toml() {
+    cat <<TOML
+# App node $1: serves the apps in ../apps; its apps' SQL goes to the cluster below
+# (writes to the primary, reads to the replica while it keeps up).
+[[listener]]
+address = "${addr[$1]}:$app_port"
+
+[apps]
+dir = "../apps"
+
+[database]
+primary = "mysql://wharf@${addr[db1]}:$db_port/app"
+replicas = ["mysql://wharf@${addr[db2]}:$db_port/app"]
+password_file = "../db-password"
+TOML
+}
+
+# app_upstream_toml: every balancer's [[upstream]] "app", the two app nodes.
+app_upstream_toml() {
+    cat <<TOML
+[[upstream]]
+name = "app"
+algorithm = "round_robin"
+servers = [{ address = "${addr[app1]}:$app_port" }, { address = "${addr[app2]}:$app_port" }]
+
+# Each app node's admin listener: down after 2 failed checks, up after 2 good ones.
+[upstream.health_check]
+path = "/readyz"
+port = $admin_port
+interval_ms = 500
+rise = 2
+fall = 2
+TOML
+}
+
+# ready NAME: wharf node NAME's /readyz answers 200, asked from its own namespace. (A
+# design whose admin listeners let in only some addresses defines its own.)
+ready() { on "$1" curl -sf -m 2 "http://${addr[$1]}:$admin_port/readyz"; }
+
 # start_wharf NAME: checks $run/NAME/wharf.toml, then serves it in NAME's namespace.
 start_wharf() {
     local name="$1"

@@ -42,25 +42,14 @@ make_network
 start_databases % %
 
 # --- Two app nodes: the same apps, the same database ------------------------------------
-ready() { on "$1" curl -sf -m 2 "http://${addr[$1]}:$admin_port/readyz"; }
 
 echo "starting the app nodes..." >&2
 for name in app1 app2; do
     ip="${addr[$name]}"
     mkdir -p "$run/$name"
-    cat >"$run/$name/wharf.toml" <<TOML
-# App node $name: serves the apps in ../apps; its apps' SQL goes to the cluster below
-# (writes to the primary, reads to the replica while it keeps up).
-[[listener]]
-address = "$ip:$app_port"
-
-[apps]
-dir = "../apps"
-
-[database]
-primary = "mysql://wharf@${addr[db1]}:$db_port/app"
-replicas = ["mysql://wharf@${addr[db2]}:$db_port/app"]
-password_file = "../db-password"
+    {
+        app_node_toml "$name"
+        cat <<TOML
 
 # The balancers check /readyz here (from their own addresses: hence the allow-list).
 # On SIGTERM it turns 503 and the node keeps serving this long, longer than the
@@ -70,6 +59,7 @@ address = "$ip:$admin_port"
 allow = ["$net.0/24", "127.0.0.0/8"]
 drain_delay_ms = 1500
 TOML
+    } >"$run/$name/wharf.toml"
     start_wharf "$name"
 done
 wait_for app1 "ready" ready app1
@@ -108,18 +98,7 @@ hosts = ["foobar.com"]
 apps = false
 routes = [{ path = "/", redirect = "http://www.foobar.com", status = 308 }]
 
-[[upstream]]
-name = "app"
-algorithm = "round_robin"
-servers = [{ address = "${addr[app1]}:$app_port" }, { address = "${addr[app2]}:$app_port" }]
-
-# Each app node's admin listener: down after 2 failed checks, up after 2 good ones.
-[upstream.health_check]
-path = "/readyz"
-port = $admin_port
-interval_ms = 500
-rise = 2
-fall = 2
+$(app_upstream_toml)
 
 # keepalived reads the track file: wharf writes 0 there while it can hold the
 # address, and 1 from the moment it drains.

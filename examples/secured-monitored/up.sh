@@ -59,11 +59,9 @@ echo "starting the app nodes..." >&2
 for name in app1 app2; do
     ip="${addr[$name]}"
     mkdir -p "$run/$name"
-    cat >"$run/$name/wharf.toml" <<TOML
-# App node $name: serves the apps in ../apps; its apps' SQL goes to the cluster below
-# (writes to the primary, reads to the replica while it keeps up).
-[[listener]]
-address = "$ip:$app_port"
+    {
+        app_node_toml "$name"
+        cat <<TOML
 
 # The app node's firewall: its site listener takes connections from the balancer
 # only; any other is closed at once, without a byte. The balancer is also trusted to
@@ -71,14 +69,6 @@ address = "$ip:$app_port"
 [firewall]
 allow = ["${addr[lb]}"]
 trusted_proxies = ["${addr[lb]}"]
-
-[apps]
-dir = "../apps"
-
-[database]
-primary = "mysql://wharf@${addr[db1]}:$db_port/app"
-replicas = ["mysql://wharf@${addr[db2]}:$db_port/app"]
-password_file = "../db-password"
 
 # The balancer checks /readyz here, Prometheus scrapes /metrics: only those two
 # addresses get in (others get 403), and everything but the probes needs the token.
@@ -90,6 +80,7 @@ allow = ["${addr[lb]}", "${addr[mon]}"]
 token_file = "$run/admin-token"
 drain_delay_ms = 1500
 TOML
+    } >"$run/$name/wharf.toml"
     start_wharf "$name"
 done
 wait_for app1 "ready" ready app1
@@ -135,18 +126,7 @@ headers = { X-Content-Type-Options = "nosniff" }
 apps = false
 routes = [{ path = "/", upstream = "app" }]
 
-[[upstream]]
-name = "app"
-algorithm = "round_robin"
-servers = [{ address = "${addr[app1]}:$app_port" }, { address = "${addr[app2]}:$app_port" }]
-
-# Each app node's admin listener: down after 2 failed checks, up after 2 good ones.
-[upstream.health_check]
-path = "/readyz"
-port = $admin_port
-interval_ms = 500
-rise = 2
-fall = 2
+$(app_upstream_toml)
 
 # Prometheus scrapes /metrics here: the monitoring node only, with the token.
 [admin]

@@ -11,11 +11,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 run="${WHARF_EXAMPLE_RUN:-$here/run}"
 prefix="${WHARF_EXAMPLE_PREFIX:-wharf-ss-}"
-[[ "$prefix" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$ ]] ||
-    { echo "WHARF_EXAMPLE_PREFIX must be letters, digits, - _ . (got '$prefix')" >&2; exit 1; }
-# The namespaces up.sh makes: the switch and one per node.
-namespaces=(switch web dns client)
-namespaces=("${namespaces[@]/#/$prefix}")
+# The nodes up.sh makes, each in a namespace of its own (beside the switch).
+nodes=(web dns client)
 # Front to back: each waits for the ones before it to have stopped.
 stop_nodes() {
     stop web

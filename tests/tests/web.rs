@@ -286,19 +286,7 @@ async fn sigterm_lets_requests_in_flight_finish() {
     let signalled = Instant::now();
     wharf.signal("TERM");
     // Balancers watching readiness see the drain while the requests still run.
-    let (status, body) =
-        poll_until_async(5 * SECOND, "/readyz is not 200", async || match admin_get(
-            admin,
-            "127.0.0.1",
-            "/readyz",
-        )
-        .await
-        {
-            (200, body) => Err(body),
-            reply => Ok(reply),
-        })
-        .await
-        .unwrap();
+    let (status, body) = until_not_ready(admin).await;
     assert_eq!(status, 503);
     assert_eq!(body, "draining: the node is shutting down\n");
     for request in in_flight {
@@ -433,6 +421,22 @@ fn admin_addr(wharf: &Wharf) -> std::net::SocketAddr {
 /// with a raw HTTP/1.1 exchange: the source address is the point.
 async fn admin_get(admin: std::net::SocketAddr, from: &str, path: &str) -> (u16, String) {
     admin_request(admin, from, "GET", path).await
+}
+
+/// Waits (5 s at most) until the node's `/readyz` answers other than 200; that answer.
+async fn until_not_ready(admin: std::net::SocketAddr) -> (u16, String) {
+    poll_until_async(5 * SECOND, "/readyz is not 200", async || match admin_get(
+        admin,
+        "127.0.0.1",
+        "/readyz",
+    )
+    .await
+    {
+        (200, body) => Err(body),
+        reply => Ok(reply),
+    })
+    .await
+    .unwrap()
 }
 
 async fn admin_request(
@@ -912,18 +916,7 @@ async fn a_connection_the_drain_finds_before_its_first_request_serves_that_reque
     .await
     .unwrap();
     wharf.signal("TERM");
-    poll_until_async(5 * SECOND, "/readyz is not 200", async || match admin_get(
-        admin,
-        "127.0.0.1",
-        "/readyz",
-    )
-    .await
-    {
-        (200, body) => Err(body),
-        _ => Ok(()),
-    })
-    .await
-    .unwrap();
+    until_not_ready(admin).await;
     early
         .write_all(b"GET /misbehave/ok HTTP/1.1\r\nhost: x\r\n\r\n")
         .await

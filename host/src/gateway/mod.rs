@@ -300,22 +300,28 @@ impl Gateway {
         let hsts = conn.tls.then(|| site.hsts().cloned()).flatten();
         let headers = site.headers().clone();
         let http1 = req.version() < http::Version::HTTP_2;
+        // A redirect to the canonical host or to HTTPS is one more target; it has no
+        // route of its own (the site's counts it).
         let routed = (|| {
             site.admit(client)?;
             let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            let site = match sites.decide(site, host.as_deref(), conn.tls, path_and_query) {
-                Decision::Serve(site) => site,
-                Decision::Redirect(location) => return Ok(Err(location)),
-            };
-            site.route(req.uri().path(), &self.runtime.registry(), client)
-                .map(Ok)
+            match sites.decide(site, host.as_deref(), conn.tls, path_and_query) {
+                Decision::Serve(site) => site
+                    .route(req.uri().path(), &self.runtime.registry(), client)
+                    .map(|(target, route)| (target, Some(route))),
+                Decision::Redirect(to) => {
+                    let status = StatusCode::PERMANENT_REDIRECT;
+                    Ok((Target::Redirect { to, status }, None))
+                }
+            }
         })();
         drop(sites);
         let answer = match routed {
             Err(e) => Err(e),
-            Ok(Err(location)) => Ok(redirect(StatusCode::PERMANENT_REDIRECT, &location)),
-            Ok(Ok((target, route))) => {
-                trail.route = route.start();
+            Ok((target, route)) => {
+                if let Some(route) = route {
+                    trail.route = route.start();
+                }
                 let answer = match target {
                     Target::App(app) => app
                         .invoke(req, conn.scheme(), id.as_str().into())
