@@ -13,6 +13,8 @@ tests/need.sh mariadbd:mariadb-server
 tests/need.sh promtool:prometheus prometheus:prometheus ss:iproute2
 # Headless Chromium renders the status page.
 tests/need.sh chromium:chromium
+# Pebble, a real ACME server, and its DNS server for the automatic HTTPS tests.
+tests/need.sh pebble:pebble pebble-challtestsrv:pebble
 # systemd-analyze checks the systemd unit in examples/systemd.
 tests/need.sh systemd-analyze:systemd
 # The examples' up.sh installs these itself; here first, so the tests' time limits

@@ -217,7 +217,7 @@ fn load_ca(cert_path: &Path, key_path: &Path) -> anyhow::Result<Issuer<'static, 
 /// Writes through a temporary file and a rename, so a server watching `path` never
 /// reads it half written; `mode` applies from creation, so a key is never readable by
 /// others even briefly.
-fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| anyhow!("{} does not name a file", path.display()))?;
@@ -317,6 +317,7 @@ mod tests {
             hosts: vec!["app.test".parse().unwrap()],
             cert: made.cert.clone(),
             key: made.key.clone(),
+            acme: None,
         };
         crate::net::tls::Certificates::load(&[site]).unwrap();
     }

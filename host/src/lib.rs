@@ -10,6 +10,7 @@
 //! handles. [`config`] is wharf.toml; [`monitor`] is logging and the admin listener.
 //! [`project`] is the developer's side: `wharf new` and `wharf build`.
 
+pub mod acme;
 pub mod cert;
 pub mod config;
 pub mod db;

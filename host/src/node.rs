@@ -8,7 +8,8 @@
 //! everything that can fail (reading certificates, binding new addresses, building
 //! sites) is done first, so a reload either happens whole or changes nothing.
 
-use crate::config::Config;
+use crate::acme::{Acme, AcmeSite, Storage};
+use crate::config::{AcmeConfig, Config, TlsConfig};
 use crate::db::Provider;
 use crate::firewall::{ConnectionCaps, Firewall, Rules};
 use crate::fswatch;
@@ -115,6 +116,8 @@ struct State {
     admin: Option<Admin>,
     /// Made with the first TLS listener, at start or by a reload.
     certs: Option<Arc<CertStore>>,
+    /// Orders and renews the certificates of `tls = "acme"` sites.
+    acme: Option<Arc<Acme>>,
     /// Connections of listeners that reloads removed, finishing.
     draining: tokio::task::JoinSet<()>,
     next_listener: u32,
@@ -177,6 +180,8 @@ impl Node {
             events
         };
         let certs = certificates(&config)?.map(CertStore::new).transpose()?;
+        // After the certificates: their watcher sees every file the orderer writes.
+        let acme = acme_for(&config, None)?;
         let wanted = wanted_listeners(options.listen, &config);
         let acceptor = certs.as_ref().map(acceptor);
         let mut bound = Vec::new();
@@ -199,6 +204,7 @@ impl Node {
             runtime: runtime.clone(),
             upstreams: upstreams.clone(),
             certs: Arc::new(arc_swap::ArcSwapOption::new(certs.clone())),
+            acme: Arc::new(ArcSwapOption::new(acme.clone())),
             started: std::time::SystemTime::now(),
             history: History::start(metrics.clone()),
         });
@@ -284,6 +290,7 @@ impl Node {
             listeners,
             admin,
             certs,
+            acme,
             draining: Default::default(),
         };
         Ok(Node {
@@ -429,6 +436,9 @@ impl Inner {
         let wanted = wanted_listeners(self.options.listen, &new);
         let running: Vec<_> = state.listeners.iter().map(|l| l.wanted).collect();
         let plan = diff_listeners(&running, &wanted);
+        if let Some(acme) = &new.acme {
+            Storage::create(&acme.storage)?;
+        }
         let tls_sites = tls_sites(&new);
         let wants_tls = wanted.iter().any(|(_, tls)| *tls);
         let new_certs = match &state.certs {
@@ -505,6 +515,12 @@ impl Inner {
         if new_store.is_some() {
             self.live.certs.store(new_store.clone());
             state.certs = new_store;
+        }
+        // Its storage was made above, so this does not fail; an orderer replaced
+        // mid-order stops, and its lock and challenge files go with it.
+        if let Ok(acme) = acme_for(&new, state.acme.as_ref()) {
+            self.live.acme.store(acme.clone());
+            state.acme = acme;
         }
         self.server.gateway().set_sites(sites);
         // Logged once the sites that serve the new certificates are in place too:
@@ -804,6 +820,9 @@ pub fn certificates(config: &Config) -> anyhow::Result<Option<Arc<Certificates>>
     if !config.listeners.iter().any(|l| l.tls) {
         return Ok(None);
     }
+    if let Some(acme) = &config.acme {
+        Storage::create(&acme.storage)?;
+    }
     Ok(Some(Certificates::load(&tls_sites(config))?))
 }
 
@@ -819,18 +838,59 @@ fn tls_sites(config: &Config) -> Vec<TlsSite> {
         .iter()
         .enumerate()
         .filter_map(|(i, site)| {
-            let tls = site.tls.as_ref()?;
+            let (cert, key, acme) = match site.tls.as_ref()? {
+                TlsConfig::Files { cert, key } => (cert.clone(), key.clone(), None),
+                // One file holds both, so a renewal is one rename.
+                TlsConfig::Acme => {
+                    let storage = &config.acme.as_ref()?.storage;
+                    let file = Storage::cert(storage, &site.hosts.first()?.to_string());
+                    (
+                        file.clone(),
+                        file,
+                        Some(tls::Challenges::in_storage(storage)),
+                    )
+                }
+            };
             Some(TlsSite {
                 name: match site.hosts.first() {
                     Some(host) => format!("site[{i}] {host}"),
                     None => format!("site[{i}]"),
                 },
                 hosts: site.hosts.clone(),
-                cert: tls.cert.clone(),
-                key: tls.key.clone(),
+                cert,
+                key,
+                acme,
             })
         })
         .collect()
+}
+
+/// The sites whose certificates come over ACME, with the settings to get them, if any.
+fn acme_sites(config: &Config) -> Option<(AcmeConfig, Vec<AcmeSite>)> {
+    let acme = config.acme.clone()?;
+    let sites: Vec<AcmeSite> = config
+        .sites
+        .iter()
+        .filter(|site| site.tls == Some(TlsConfig::Acme))
+        .map(|site| AcmeSite {
+            hosts: site.hosts.iter().map(ToString::to_string).collect(),
+        })
+        .collect();
+    (!sites.is_empty()).then_some((acme, sites))
+}
+
+/// The orderer for `config`: `running` if it tends the same sites the same way, else a
+/// new one (or none). The storage directory is made first, so the certificate watcher
+/// has a directory to watch before the first certificate is there.
+fn acme_for(config: &Config, running: Option<&Arc<Acme>>) -> anyhow::Result<Option<Arc<Acme>>> {
+    let Some((acme, sites)) = acme_sites(config) else {
+        return Ok(None);
+    };
+    if let Some(running) = running.filter(|r| r.serves(&acme, &sites)) {
+        return Ok(Some(running.clone()));
+    }
+    let storage = Storage::create(&acme.storage)?;
+    Ok(Some(Arc::new(Acme::start(acme, storage, sites))))
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -6,11 +6,13 @@
 
 mod backend;
 pub mod baseline;
+pub mod browser;
 mod client;
 pub mod example;
 pub mod h2;
 pub mod mariadb;
 mod node;
+pub mod pebble;
 mod poll;
 
 pub use backend::{Backend, Mode};
@@ -21,6 +23,7 @@ pub use client::{
 pub use node::{Builder, Memory, Wharf, next_loopback_ip};
 pub use poll::{poll_until, poll_until_async};
 
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -114,4 +117,29 @@ pub fn apps_dir(guests: &[&str]) -> tempfile::TempDir {
         .unwrap();
     }
     dir
+}
+
+/// `n` distinct ports that were free a moment ago. All listeners are held until every
+/// port is picked, so the kernel cannot hand out the same port twice.
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("binding 127.0.0.1:0: {e}"))?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// Fails with what to install when `command` is missing (tests/run.sh installs it).
+pub fn needs(command: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{command} is missing: run tests/run.sh, which installs it"
+    );
 }

@@ -12,12 +12,12 @@
 //! node's unix socket as `root`, which the `unix_socket` plugin maps to the OS user root.
 //! The processes are killed and the directories removed when the [`Cluster`] is dropped.
 
+use crate::free_ports;
 use crate::poll::poll_until_async;
 use anyhow::{Context, anyhow, bail};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
 use std::fs::{File, OpenOptions};
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -637,19 +637,6 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// `n` distinct ports that were free a moment ago. All listeners are held until every
-/// port is picked, so the kernel cannot hand out the same port twice.
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<Result<Vec<_>, _>>()
-        .context("binding 127.0.0.1:0")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
 }
 
 fn server_id_of(node: NodeId) -> u32 {

@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use wharf_tests::{Backend, HttpClient, Wharf, apps_dir, next_loopback_ip, poll_until_async};
+use wharf_tests::browser::{chromium, rendered_fields};
+use wharf_tests::{
+    Backend, HttpClient, Wharf, apps_dir, needs, next_loopback_ip, poll_until_async,
+};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -158,7 +161,7 @@ async fn metrics_count_each_route_by_status_class_and_pass_promtool() {
     );
     assert!(!text.contains("/hello\""), "no raw path is a label value");
 
-    tests_need("promtool");
+    needs("promtool");
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -182,21 +185,9 @@ async fn metrics_count_each_route_by_status_class_and_pass_promtool() {
     );
 }
 
-/// Fails with what to install when `command` is missing (tests/run.sh installs it).
-fn tests_need(command: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {command}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{command} is missing: run tests/run.sh, which installs it"
-    );
-}
-
 #[tokio::test]
 async fn a_real_prometheus_scrapes_a_node_and_answers_promql() {
-    tests_need("prometheus");
+    needs("prometheus");
     let apps = apps_dir(&["hello"]);
     let root = static_root();
     let backend = Backend::start("api", next_loopback_ip());
@@ -490,54 +481,6 @@ async fn readyz_names_an_upstream_with_no_backend_up_and_an_app_that_failed_to_l
     assert_eq!(sample(&text, "wharf_ready"), Some(0.0), "{text}");
 }
 
-/// Headless Chromium, offline: every host name but `ip` fails to resolve, so nothing
-/// else is reached.
-fn chromium(ip: std::net::IpAddr, args: &[&str]) -> std::process::Output {
-    let profile = tempfile::tempdir().unwrap();
-    Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-default-apps",
-            "--no-pings",
-            &format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {ip}"),
-            &format!("--user-data-dir={}", profile.path().display()),
-        ])
-        .args(args)
-        .output()
-        .expect("chromium runs")
-}
-
-/// Every `data-field` of `dom` with its `data-value`, the raw JSON value the page
-/// rendered it from.
-fn rendered_fields(dom: &str) -> std::collections::HashMap<String, Value> {
-    let unescape = |s: &str| {
-        s.replace("&quot;", "\"")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&#39;", "'")
-            .replace("&amp;", "&")
-    };
-    let attribute = |tag: &str, name: &str| {
-        let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
-        let len = tag[start..].find('"')?;
-        Some(unescape(&tag[start..start + len]))
-    };
-    dom.split('<')
-        .filter_map(|tag| {
-            let tag = tag.split('>').next()?;
-            let field = attribute(tag, "data-field")?;
-            let value = serde_json::from_str(&attribute(tag, "data-value")?).ok()?;
-            Some((field, value))
-        })
-        .collect()
-}
-
 /// What the page must show for `status`, by `data-field`.
 fn expected_fields(status: &Value) -> Vec<(String, Value)> {
     let mut want = vec![
@@ -573,7 +516,6 @@ fn expected_fields(status: &Value) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn the_status_page_in_chromium_shows_what_status_json_says_for_a_balancer() {
-    tests_need("chromium");
     let app_apps = apps_dir(&["raw"]);
     let nodes = [
         Wharf::builder(app_apps.path()).start(),
@@ -672,7 +614,7 @@ async fn the_status_page_in_chromium_shows_what_status_json_says_for_a_balancer(
 
 #[test]
 fn the_example_alerting_rules_pass_promtool_and_their_unit_tests() {
-    tests_need("promtool");
+    needs("promtool");
     let script = wharf_tests::repo_root().join("examples/monitoring/check.sh");
     let out = Command::new(&script).output().unwrap();
     let text = format!(

@@ -4,9 +4,9 @@
 
 use super::file::{self, File};
 use super::{
-    AdminConfig, Algorithm, BackendAddress, Config, DatabaseConfig, FirewallConfig, HashOn,
-    HealthCheckConfig, IpRules, ListenerConfig, RateLimit, RouteConfig, RouteTarget, ServerConfig,
-    SiteConfig, UpstreamConfig,
+    AcmeConfig, AdminConfig, Algorithm, BackendAddress, ChallengeKind, Config, DatabaseConfig,
+    FirewallConfig, HashOn, HealthCheckConfig, IpRules, ListenerConfig, RateLimit, RouteConfig,
+    RouteTarget, ServerConfig, SiteConfig, TlsConfig, UpstreamConfig,
 };
 use crate::http::{HostPattern, HostTable};
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -57,12 +57,13 @@ pub(super) fn check(file: File) -> Result<Config, Vec<String>> {
         default: None,
         upstreams: file.upstreams.iter().map(|u| u.name.clone()).collect(),
     };
-    let sites = file
+    let sites: Vec<SiteConfig> = file
         .sites
         .into_iter()
         .enumerate()
         .map(|(i, site)| check_site(i, site, &mut seen, &mut problems))
         .collect();
+    let acme = check_acme(file.acme, &sites, &file.listeners, &mut problems);
     let database = file
         .database
         .and_then(|db| check_database(db, &mut problems));
@@ -104,6 +105,7 @@ pub(super) fn check(file: File) -> Result<Config, Vec<String>> {
         upstreams,
         firewall,
         log: file.log,
+        acme,
     })
 }
 
@@ -225,6 +227,105 @@ fn network(net: &str) -> Option<IpNet> {
         .ok()
 }
 
+/// `[acme]`, when a site has `tls = "acme"`: the directory, the contact, and a listener
+/// the chosen challenge can arrive on. The challenge is chosen here when not given.
+fn check_acme(
+    acme: Option<AcmeConfig>,
+    sites: &[SiteConfig],
+    listeners: &[file::Listener],
+    problems: &mut Vec<String>,
+) -> Option<AcmeConfig> {
+    let wanted = sites.iter().any(|s| s.tls == Some(TlsConfig::Acme));
+    if !wanted {
+        return acme;
+    }
+    let mut acme = acme.unwrap_or_default();
+    match acme.directory.as_str() {
+        "letsencrypt" => acme.directory = super::LETS_ENCRYPT.into(),
+        "letsencrypt-staging" => acme.directory = super::LETS_ENCRYPT_STAGING.into(),
+        url if url.starts_with("https://") && url.parse::<http::Uri>().is_ok() => {}
+        url => problems.push(format!(
+            "acme.directory: {url:?} is not an https:// URL (RFC 8555 servers are HTTPS), \
+             letsencrypt or letsencrypt-staging"
+        )),
+    }
+    if let Some(contact) = &acme.contact {
+        let address = contact.strip_prefix("mailto:").unwrap_or(contact);
+        match address.split_once('@') {
+            Some((user, domain)) if !user.is_empty() && domain.contains('.') => {
+                acme.contact = Some(format!("mailto:{address}"))
+            }
+            _ => problems.push(format!("acme.contact: {contact:?} is not an email address")),
+        }
+    }
+    if let Some(bundle) = &acme.ca_bundle
+        && let Err(e) = std::fs::File::open(bundle)
+    {
+        problems.push(format!("acme.ca_bundle: {}: {e}", bundle.display()));
+    }
+    if acme.retry_min.is_zero() || acme.retry_max < acme.retry_min {
+        problems.push("acme.retry_min_ms: must be above 0 and at most retry_max_ms".into());
+    }
+    let on = |tls: bool, port: u16| {
+        listeners
+            .iter()
+            .any(|l| l.tls == tls && l.address.port() == port)
+    };
+    if !listeners.iter().any(|l| l.tls) {
+        problems.push("acme: a site with tls = \"acme\" needs a listener with tls = true".into());
+    }
+    let challenge = *acme
+        .challenge
+        .get_or_insert(match listeners.iter().any(|l| !l.tls) {
+            true => ChallengeKind::Http01,
+            false => ChallengeKind::TlsAlpn01,
+        });
+    match challenge {
+        ChallengeKind::Http01 if !on(false, acme.http_port) => problems.push(format!(
+            "acme.challenge: http-01 needs a plain listener on port {} (acme.http_port), \
+             where the ACME server's requests arrive",
+            acme.http_port
+        )),
+        ChallengeKind::TlsAlpn01 if !on(true, acme.tls_port) => problems.push(format!(
+            "acme.challenge: tls-alpn-01 needs a tls listener on port {} (acme.tls_port), \
+             where the ACME server's handshakes arrive",
+            acme.tls_port
+        )),
+        _ => {}
+    }
+    Some(acme)
+}
+
+/// Why a public ACME server could not issue a certificate for `host`, if it could not.
+fn acme_name(host: &HostPattern) -> Result<(), &'static str> {
+    let HostPattern::Exact(name) = host else {
+        return Err("HTTP-01 and TLS-ALPN-01 cannot prove a wildcard; name each host");
+    };
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Err("an ACME site needs host names, not IP addresses");
+    }
+    let Some((_, tld)) = name.rsplit_once('.') else {
+        return Err("an ACME site needs public host names (with a dot), not a local name");
+    };
+    // The special-use names of RFC 6761 and RFC 8375 and the usual private suffixes,
+    // which no public CA issues for.
+    const PRIVATE: [&str; 9] = [
+        "localhost",
+        "local",
+        "internal",
+        "lan",
+        "home",
+        "test",
+        "invalid",
+        "example",
+        "onion",
+    ];
+    if PRIVATE.contains(&tld) || name.ends_with(".home.arpa") || tld.parse::<u32>().is_ok() {
+        return Err("an ACME site needs public host names, not a private or reserved one");
+    }
+    Ok(())
+}
+
 /// What the sites checked so far have claimed, for the checks across sites.
 struct SitesSeen {
     tls_listener: bool,
@@ -280,19 +381,48 @@ fn check_site(
         };
         Some(exact.to_string())
     });
-    if let Some(tls) = &site.tls {
-        for (name, path) in [("cert", &tls.cert), ("key", &tls.key)] {
-            if let Err(e) = std::fs::File::open(path) {
-                problems.push(format!("{key}.tls.{name}: {}: {e}", path.display()));
+    let tls = match site.tls {
+        None => None,
+        Some(file::Tls::Files {
+            cert,
+            key: key_file,
+        }) => {
+            for (name, path) in [("cert", &cert), ("key", &key_file)] {
+                if let Err(e) = std::fs::File::open(path) {
+                    problems.push(format!("{key}.tls.{name}: {}: {e}", path.display()));
+                }
             }
+            Some(TlsConfig::Files {
+                cert,
+                key: key_file,
+            })
         }
-    }
-    if site.https_redirect && (site.tls.is_none() || !seen.tls_listener) {
+        Some(file::Tls::Word(word)) if word == "acme" => {
+            if patterns.is_empty() {
+                problems.push(format!(
+                    "{key}.hosts: a site with tls = \"acme\" names the hosts to certify"
+                ));
+            }
+            for pattern in &patterns {
+                if let Err(why) = acme_name(pattern) {
+                    problems.push(format!("{key}.hosts: \"{pattern}\": {why}"));
+                }
+            }
+            Some(TlsConfig::Acme)
+        }
+        Some(file::Tls::Word(word)) => {
+            problems.push(format!(
+                "{key}.tls: {word:?} is neither \"acme\" nor {{ cert, key }}"
+            ));
+            None
+        }
+    };
+    if site.https_redirect && (tls.is_none() || !seen.tls_listener) {
         problems.push(format!(
             "{key}.https_redirect: needs [site.tls] and a tls listener"
         ));
     }
-    if site.hsts_max_age.is_some() && site.tls.is_none() {
+    if site.hsts_max_age.is_some() && tls.is_none() {
         problems.push(format!("{key}.hsts_max_age: needs [site.tls]"));
     }
     if let Some(root) = &site.root {
@@ -317,7 +447,7 @@ fn check_site(
         canonical_host,
         https_redirect: site.https_redirect,
         hsts_max_age: site.hsts_max_age,
-        tls: site.tls,
+        tls,
         root: site.root,
         cache_control: site.cache_control,
         headers,

@@ -4,7 +4,7 @@
 //! serde would stop at the first.
 
 use super::{
-    AppsConfig, LimitsConfig, LogConfig, OutlierConfig, RateLimit, RetryConfig, TlsConfig,
+    AcmeConfig, AppsConfig, LimitsConfig, LogConfig, OutlierConfig, RateLimit, RetryConfig,
     UnknownHost, defaults, serde_duration,
 };
 use serde::Deserialize;
@@ -34,6 +34,15 @@ pub(super) struct File {
     pub firewall: Firewall,
     #[serde(default)]
     pub log: LogConfig,
+    pub acme: Option<AcmeConfig>,
+}
+
+/// A site's `tls`: `{ cert, key }`, or the word `"acme"` (checked by [`super::check`]).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Tls {
+    Files { cert: PathBuf, key: PathBuf },
+    Word(String),
 }
 
 /// `[firewall]`
@@ -219,7 +228,7 @@ pub(super) struct Site {
     #[serde(default)]
     pub https_redirect: bool,
     pub hsts_max_age: Option<u64>,
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<Tls>,
     pub root: Option<PathBuf>,
     pub cache_control: Option<String>,
     #[serde(default)]

@@ -39,6 +39,9 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub firewall: FirewallConfig,
     pub log: LogConfig,
+    /// Set when a site has `tls = "acme"` (the defaults without an `[acme]` section);
+    /// `challenge` is always set.
+    pub acme: Option<AcmeConfig>,
 }
 
 /// `[log]`
@@ -411,12 +414,85 @@ pub struct SiteConfig {
     pub rate_limit: Option<RateLimit>,
 }
 
+/// `tls`: where a site's certificate comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsConfig {
+    /// `{ cert, key }`: PEM files, reloaded when they change.
+    Files { cert: PathBuf, key: PathBuf },
+    /// `"acme"`: obtained and renewed over ACME, as `[acme]` says.
+    Acme,
+}
+
+/// `[acme]`: how certificates of `tls = "acme"` sites are obtained and renewed.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub struct AcmeConfig {
+    /// The ACME server's directory URL, or `letsencrypt` / `letsencrypt-staging`.
+    #[serde(default = "defaults::acme_directory")]
+    pub directory: String,
+    /// An email address the CA may write to about the certificates.
+    pub contact: Option<String>,
+    /// The account key, the certificates and their keys, the pending challenges and the
+    /// lock of whichever node orders. Shared by the nodes of a load-balancer pair.
+    #[serde(default = "defaults::acme_storage")]
+    pub storage: PathBuf,
+    /// PEM roots the ACME server's own certificate is checked against (a private
+    /// ACME server); the system's roots without it.
+    pub ca_bundle: Option<PathBuf>,
+    /// `http-01` or `tls-alpn-01`; without it, HTTP-01 when there is a plain listener.
+    pub challenge: Option<ChallengeKind>,
+    /// The port the ACME server's HTTP-01 requests arrive on (80 on the internet).
+    #[serde(default = "defaults::acme_http_port")]
+    pub http_port: u16,
+    /// The port the ACME server's TLS-ALPN-01 handshakes arrive on (443 on the internet).
+    #[serde(default = "defaults::acme_tls_port")]
+    pub tls_port: u16,
+    /// `retry_min_ms`: the wait after a failed order; it doubles with each failure in
+    /// a row, up to `retry_max_ms`.
+    #[serde(
+        rename = "retry_min_ms",
+        default = "defaults::acme_retry_min",
+        with = "serde_duration::millis"
+    )]
+    pub retry_min: Duration,
+    #[serde(
+        rename = "retry_max_ms",
+        default = "defaults::acme_retry_max",
+        with = "serde_duration::millis"
+    )]
+    pub retry_max: Duration,
 }
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        Self {
+            directory: defaults::acme_directory(),
+            contact: None,
+            storage: defaults::acme_storage(),
+            ca_bundle: None,
+            challenge: None,
+            http_port: defaults::acme_http_port(),
+            tls_port: defaults::acme_tls_port(),
+            retry_min: defaults::acme_retry_min(),
+            retry_max: defaults::acme_retry_max(),
+        }
+    }
+}
+
+/// The ACME challenge a node answers to prove it serves a name.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum ChallengeKind {
+    /// A file at `/.well-known/acme-challenge/TOKEN` over plain HTTP.
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A certificate in a TLS handshake with ALPN `acme-tls/1`.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+/// Let's Encrypt's production and staging directories.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 /// One `routes` entry: a path prefix (in the normal form requests are matched in) and
 /// what serves it. In the file: `{ path, app | root | redirect | upstream, status }`.
@@ -658,6 +734,26 @@ mod defaults {
     pub fn header_read_timeout() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn acme_directory() -> String {
+        super::LETS_ENCRYPT.into()
+    }
+    pub fn acme_storage() -> std::path::PathBuf {
+        "/var/lib/wharf/acme".into()
+    }
+    pub fn acme_http_port() -> u16 {
+        80
+    }
+    pub fn acme_tls_port() -> u16 {
+        443
+    }
+    /// Let's Encrypt allows 5 failed validations per name and hour: 5 minutes,
+    /// doubling, stays under it.
+    pub fn acme_retry_min() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn acme_retry_max() -> Duration {
+        Duration::from_secs(6 * 3600)
+    }
     pub fn tls_handshake_timeout() -> Duration {
         Duration::from_secs(10)
     }
@@ -862,13 +958,17 @@ impl file::File {
         };
         for site in &mut self.sites {
             site.root.as_mut().map(resolve);
-            if let Some(tls) = &mut site.tls {
-                resolve(&mut tls.cert);
-                resolve(&mut tls.key);
+            if let Some(file::Tls::Files { cert, key }) = &mut site.tls {
+                resolve(cert);
+                resolve(key);
             }
             for route in &mut site.routes {
                 route.root.as_mut().map(resolve);
             }
+        }
+        if let Some(acme) = &mut self.acme {
+            resolve(&mut acme.storage);
+            acme.ca_bundle.as_mut().map(resolve);
         }
         self.apps.dir.as_mut().map(resolve);
         self.apps.data_dir.as_mut().map(resolve);
@@ -916,6 +1016,109 @@ mod tests {
 
     fn err(text: &str) -> String {
         format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    /// A config with `listeners` (TOML) and one ACME site for `hosts`.
+    fn with_acme(listeners: &str, section: &str, hosts: &str) -> Result<Config, String> {
+        let text = format!("{listeners}\n{section}\n[[site]]\nhosts = {hosts}\ntls = \"acme\"\n");
+        Config::parse(&text).map_err(|e| format!("{e:#}"))
+    }
+
+    const PLAIN_AND_TLS: &str =
+        "[[listener]]\naddress = '0.0.0.0:80'\n[[listener]]\naddress = '0.0.0.0:443'\ntls = true\n";
+
+    #[test]
+    fn an_acme_site_gets_let_s_encrypt_and_http01_by_default() {
+        let config = with_acme(PLAIN_AND_TLS, "", "['www.example.com']").unwrap();
+        let acme = config.acme.unwrap();
+        assert_eq!(acme.directory, LETS_ENCRYPT);
+        assert_eq!(acme.challenge, Some(ChallengeKind::Http01));
+        assert_eq!(acme.storage, Path::new("/var/lib/wharf/acme"));
+        assert_eq!(config.sites[0].tls, Some(TlsConfig::Acme));
+        // Without a plain listener, the challenge comes over TLS.
+        let tls_only = "[[listener]]\naddress = '0.0.0.0:443'\ntls = true\n";
+        let acme = with_acme(tls_only, "", "['www.example.com']")
+            .unwrap()
+            .acme
+            .unwrap();
+        assert_eq!(acme.challenge, Some(ChallengeKind::TlsAlpn01));
+        let section = "[acme]\ndirectory = 'letsencrypt-staging'\ncontact = 'ops@example.com'\n";
+        let acme = with_acme(PLAIN_AND_TLS, section, "['www.example.com']")
+            .unwrap()
+            .acme
+            .unwrap();
+        assert_eq!(acme.directory, LETS_ENCRYPT_STAGING);
+        assert_eq!(acme.contact.as_deref(), Some("mailto:ops@example.com"));
+    }
+
+    #[test]
+    fn an_acme_site_needs_names_a_public_ca_can_prove() {
+        for (hosts, why) in [
+            ("['*.example.com']", "wildcard"),
+            ("['localhost']", "local name"),
+            ("['app.test']", "private or reserved"),
+            ("['printer.home.arpa']", "private or reserved"),
+            ("['10.0.0.1']", "IP addresses"),
+            ("[]", "names the hosts"),
+        ] {
+            let e = with_acme(PLAIN_AND_TLS, "", hosts).unwrap_err();
+            assert!(
+                e.contains("site[0].hosts") && e.contains(why),
+                "{hosts}: {e}"
+            );
+        }
+        let e = Config::parse("[[site]]\nhosts = ['a.example.com']\ntls = 'auto'\n").unwrap_err();
+        assert!(format!("{e:#}").contains("site[0].tls: \"auto\""), "{e:#}");
+    }
+
+    #[test]
+    fn acme_settings_and_listeners_are_checked() {
+        let host = "['www.example.com']";
+        let cases = [
+            (
+                PLAIN_AND_TLS,
+                "[acme]\ndirectory = 'http://ca.example.com/dir'",
+                "acme.directory",
+            ),
+            (PLAIN_AND_TLS, "[acme]\ncontact = 'ops'", "acme.contact"),
+            (
+                PLAIN_AND_TLS,
+                "[acme]\nca_bundle = '/no/such/bundle.pem'",
+                "acme.ca_bundle",
+            ),
+            (
+                PLAIN_AND_TLS,
+                "[acme]\nretry_min_ms = 0",
+                "acme.retry_min_ms",
+            ),
+            (
+                PLAIN_AND_TLS,
+                "[acme]\nchallenge = 'dns-01'",
+                "acme.challenge",
+            ),
+            (
+                "[[listener]]\naddress = '0.0.0.0:80'",
+                "",
+                "needs a listener with tls = true",
+            ),
+            (
+                "[[listener]]\naddress = '0.0.0.0:8080'\n[[listener]]\naddress = '0.0.0.0:443'\ntls = true",
+                "",
+                "http-01 needs a plain listener on port 80",
+            ),
+            (
+                "[[listener]]\naddress = '0.0.0.0:8443'\ntls = true",
+                "[acme]\nchallenge = 'tls-alpn-01'",
+                "tls-alpn-01 needs a tls listener on port 443",
+            ),
+        ];
+        for (listeners, section, want) in cases {
+            let e = with_acme(listeners, section, host).unwrap_err();
+            assert!(e.contains(want), "{section}: {e}");
+        }
+        // A private CA may validate on another port than 80.
+        let moved = "[[listener]]\naddress = '0.0.0.0:8080'\n[[listener]]\naddress = '0.0.0.0:443'\ntls = true";
+        with_acme(moved, "[acme]\nhttp_port = 8080", host).unwrap();
     }
 
     #[test]

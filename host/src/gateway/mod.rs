@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http::header::{CONNECTION, HOST, HeaderValue, LOCATION, STRICT_TRANSPORT_SECURITY};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use sites::{Decision, Target};
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -303,6 +303,11 @@ impl Gateway {
         // A redirect to the canonical host or to HTTPS is one more target; it has no
         // route of its own (the site's counts it).
         let routed = (|| {
+            match sites.acme_answer(conn.tls, req.uri().path()) {
+                Some(Ok(answer)) => return Ok((Target::AcmeAnswer(answer), None)),
+                Some(Err(())) => return Err(GatewayError::NotFound),
+                None => {}
+            }
             site.admit(client)?;
             let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
             match sites.decide(site, host.as_deref(), conn.tls, path_and_query) {
@@ -330,6 +335,7 @@ impl Gateway {
                     Target::Static { files, prefix } => files.serve(req, &prefix).await,
                     Target::Redirect { to, status } => Ok(redirect(status, &to)),
                     Target::Upstream(pool) => pool.forward(req, conn, id).await,
+                    Target::AcmeAnswer(answer) => Ok(acme_answer(answer)),
                 };
                 // A body that broke a limit made the target fail; the client hears why.
                 body.answer(answer)
@@ -367,6 +373,20 @@ fn with_normal_path<B>(mut req: Request<B>) -> Result<Request<B>, GatewayError> 
     *req.uri_mut() =
         Uri::from_parts(uri).map_err(|_| GatewayError::BadRequest("the path is not valid"))?;
     Ok(req)
+}
+
+/// A key authorization, as RFC 8555 §8.3 has it served.
+fn acme_answer(answer: String) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(answer))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    response
 }
 
 /// An empty answer sending the client to `location`.

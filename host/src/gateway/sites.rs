@@ -3,10 +3,11 @@
 
 use super::GatewayError;
 use super::static_files::StaticFiles;
-use crate::config::{Config, RateLimit, RouteTarget, SiteConfig, UnknownHost};
+use crate::config::{ChallengeKind, Config, RateLimit, RouteTarget, SiteConfig, UnknownHost};
 use crate::firewall::{RateLimiter, Rules};
 use crate::http::{HostTable, route_matches};
 use crate::metrics::{DenyRule, FirewallMetrics, Kind, Metrics, RateScope, RouteMetrics};
+use crate::net::tls::{Challenges, HTTP01_PREFIX};
 use crate::proxy::{Pool, Upstreams};
 use crate::runtime::{App, Registry};
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -25,6 +26,8 @@ pub struct Sites {
     unknown: UnknownHost,
     /// The port HTTPS redirects point at (omitted when 443).
     https_port: Option<u16>,
+    /// Where HTTP-01 answers are, when a site's certificate comes over ACME.
+    acme: Option<Challenges>,
 }
 
 pub struct Site {
@@ -101,6 +104,8 @@ pub enum Target {
         status: StatusCode,
     },
     Upstream(Arc<Pool>),
+    /// The answer to an ACME server's HTTP-01 request.
+    AcmeAnswer(String),
 }
 
 /// What the site makes of a request before routing: serve it, or redirect it.
@@ -117,6 +122,14 @@ enum Configured {
 }
 
 impl Sites {
+    /// The key authorization a plain HTTP request for `path` is answered with: an ACME
+    /// server validating a name (HTTP-01). Comes before the site's redirects, rules and
+    /// routes; nothing else is ever served under the challenge prefix then.
+    pub fn acme_answer(&self, tls: bool, path: &str) -> Option<Result<String, ()>> {
+        let token = path.strip_prefix(HTTP01_PREFIX).filter(|_| !tls)?;
+        Some(self.acme.as_ref()?.http01(token).ok_or(()))
+    }
+
     /// No `[[site]]` in the configuration: one site for every host, serving the apps.
     pub fn catch_all(metrics: &Arc<Metrics>) -> Self {
         Self {
@@ -137,6 +150,7 @@ impl Sites {
             default: Some(0),
             unknown: UnknownHost::DefaultSite,
             https_port: None,
+            acme: None,
         }
     }
 
@@ -162,6 +176,11 @@ impl Sites {
             default: None,
             unknown: config.unknown_host,
             https_port: https_port.filter(|&p| p != 443),
+            acme: config
+                .acme
+                .as_ref()
+                .filter(|a| a.challenge == Some(ChallengeKind::Http01))
+                .map(|a| Challenges::in_storage(&a.storage)),
         };
         for (i, site) in config.sites.iter().enumerate() {
             for host in &site.hosts {

@@ -55,7 +55,7 @@ use tokio::net::TcpListener;
 
 /// What the admin listener serves, for the line that says where it listens.
 pub const ENDPOINTS: &str =
-    "/healthz, /readyz, /metrics, /status, /status.json, /upstreams, POST /drain";
+    "/healthz, /readyz, /metrics, /status, /status.json, /upstreams, POST /drain, POST /acme/renew";
 
 /// The status page, embedded: no files to install, no outside assets.
 const STATUS_PAGE: &str = include_str!("status.html");
@@ -258,6 +258,8 @@ enum Endpoint<'a> {
     Upstreams,
     /// `POST /drain`: the node drains and stops, as on SIGTERM.
     Drain,
+    /// `POST /acme/renew`: new certificates for every ACME site, now.
+    AcmeRenew,
     /// `/upstreams/NAME/servers/ADDR/(drain|enable)`, NAME and ADDR decoded.
     Server {
         pool: Cow<'a, str>,
@@ -276,6 +278,7 @@ impl<'a> Endpoint<'a> {
             "/status.json" => return Some(Self::StatusJson),
             "/upstreams" => return Some(Self::Upstreams),
             "/drain" => return Some(Self::Drain),
+            "/acme/renew" => return Some(Self::AcmeRenew),
             _ => {}
         }
         let (pool, rest) = path.strip_prefix("/upstreams/")?.split_once('/')?;
@@ -302,7 +305,7 @@ impl<'a> Endpoint<'a> {
     /// The methods the endpoint answers, as `Allow` lists them.
     fn allow(&self) -> &'static str {
         match self {
-            Self::Server { .. } | Self::Drain => "POST",
+            Self::Server { .. } | Self::Drain | Self::AcmeRenew => "POST",
             _ => "GET, HEAD",
         }
     }
@@ -373,6 +376,17 @@ fn answer<B>(
                 "draining: open connections finish, then the node stops\n",
             )
         }
+        Endpoint::AcmeRenew => match node.acme.load().as_ref() {
+            Some(acme) => {
+                tracing::info!("ACME renewal asked for (admin)");
+                acme.renew_all();
+                text(
+                    StatusCode::ACCEPTED,
+                    "renewing: every ACME site orders a new certificate\n",
+                )
+            }
+            None => text(StatusCode::NOT_FOUND, "no site has tls = \"acme\"\n"),
+        },
         Endpoint::Server {
             pool,
             server,

@@ -4,6 +4,7 @@
 //! parsing metrics.
 
 use super::history::History;
+use crate::acme::{Acme, SiteStatus};
 use crate::metrics::{Format, Metrics};
 use crate::net::tls::CertStore;
 use crate::proxy::Upstreams;
@@ -68,6 +69,8 @@ pub struct Live {
     pub upstreams: Arc<ArcSwap<Upstreams>>,
     /// Made with the first TLS listener.
     pub certs: Arc<ArcSwapOption<CertStore>>,
+    /// The orderer of `tls = "acme"` sites' certificates, if there are any.
+    pub acme: Arc<ArcSwapOption<Acme>>,
     pub started: SystemTime,
     pub history: Arc<History>,
 }
@@ -206,6 +209,35 @@ impl Live {
             "tls_certificate_expiry_timestamp",
             "When each site's certificate expires, in unix time",
             expiry,
+        );
+        let acme = self.acme_status();
+        let per_site = |value: fn(&SiteStatus) -> Option<i64>| {
+            acme.iter()
+                .filter_map(|s| Some((vec![("site", s.site.clone())], value(s)?)))
+                .collect::<Vec<_>>()
+        };
+        gauge(
+            &mut live,
+            "acme_failures",
+            "Failed ACME orders in a row per site; 0 once one succeeds",
+            per_site(|s| Some(s.failures.into())),
+        );
+        seconds(
+            &mut live,
+            "acme_renewal_timestamp",
+            "When each ACME site's certificate is to be renewed, in unix time",
+            per_site(|s| s.renew_at)
+                .into_iter()
+                .map(|(labels, at)| (labels, at as f64))
+                .collect(),
+        );
+        counter(
+            &mut live,
+            "acme_orders",
+            "ACME certificates this node obtained, per site",
+            acme.iter()
+                .map(|s| (vec![("site", s.site.clone())], s.orders))
+                .collect(),
         );
         self.database_gauges(&mut live, gauge, seconds);
         self.upstream_gauges(&mut live, gauge, counter);
@@ -422,6 +454,7 @@ impl Live {
             "upstreams": upstreams,
             "databases": databases,
             "certificates": certificates,
+            "acme": self.acme_status(),
             "firewall": {
                 "denied": firewall.denied,
                 "rate_limited": firewall.rate_limited,
@@ -434,6 +467,16 @@ impl Live {
                 "p99_ms": history.p99_ms.iter().map(|p| p.map(|v| round(v, 3))).collect::<Vec<_>>(),
             },
         })
+    }
+}
+
+impl Live {
+    /// Each ACME site's certificate, renewal and failures; empty without ACME sites.
+    pub fn acme_status(&self) -> Vec<SiteStatus> {
+        self.acme
+            .load()
+            .as_ref()
+            .map_or_else(Vec::new, |a| a.status())
     }
 }
 
@@ -459,6 +502,7 @@ impl Live {
             runtime,
             upstreams: Arc::default(),
             certs: Arc::default(),
+            acme: Arc::default(),
             started: SystemTime::now(),
         })
     }

@@ -379,6 +379,10 @@ async fn accept_loop(
                 return serve_connection(stream, conn, &http, gateway, watcher).await;
             };
             match tls::handshake(&acceptor, stream, http.tls_handshake).await {
+                // The validation has seen the certificate; nothing more to say.
+                Ok(stream) if tls::is_acme_validation(&stream) => {
+                    tracing::debug!(%peer, "TLS-ALPN-01 validation answered")
+                }
                 Ok(stream) => {
                     metrics.handshakes.inc();
                     conn.tls = true;

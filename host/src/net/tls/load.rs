@@ -10,11 +10,21 @@ use rustls::sign::CertifiedKey;
 use std::sync::Arc;
 
 /// Reads a site's certificate chain and key and checks that they belong together.
-/// Every error names the file at fault.
+/// Every error names the file at fault. An ACME site whose certificate has not been
+/// obtained yet gets a self-signed stand-in until it has.
 pub(super) fn load_pair(site: &TlsSite) -> anyhow::Result<Arc<CertifiedKey>> {
     let (cert_path, key_path) = (site.cert.display(), site.key.display());
-    let cert_pem = std::fs::read(&site.cert)
-        .map_err(|e| anyhow!("{cert_path}: cannot read the certificate file: {e}"))?;
+    let cert_pem = match std::fs::read(&site.cert) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && site.acme.is_some() => {
+            let names = site.hosts.iter().map(ToString::to_string).collect();
+            tracing::info!(
+                site = %site.name,
+                "no certificate yet: a self-signed one serves until the ACME order completes"
+            );
+            return parse_pem(self_signed_pem(names, None)?.as_bytes());
+        }
+        read => read.map_err(|e| anyhow!("{cert_path}: cannot read the certificate file: {e}"))?,
+    };
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow!("{cert_path}: invalid PEM: {e}"))?;
@@ -81,4 +91,37 @@ pub(super) fn warn_if_out_of_date(site: &TlsSite, key: &CertifiedKey) {
             "certificate is not valid yet; serving it anyway"
         );
     }
+}
+
+/// A certificate chain and its key from one PEM text (an ACME site's file holds both).
+pub(crate) fn parse_pem(pem: &[u8]) -> anyhow::Result<Arc<CertifiedKey>> {
+    let certified = parse_pem_unmatched(pem)?;
+    certified.keys_match()?;
+    Ok(certified)
+}
+
+/// [`parse_pem`] without checking that the key is the certificate's: that check parses
+/// the certificate as a client would, and refuses the critical acmeIdentifier extension
+/// of a TLS-ALPN-01 answer, which wharf made itself.
+pub(crate) fn parse_pem_unmatched(pem: &[u8]) -> anyhow::Result<Arc<CertifiedKey>> {
+    let chain = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()?;
+    ensure!(!chain.is_empty(), "no certificate in it");
+    let key = PrivateKeyDer::from_pem_slice(pem)?;
+    let signing_key = provider().key_provider.load_private_key(key)?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+}
+
+/// A self-signed certificate for `names` and its key, as PEM; with `acme_digest`, it
+/// carries the acmeIdentifier extension of a TLS-ALPN-01 answer (RFC 8737 §3).
+pub(crate) fn self_signed_pem(
+    names: Vec<String>,
+    acme_digest: Option<&[u8]>,
+) -> anyhow::Result<String> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(names)?;
+    if let Some(digest) = acme_digest {
+        params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    }
+    let cert = params.self_signed(&key)?;
+    Ok(cert.pem() + &key.serialize_pem())
 }

@@ -8,10 +8,13 @@
 //! enables a second provider. aws-lc-rs does a full handshake in well under ring's
 //! time (BENCHMARKS.md, "TLS handshakes").
 
+mod challenge;
 mod load;
 mod table;
 mod watch;
 
+pub use challenge::{ACME_TLS_ALPN, Challenges, HTTP01_PREFIX};
+pub(crate) use load::{parse_pem, self_signed_pem};
 pub use table::{Certificates, Expiry};
 pub use watch::CertStore;
 
@@ -37,6 +40,9 @@ pub struct TlsSite {
     pub cert: PathBuf,
     /// PEM file: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC; not encrypted).
     pub key: PathBuf,
+    /// For a site whose certificate comes over ACME: where its TLS-ALPN-01 answers
+    /// are. Until the first order completes, it serves a self-signed certificate.
+    pub acme: Option<Challenges>,
 }
 
 /// What a reload did.
@@ -66,7 +72,9 @@ pub fn server_config(certs: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
         .expect("the aws-lc-rs provider implements TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(certs);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // `acme-tls/1` last: only a TLS-ALPN-01 validation, which offers nothing else,
+    // gets it, and its connection is closed after the handshake.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     // The server's order (AES-256-GCM, AES-128-GCM, then ChaCha20-Poly1305, each with
     // ECDHE) rather than whatever a client lists first, as nginx's
     // `ssl_prefer_server_ciphers on` does; testssl.sh rates a server without an order
@@ -98,6 +106,12 @@ where
             "TLS handshake timed out",
         )),
     }
+}
+
+/// Whether the handshake was a TLS-ALPN-01 validation, whose connection carries no
+/// requests (RFC 8737 §3).
+pub fn is_acme_validation<IO>(stream: &TlsStream<IO>) -> bool {
+    stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN)
 }
 
 /// The SNI name the client sent (lowercase), if any.

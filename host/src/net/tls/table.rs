@@ -2,7 +2,7 @@
 //! the SNI name it sent.
 
 use super::load::{load_pair, not_after, warn_if_out_of_date};
-use super::{Reloaded, TlsSite};
+use super::{ACME_TLS_ALPN, Reloaded, TlsSite};
 use crate::http::HostTable;
 use anyhow::{Context, bail, ensure};
 use arc_swap::ArcSwap;
@@ -146,6 +146,15 @@ pub struct Expiry {
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.select(client_hello.server_name()))
+        let name = client_hello.server_name();
+        let mut alpn = client_hello.alpn().into_iter().flatten();
+        // A TLS-ALPN-01 validation offers `acme-tls/1` alone; it gets the answer of
+        // an ACME site's exact host, or no certificate (the handshake fails).
+        if let (Some(ACME_TLS_ALPN), None) = (alpn.next(), alpn.next()) {
+            let name = name?;
+            let &index = self.hosts.get(name)?;
+            return self.sites[index].acme.as_ref()?.tls_alpn01(name);
+        }
+        Some(self.select(name))
     }
 }

@@ -98,6 +98,7 @@ impl Fixture {
                 hosts: hosts.iter().map(|h| h.parse().unwrap()).collect(),
                 cert,
                 key,
+                acme: None,
             });
             ders.push(der);
         }
