@@ -315,13 +315,13 @@ async fn http01_certificate_is_ordered_renewed_under_load_kept_on_restart_and_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_alpn01_certificate_is_ordered_over_the_tls_listener() {
+async fn tls_alpn01_certificate_is_ordered_over_the_tls_listener_and_a_reload_adds_a_site() {
     let ports = free_ports(2).unwrap();
     let pebble = Pebble::start(ports[0], ports[1]).await.unwrap();
     let root = pebble.root().await.unwrap();
     let storage = tempfile::tempdir().unwrap();
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let config = config(
+    let first = config(
         ip,
         (ports[0], ports[1]),
         &pebble,
@@ -329,7 +329,7 @@ async fn tls_alpn01_certificate_is_ordered_over_the_tls_listener() {
         &["api.example.net"],
         "challenge = \"tls-alpn-01\"",
     );
-    let (wharf, _apps) = start(&config, ip);
+    let (wharf, _apps) = start(&first, ip);
     let https = SocketAddr::new(ip, ports[1]);
     issued(https, "api.example.net", &root, &pebble).await;
     let site = status(&wharf).await;
@@ -339,12 +339,59 @@ async fn tls_alpn01_certificate_is_ordered_over_the_tls_listener() {
         let dir = storage.path().join("challenges").join(kind);
         assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0, "{kind}");
     }
-    // Before the order, the site served a placeholder no client trusts; now an
-    // ordinary client gets the issued one.
     let served = https_get(https, "api.example.net", None, &root, "/hello")
         .await
         .unwrap();
     assert_eq!(served.reply.status, 200);
+
+    // A reload adds a second ACME site: it gets its certificate without a restart,
+    // and the first site's, on disk, is not ordered again.
+    let more =
+        "challenge = \"tls-alpn-01\"\n\n[[site]]\nhosts = [\"cdn.example.net\"]\ntls = \"acme\"\n";
+    let sites = ["api.example.net"];
+    let second = config(
+        ip,
+        (ports[0], ports[1]),
+        &pebble,
+        storage.path(),
+        &sites,
+        more,
+    );
+    let mark = wharf.log_len();
+    std::fs::write(wharf.config.as_ref().unwrap(), second).unwrap();
+    wharf.signal("HUP");
+    wharf
+        .wait_for_log_since(mark, &["configuration reloaded"], ORDER)
+        .unwrap();
+    issued(https, "cdn.example.net", &root, &pebble).await;
+    assert_eq!(
+        issued(https, "api.example.net", &root, &pebble).await,
+        served.certificate
+    );
+    let admin = wharf.admin.unwrap();
+    let status = HttpClient::http1()
+        .get(&format!("http://{admin}/status.json"))
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    let orders: Vec<_> = status["acme"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["site"].as_str().unwrap().to_string(),
+                s["orders"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        orders,
+        [
+            ("cdn.example.net".into(), Some(1)),
+            ("api.example.net".into(), Some(0))
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
