@@ -4,7 +4,7 @@
 //! storage directory, where one node orders and the other answers the challenge.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -16,18 +16,38 @@ use wharf_tests::{HttpClient, Wharf, apps_dir, free_ports, https_get, poll_until
 const ORDER: Duration = Duration::from_secs(60);
 const TWO: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
-/// A node's config: plain and TLS listeners on `ip`, the admin API, `[acme]` against
-/// `pebble` with `storage`, and one ACME site for `hosts`; `acme` adds `[acme]` keys.
-fn config(
-    ip: IpAddr,
-    (http, tls): (u16, u16),
-    pebble: &Pebble,
-    storage: &Path,
-    hosts: &[&str],
-    acme: &str,
-) -> String {
-    format!(
-        r#"
+/// A Pebble validating on two free ports, its issuing root, and a storage directory
+/// for the nodes of one test.
+struct Ca {
+    pebble: Pebble,
+    root: PathBuf,
+    storage: tempfile::TempDir,
+    /// Where the CA's validations arrive: the nodes' plain and TLS listeners.
+    http: u16,
+    tls: u16,
+}
+
+impl Ca {
+    async fn start() -> Self {
+        let ports = free_ports(2).unwrap();
+        let pebble = Pebble::start(ports[0], ports[1]).await.unwrap();
+        let root = pebble.root().await.unwrap();
+        let storage = tempfile::tempdir().unwrap();
+        Self {
+            pebble,
+            root,
+            storage,
+            http: ports[0],
+            tls: ports[1],
+        }
+    }
+
+    /// A node's config: plain and TLS listeners on `ip`, the admin API, `[acme]`
+    /// against Pebble, and one ACME site for `hosts`; `more` goes in after `[acme]`.
+    fn config(&self, ip: IpAddr, hosts: &[&str], more: &str) -> String {
+        let (http, tls) = (self.http, self.tls);
+        format!(
+            r#"
 [admin]
 address = "{ip}:0"
 
@@ -45,16 +65,33 @@ storage = "{storage}"
 ca_bundle = "{ca}"
 http_port = {http}
 tls_port = {tls}
-{acme}
+{more}
 
 [[site]]
 hosts = {hosts:?}
 tls = "acme"
 "#,
-        directory = pebble.directory(),
-        storage = storage.display(),
-        ca = pebble.ca().display(),
-    )
+            directory = self.pebble.directory(),
+            storage = self.storage.path().display(),
+            ca = self.pebble.ca().display(),
+        )
+    }
+
+    /// The certificate `addr` presents for `name`, once it chains to the root.
+    async fn issued(&self, addr: SocketAddr, name: &str) -> Vec<u8> {
+        let what = format!("{addr} serves a certificate for {name} from the CA");
+        poll_until_async(ORDER, &what, async || {
+            let reply = https_get(addr, name, None, &self.root, "/hello").await?;
+            anyhow::Ok(reply.certificate)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\nPebble's log:\n{}", self.pebble.log()))
+    }
+
+    /// Where a node on `ip` serves HTTPS.
+    fn https(&self, ip: IpAddr) -> SocketAddr {
+        SocketAddr::new(ip, self.tls)
+    }
 }
 
 /// A node serving the hello app; the directory must outlive it.
@@ -66,16 +103,21 @@ fn start(config: &str, ip: IpAddr) -> (Wharf, tempfile::TempDir) {
     )
 }
 
-/// The node's ACME status of its one site, from `/status.json`.
-async fn status(wharf: &Wharf) -> serde_json::Value {
+/// The node's ACME status of each site, from `/status.json`.
+async fn statuses(wharf: &Wharf) -> Vec<serde_json::Value> {
     let admin = wharf.admin.expect("an admin listener");
     let reply = HttpClient::http1()
         .get(&format!("http://{admin}/status.json"))
         .await
         .unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let status: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
-    status["acme"][0].clone()
+    let mut status: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    serde_json::from_value(status["acme"].take()).unwrap()
+}
+
+/// The node's ACME status of its first site.
+async fn status(wharf: &Wharf) -> serde_json::Value {
+    statuses(wharf).await.swap_remove(0)
 }
 
 /// The node's ACME status once it holds a valid certificate.
@@ -101,21 +143,6 @@ async fn renew(wharf: &Wharf) {
     assert_eq!(reply.status, 202, "{}", reply.body);
 }
 
-/// The certificate `addr` presents for `name`, once it chains to `root`.
-async fn issued(addr: SocketAddr, name: &str, root: &Path, pebble: &Pebble) -> Vec<u8> {
-    poll_until_async(
-        ORDER,
-        &format!("{addr} serves a certificate for {name} from the CA"),
-        async || {
-            https_get(addr, name, None, root, "/hello")
-                .await
-                .map(|r| r.certificate)
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\nPebble's log:\n{}", pebble.log()))
-}
-
 #[cfg(unix)]
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -124,28 +151,18 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http01_certificate_is_ordered_renewed_under_load_kept_on_restart_and_through_an_outage() {
-    let ports = free_ports(2).unwrap();
-    let mut pebble = Pebble::start(ports[0], ports[1]).await.unwrap();
-    let root = pebble.root().await.unwrap();
-    let storage = tempfile::tempdir().unwrap();
+    let mut ca = Ca::start().await;
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let hosts = ["www.example.com", "example.com"];
     // Short waits after a failure, to see them double within the test.
     let acme = "retry_min_ms = 300\nretry_max_ms = 1200";
-    let config = config(
-        ip,
-        (ports[0], ports[1]),
-        &pebble,
-        storage.path(),
-        &hosts,
-        acme,
-    );
+    let config = ca.config(ip, &hosts, acme);
     let (mut wharf, _apps) = start(&config, ip);
-    let https = SocketAddr::new(ip, ports[1]);
+    let https = ca.https(ip);
 
     // One certificate covers both names, proven by HTTP-01.
-    let first = issued(https, "www.example.com", &root, &pebble).await;
-    let apex = https_get(https, "example.com", None, &root, "/hello")
+    let first = ca.issued(https, "www.example.com").await;
+    let apex = https_get(https, "example.com", None, &ca.root, "/hello")
         .await
         .unwrap();
     assert_eq!(apex.certificate, first);
@@ -164,18 +181,18 @@ async fn http01_certificate_is_ordered_renewed_under_load_kept_on_restart_and_th
         "{site}"
     );
     // Keys stay with the owner.
-    let accounts: Vec<_> = std::fs::read_dir(storage.path().join("accounts"))
+    let accounts: Vec<_> = std::fs::read_dir(ca.storage.path().join("accounts"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(accounts.len(), 1, "{accounts:?}");
     assert_eq!(mode(&accounts[0]), 0o600);
     assert_eq!(
-        mode(&storage.path().join("certs/www.example.com.pem")),
+        mode(&ca.storage.path().join("certs/www.example.com.pem")),
         0o600
     );
     // The challenge answers are gone once the order is done.
-    let left = std::fs::read_dir(storage.path().join("challenges/http-01"))
+    let left = std::fs::read_dir(ca.storage.path().join("challenges/http-01"))
         .unwrap()
         .count();
     assert_eq!(left, 0, "challenge files left behind");
@@ -185,7 +202,7 @@ async fn http01_certificate_is_ordered_renewed_under_load_kept_on_restart_and_th
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let load = tokio::spawn({
-        let (stop, ok, failed, root) = (stop.clone(), ok.clone(), failed.clone(), root.clone());
+        let (stop, ok, failed, root) = (stop.clone(), ok.clone(), failed.clone(), ca.root.clone());
         async move {
             let start = Instant::now();
             for _ in 0..5000 {
@@ -201,7 +218,7 @@ async fn http01_certificate_is_ordered_renewed_under_load_kept_on_restart_and_th
     });
     renew(&wharf).await;
     let second = poll_until_async(ORDER, "the renewed certificate is served", async || {
-        let served = https_get(https, "www.example.com", None, &root, "/")
+        let served = https_get(https, "www.example.com", None, &ca.root, "/")
             .await?
             .certificate;
         if served == first {
@@ -226,14 +243,14 @@ async fn http01_certificate_is_ordered_renewed_under_load_kept_on_restart_and_th
     wharf.restart();
     let site = valid(&wharf).await;
     assert_eq!(site["orders"].as_u64(), Some(0), "{site}");
-    let served = https_get(https, "example.com", None, &root, "/")
+    let served = https_get(https, "example.com", None, &ca.root, "/")
         .await
         .unwrap();
     assert_eq!(served.certificate, second);
 
     // The CA goes away: the orders fail, the waits between them double up to the
     // cap, and the current certificate keeps serving.
-    pebble.stop();
+    ca.pebble.stop();
     renew(&wharf).await;
     let mut waits = Vec::new();
     poll_until_async(ORDER, "four failed orders", async || {
@@ -257,7 +274,7 @@ async fn http01_certificate_is_ordered_renewed_under_load_kept_on_restart_and_th
         site["last_error"].as_str().is_some_and(|e| !e.is_empty()),
         "{site}"
     );
-    let served = https_get(https, "www.example.com", None, &root, "/")
+    let served = https_get(https, "www.example.com", None, &ca.root, "/")
         .await
         .unwrap();
     assert_eq!(
@@ -302,9 +319,9 @@ async fn http01_certificate_is_ordered_renewed_under_load_kept_on_restart_and_th
 
     // It comes back (a fresh Pebble, which knows no account and has a new root): the
     // node registers again and gets its certificate.
-    pebble.resume().await.unwrap();
-    let root = pebble.root().await.unwrap();
-    let third = issued(https, "www.example.com", &root, &pebble).await;
+    ca.pebble.resume().await.unwrap();
+    ca.root = ca.pebble.root().await.unwrap();
+    let third = ca.issued(https, "www.example.com").await;
     assert_ne!(third, second);
     let site = status(&wharf).await;
     assert_eq!(
@@ -316,30 +333,20 @@ async fn http01_certificate_is_ordered_renewed_under_load_kept_on_restart_and_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alpn01_certificate_is_ordered_over_the_tls_listener_and_a_reload_adds_a_site() {
-    let ports = free_ports(2).unwrap();
-    let pebble = Pebble::start(ports[0], ports[1]).await.unwrap();
-    let root = pebble.root().await.unwrap();
-    let storage = tempfile::tempdir().unwrap();
+    let ca = Ca::start().await;
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let first = config(
-        ip,
-        (ports[0], ports[1]),
-        &pebble,
-        storage.path(),
-        &["api.example.net"],
-        "challenge = \"tls-alpn-01\"",
-    );
+    let first = ca.config(ip, &["api.example.net"], "challenge = \"tls-alpn-01\"");
     let (wharf, _apps) = start(&first, ip);
-    let https = SocketAddr::new(ip, ports[1]);
-    issued(https, "api.example.net", &root, &pebble).await;
+    let https = ca.https(ip);
+    ca.issued(https, "api.example.net").await;
     let site = status(&wharf).await;
     assert_eq!(site["state"], "valid", "{site}");
     // No HTTP-01 answer was written, and the TLS-ALPN-01 certificate is gone.
     for kind in ["http-01", "tls-alpn-01"] {
-        let dir = storage.path().join("challenges").join(kind);
+        let dir = ca.storage.path().join("challenges").join(kind);
         assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0, "{kind}");
     }
-    let served = https_get(https, "api.example.net", None, &root, "/hello")
+    let served = https_get(https, "api.example.net", None, &ca.root, "/hello")
         .await
         .unwrap();
     assert_eq!(served.reply.status, 200);
@@ -349,34 +356,20 @@ async fn tls_alpn01_certificate_is_ordered_over_the_tls_listener_and_a_reload_ad
     let more =
         "challenge = \"tls-alpn-01\"\n\n[[site]]\nhosts = [\"cdn.example.net\"]\ntls = \"acme\"\n";
     let sites = ["api.example.net"];
-    let second = config(
-        ip,
-        (ports[0], ports[1]),
-        &pebble,
-        storage.path(),
-        &sites,
-        more,
-    );
+    let second = ca.config(ip, &sites, more);
     let mark = wharf.log_len();
     std::fs::write(wharf.config.as_ref().unwrap(), second).unwrap();
     wharf.signal("HUP");
     wharf
         .wait_for_log_since(mark, &["configuration reloaded"], ORDER)
         .unwrap();
-    issued(https, "cdn.example.net", &root, &pebble).await;
+    ca.issued(https, "cdn.example.net").await;
     assert_eq!(
-        issued(https, "api.example.net", &root, &pebble).await,
+        ca.issued(https, "api.example.net").await,
         served.certificate
     );
-    let admin = wharf.admin.unwrap();
-    let status = HttpClient::http1()
-        .get(&format!("http://{admin}/status.json"))
+    let orders: Vec<_> = statuses(&wharf)
         .await
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
-    let orders: Vec<_> = status["acme"]
-        .as_array()
-        .unwrap()
         .iter()
         .map(|s| {
             (
@@ -396,34 +389,21 @@ async fn tls_alpn01_certificate_is_ordered_over_the_tls_listener_and_a_reload_ad
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_balancer_pair_shares_one_certificate_and_either_node_answers_the_challenge() {
-    let ports = free_ports(2).unwrap();
-    let pebble = Pebble::start(ports[0], ports[1]).await.unwrap();
-    let root = pebble.root().await.unwrap();
-    let storage = tempfile::tempdir().unwrap();
+    let ca = Ca::start().await;
     let hosts = ["shop.example.org"];
     let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(TWO)];
     let (nodes, _apps): (Vec<Wharf>, Vec<_>) = ips
         .iter()
         .map(|&ip| {
-            let config = config(
-                ip,
-                (ports[0], ports[1]),
-                &pebble,
-                storage.path(),
-                &hosts,
-                "",
-            );
+            let config = ca.config(ip, &hosts, "");
             start(&config, ip)
         })
         .unzip();
-    let https: Vec<SocketAddr> = ips
-        .iter()
-        .map(|&ip| SocketAddr::new(ip, ports[1]))
-        .collect();
+    let https: Vec<SocketAddr> = ips.iter().map(|&ip| ca.https(ip)).collect();
 
     // Both start without a certificate; one orders it, the other takes it up.
-    let first = issued(https[0], hosts[0], &root, &pebble).await;
-    assert_eq!(issued(https[1], hosts[0], &root, &pebble).await, first);
+    let first = ca.issued(https[0], hosts[0]).await;
+    assert_eq!(ca.issued(https[1], hosts[0]).await, first);
     let mut orders = 0;
     for node in &nodes {
         let site = valid(node).await;
@@ -433,7 +413,7 @@ async fn a_balancer_pair_shares_one_certificate_and_either_node_answers_the_chal
 
     // The name now resolves to the second node only: the first orders, the CA's
     // validation reaches the second, which answers from the shared storage.
-    pebble.point(hosts[0], TWO).await.unwrap();
+    ca.pebble.point(hosts[0], TWO).await.unwrap();
     let before = status(&nodes[0]).await["orders"].as_u64().unwrap();
     let logged = [nodes[0].log_len(), nodes[1].log_len()];
     renew(&nodes[0]).await;
@@ -445,7 +425,7 @@ async fn a_balancer_pair_shares_one_certificate_and_either_node_answers_the_chal
         }
     })
     .await
-    .unwrap_or_else(|e| panic!("{e:#}\nPebble's log:\n{}", pebble.log()));
+    .unwrap_or_else(|e| panic!("{e:#}\nPebble's log:\n{}", ca.pebble.log()));
     let validated = |node: usize| {
         nodes[node].log()[logged[node]..]
             .iter()
@@ -464,7 +444,7 @@ async fn a_balancer_pair_shares_one_certificate_and_either_node_answers_the_chal
             ORDER,
             &format!("{addr} serves the renewed certificate"),
             async || {
-                let served = https_get(*addr, hosts[0], None, &root, "/")
+                let served = https_get(*addr, hosts[0], None, &ca.root, "/")
                     .await?
                     .certificate;
                 if served == first {

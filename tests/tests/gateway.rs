@@ -340,3 +340,59 @@ async fn a_tls_connection_for_one_site_does_not_serve_another_sites_requests() {
     assert_eq!(fixture.get("site.test", "/", &for_bare).await.status, 421);
     assert_eq!(fixture.get("bare.test", "/", &for_bare).await.status, 404);
 }
+
+#[tokio::test]
+async fn an_http01_answer_comes_before_redirects_and_rules_and_a_wrong_token_does_not() {
+    let storage = tempfile::tempdir().unwrap();
+    let answers = storage.path().join("challenges/http-01");
+    std::fs::create_dir_all(&answers).unwrap();
+    std::fs::write(answers.join("tok-1"), "tok-1.thumbprint").unwrap();
+    // The site lets no client in and sends plain HTTP to HTTPS: neither stops the CA.
+    let config = format!(
+        r#"
+[[listener]]
+address = "0.0.0.0:80"
+[[listener]]
+address = "0.0.0.0:443"
+tls = true
+
+[acme]
+storage = "{}"
+
+[[site]]
+hosts = ["www.example.com"]
+tls = "acme"
+https_redirect = true
+deny = ["0.0.0.0/0"]
+"#,
+        storage.path().display()
+    );
+    let fixture = gateway(&config, Some(443)).await;
+    let plain = connection(None);
+    let host = "www.example.com";
+    let answer = fixture
+        .get(host, "/.well-known/acme-challenge/tok-1", &plain)
+        .await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, "tok-1.thumbprint")
+    );
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/octet-stream")
+    );
+    // A token with no answer, or one no CA sends, is an ordinary request: the rules
+    // stop it before the 404 it would get.
+    for path in [
+        "/.well-known/acme-challenge/tok-2",
+        "/.well-known/acme-challenge/a.b",
+    ] {
+        assert_eq!(fixture.get(host, path, &plain).await.status, 403, "{path}");
+    }
+    // Over TLS the path is nothing special.
+    let tls = connection(Some(host));
+    let over_tls = fixture
+        .get(host, "/.well-known/acme-challenge/tok-1", &tls)
+        .await;
+    assert_eq!(over_tls.status, 403);
+}

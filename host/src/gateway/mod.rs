@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http::header::{CONNECTION, HOST, HeaderValue, LOCATION, STRICT_TRANSPORT_SECURITY};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use sites::{Decision, Target};
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -303,12 +303,16 @@ impl Gateway {
         // A redirect to the canonical host or to HTTPS is one more target; it has no
         // route of its own (the site's counts it).
         let routed = (|| {
-            match sites.acme_answer(conn.tls, req.uri().path()) {
-                Some(Ok(answer)) => return Ok((Target::AcmeAnswer(answer), None)),
-                Some(Err(())) => return Err(GatewayError::NotFound),
-                None => {}
+            // An answer goes out whatever the site's rules (the CA's address is not
+            // known); a token with no answer is one more request the rules count.
+            let acme = sites.acme_answer(conn.tls, req.uri().path());
+            if let Some(Ok(answer)) = acme {
+                return Ok((Target::AcmeAnswer(answer), None));
             }
             site.admit(client)?;
+            if acme.is_some() {
+                return Err(GatewayError::NotFound);
+            }
             let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
             match sites.decide(site, host.as_deref(), conn.tls, path_and_query) {
                 Decision::Serve(site) => site
@@ -377,11 +381,7 @@ fn with_normal_path<B>(mut req: Request<B>) -> Result<Request<B>, GatewayError> 
 
 /// A key authorization, as RFC 8555 §8.3 has it served.
 fn acme_answer(answer: String) -> Response<Body> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(answer))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
+    let mut response = Response::new(crate::proxy::retry::full(answer.into()));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
