@@ -153,6 +153,7 @@ impl Node {
             max_instances: config.apps.max_instances,
             max_idle: config.apps.max_idle_instances as usize,
             idle_ttl: config.apps.idle_instance_ttl,
+            tiering: config.apps.tiered,
         };
         let cache_dir = options.cache_dir.clone();
         let runtime = Runtime::with_pool(&apps_dir, cache_dir, databases, pool, metrics.clone())?;
@@ -271,6 +272,11 @@ impl Node {
             .map(|l| (l.serving.local, l.serving.tls))
             .collect();
         print_startup(&addrs, admin.as_ref().map(|a| a.local), &events, &database);
+        for event in &events {
+            if let LoadEvent::Loaded(app) = event {
+                crate::runtime::print_when_optimised(&runtime, app, started, "start");
+            }
+        }
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
         for event in events {
             if let LoadEvent::Failed(..) = event {
@@ -718,6 +724,10 @@ fn diff(old: &Config, new: &Config, options: &Options) -> Applied {
             .on_restart
             .push((Section::Apps, "apps.max_instances"));
     }
+    // The engines are built at start, one per compiler.
+    if old.apps.tiered != new.apps.tiered {
+        applied.on_restart.push((Section::Apps, "apps.tiered"));
+    }
     if apps_dir(options, old) != apps_dir(options, new) {
         applied.on_restart.push((Section::Apps, "apps.dir"));
     }
@@ -976,15 +986,16 @@ fn print_startup(
     for event in events {
         match event {
             LoadEvent::Loaded(app) => {
-                let status = match app.origin {
-                    Origin::Cached => "ready (cached)",
-                    Origin::Compiled => "ready (compiled)",
+                let origin = match app.origin {
+                    Origin::Cached => "cached",
+                    Origin::Compiled => "compiled",
                 };
+                let status = format!("ready ({origin}, {})", app.tier.as_str());
                 for route in &app.routes {
                     rows.push([
                         app.name.to_string(),
                         format!("http://{addr}{route}"),
-                        status.into(),
+                        status.clone(),
                     ]);
                 }
             }
@@ -1179,7 +1190,7 @@ mod tests {
         let options = Options::default();
         let new = config(
             "[apps]\nmax_instances = 10\nmax_idle_instances = 5\ndir = \"elsewhere\"\n\
-             data_dir = \"other\"\n[database]\nprimary = \"mysql://app@127.0.0.1:3306/app\"\n",
+             tiered = false\ndata_dir = \"other\"\n[database]\nprimary = \"mysql://app@127.0.0.1:3306/app\"\n",
         );
         let applied = diff(&config(""), &new, &options);
         assert_eq!(applied.changed, [Section::Apps, Section::Database]);
@@ -1187,6 +1198,7 @@ mod tests {
             applied.on_restart,
             [
                 (Section::Apps, "apps.max_instances"),
+                (Section::Apps, "apps.tiered"),
                 (Section::Apps, "apps.dir"),
             ]
         );
@@ -1201,7 +1213,7 @@ mod tests {
             .into_iter()
             .map(|(_, key)| key)
             .collect();
-        assert_eq!(keys, ["apps.max_instances"]);
+        assert_eq!(keys, ["apps.max_instances", "apps.tiered"]);
     }
 
     #[test]

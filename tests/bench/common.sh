@@ -1,11 +1,11 @@
 # Shared by the benchmark scripts (sourced): starting pinned servers and loading them
 # with wrk. Expects $work (a scratch directory), $conns, $duration and the array $pids.
 
-# start NAME CMD...: runs CMD pinned to CPU 0, waits for its listening line, sets $addr
-# and $pid.
+# start NAME CMD...: runs CMD pinned to CPU 0 (or the list $cpus), waits for its
+# listening line, sets $addr and $pid.
 start() {
     local name="$1"; shift
-    taskset -c 0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    taskset -c "${cpus:-0}" "$@" >"$work/$name.out" 2>"$work/$name.err" &
     pid=$!
     pids+=("$pid")
     for _ in $(seq 1 600); do

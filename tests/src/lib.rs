@@ -96,8 +96,38 @@ pub fn guests() -> &'static Guests {
                 .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"]));
             dirs.push(dir.join("target/wasm32-wasip2/release"));
         }
+        warm_shared_cache(&dirs);
         Guests { dirs }
     })
+}
+
+/// Puts both compiler tiers' builds of every guest in [`shared_cache_dir`], so that a
+/// wharf a test starts serves them optimised from its first request. The move from the
+/// baseline build to the optimised one is tested on its own (tests/tiered.rs); in other
+/// tests it would come at a moment of its own choosing, in the middle of a test that
+/// counts instances, say.
+fn warm_shared_cache(dirs: &[PathBuf]) {
+    let apps = tempfile::tempdir().unwrap();
+    for dir in dirs {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "wasm") {
+                std::fs::copy(&path, apps.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let wharf = Wharf::start(apps.path());
+    for row in wharf
+        .banner
+        .lines()
+        .filter(|row| row.ends_with("baseline)"))
+    {
+        let app = row.split_whitespace().next().unwrap();
+        let optimised = format!("{app}: optimised build serving");
+        wharf
+            .wait_for_log(&[&optimised], std::time::Duration::from_secs(120))
+            .unwrap();
+    }
 }
 
 /// Compile cache shared by every wharf a test starts, so each component is compiled once

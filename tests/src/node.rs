@@ -485,7 +485,16 @@ fn run(
         }
     });
     match read_banner(&rx) {
-        Ok(banner) => Ok((child, stderr, banner)),
+        Ok(banner) => {
+            // What follows the table's last line, within the banner's quiet time, is
+            // log already (`NAME: optimised build serving ...`).
+            let mut lines = banner.lines();
+            if lines.any(|line| line.starts_with("database: ")) {
+                let mut log = log.lock().unwrap();
+                log.extend(lines.map(str::to_string));
+            }
+            Ok((child, stderr, banner))
+        }
         Err(e) => {
             let _ = child.kill();
             let status = child.wait()?;

@@ -6,21 +6,27 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use wharf_tests::{HttpClient, Wharf, apps_dir};
 
-/// Starts wharf on `apps` with its own cache directory `cache`.
+/// Starts wharf on `apps` with its own cache directory `cache`, compiling with
+/// Cranelift only so that an app has one artifact (tests/tiered.rs has both tiers').
 fn start(apps: &Path, cache: &Path) -> Wharf {
-    Wharf::start_with(apps, &[("WHARF_CACHE_DIR", cache.as_os_str())], &[])
+    Wharf::builder(apps)
+        .ip(std::net::Ipv4Addr::LOCALHOST.into())
+        .env("WHARF_CACHE_DIR", cache)
+        .config("[apps]\ntiered = false\n")
+        .start()
 }
 
-/// The hello app's status in the startup table: `ready (cached)` or `ready (compiled)`.
+/// The hello app's status in the startup table: `ready (cached, optimised)` or
+/// `ready (compiled, optimised)`.
 fn hello_origin(wharf: &Wharf) -> &str {
     let row = wharf
         .banner
         .lines()
         .find(|l| l.trim_start().starts_with("hello "))
         .unwrap_or_else(|| panic!("no hello row in:\n{}", wharf.banner));
-    if row.contains("ready (cached)") {
+    if row.contains("ready (cached, optimised)") {
         "cached"
-    } else if row.contains("ready (compiled)") {
+    } else if row.contains("ready (compiled, optimised)") {
         "compiled"
     } else {
         panic!("hello is not ready: {row}")

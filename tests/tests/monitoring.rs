@@ -495,7 +495,7 @@ fn expected_fields(status: &Value) -> Vec<(String, Value)> {
     }
     for app in status["apps"].as_array().unwrap() {
         let name = app["name"].as_str().unwrap();
-        for key in ["version", "errors", "p50_ms", "p99_ms"] {
+        for key in ["version", "tier", "errors", "p50_ms", "p99_ms"] {
             want.push((format!("apps.{name}.{key}"), app[key].clone()));
         }
     }
@@ -580,7 +580,7 @@ async fn the_status_page_in_chromium_shows_what_status_json_says_for_a_balancer(
     );
     let shown = rendered_fields(&dom);
     let (want_before, want_after) = (expected_fields(&before), expected_fields(&after));
-    assert!(want_before.len() >= 2 + 3 + 4 + 6, "{before}");
+    assert!(want_before.len() >= 2 + 3 + 5 + 6, "{before}");
     for ((field, was), (_, is)) in want_before.iter().zip(&want_after) {
         let got = shown
             .get(field)

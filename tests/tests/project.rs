@@ -169,18 +169,21 @@ async fn build_errors_say_what_to_fix() {
 }
 
 /// `wharf dev` on a project: served at once, an edit served within the bound after the
-/// save, a syntax error shown to browsers while the last good version serves the rest.
+/// save (from the baseline tier, then the optimised one), a syntax error shown to
+/// browsers while the last good version serves the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_rebuilds_on_save_and_keeps_the_last_good_version() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     succeeds(&["new", "live"], dir);
+    // A cache of its own: the edited app is compiled, never found cached.
+    let cache = tempfile::tempdir().unwrap();
     let mut command = Command::new(wharf_bin());
     command
         .args(["dev", "live", "--apps", "apps", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", build_target_dir())
-        .env("WHARF_CACHE_DIR", shared_cache_dir())
+        .env("WHARF_CACHE_DIR", cache.path())
         .env("XDG_DATA_HOME", data_home());
     let dev = Wharf::spawn(command, &dir.join("apps"));
     let build = Duration::from_secs(180);
@@ -201,6 +204,16 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_version() {
         .wait_for_log_since(mark, &["new version serving"], build)
         .unwrap();
     println!("save to new response: {served}");
+    assert!(served.contains("ms after the save (baseline)"), "{served}");
+    assert_eq!(client.get(&url).await.unwrap().body, "Hello, edited!\n");
+    let optimised = dev
+        .wait_for_log_since(
+            mark,
+            &["live: optimised build serving", "after the save"],
+            build,
+        )
+        .unwrap();
+    println!("save to optimised response: {optimised}");
     assert_eq!(client.get(&url).await.unwrap().body, "Hello, edited!\n");
 
     let mark = dev.log_len();

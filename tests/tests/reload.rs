@@ -158,15 +158,20 @@ async fn restart_with_unchanged_apps_uses_the_compile_cache() {
     let envs = [("WHARF_CACHE_DIR", cache.path().as_os_str())];
     let first = Wharf::start_with(dir.path(), &envs, &[]);
     assert_eq!(
-        first.banner.matches("ready (compiled)").count(),
+        first.banner.matches("ready (compiled, baseline)").count(),
         2,
         "{}",
         first.banner
     );
+    for app in ["hello", "api"] {
+        let line = format!("{app}: optimised build serving");
+        first.wait_for_log(&[&line], 3 * RELOAD).unwrap();
+    }
     first.stop();
+    // The optimised artifacts are cached: the baseline is skipped.
     let second = Wharf::start_with(dir.path(), &envs, &[]);
     assert_eq!(
-        second.banner.matches("ready (cached)").count(),
+        second.banner.matches("ready (cached, optimised)").count(),
         2,
         "{}",
         second.banner
@@ -184,7 +189,7 @@ async fn restart_with_unchanged_apps_uses_the_compile_cache() {
     second.stop();
     let third = Wharf::start_with(dir.path(), &envs, &[]);
     assert_eq!(
-        third.banner.matches("ready (compiled)").count(),
+        third.banner.matches("ready (compiled, baseline)").count(),
         2,
         "{}",
         third.banner

@@ -8,82 +8,120 @@ use wharf_tests::{HttpClient, Wharf, apps_dir};
 const TIMEOUT_SLACK: Duration = Duration::from_millis(400);
 
 fn misbehave(extra_manifest: &str) -> (tempfile::TempDir, Wharf) {
+    let dir = misbehave_apps(extra_manifest);
+    let wharf = Wharf::start(dir.path());
+    (dir, wharf)
+}
+
+/// misbehave (1 s deadline, 32 MB of memory, and `extra_manifest`) beside hello.
+fn misbehave_apps(extra_manifest: &str) -> tempfile::TempDir {
     let dir = apps_dir(&["misbehave", "hello"]);
     std::fs::write(
         dir.path().join("misbehave.toml"),
         format!("timeout_ms = 1000\nmax_memory_mb = 32\n{extra_manifest}"),
     )
     .unwrap();
-    let wharf = Wharf::start(dir.path());
+    dir
+}
+
+/// The compiler tiers the sandbox must hold on, as the `[apps] tiered` value that pins
+/// each: Winch's code alone, Cranelift's alone.
+const TIERS: [(&str, &str); 2] = [("\"baseline\"", "baseline"), ("false", "optimised")];
+
+/// Like `misbehave`, with every app serving from one compiler `tier` (see [`TIERS`]).
+fn misbehave_on((tiered, tier): (&str, &str), extra_manifest: &str) -> (tempfile::TempDir, Wharf) {
+    let dir = misbehave_apps(extra_manifest);
+    let wharf = Wharf::builder(dir.path())
+        .ip(std::net::Ipv4Addr::LOCALHOST.into())
+        .config(&format!("[apps]\ntiered = {tiered}\n"))
+        .start();
+    let status = format!("{tier})");
+    assert_eq!(
+        wharf.banner.matches(&status).count(),
+        2,
+        "both apps serve from the {tier} tier:\n{}",
+        wharf.banner
+    );
+    eprintln!("on the {tier} tier");
     (dir, wharf)
 }
 
 #[tokio::test]
 async fn trap_panic_and_stack_overflow_are_500_and_the_next_request_is_fine() {
-    let (_dir, wharf) = misbehave("");
-    let client = HttpClient::http1();
-    for path in ["/misbehave/trap", "/misbehave/panic", "/misbehave/stack"] {
-        let reply = client.get(&wharf.url(path)).await.unwrap();
-        assert_eq!(reply.status, 500, "{path}: {}", reply.body);
-        // Guest internals stay in the log.
-        assert!(!reply.body.contains("wasm"), "{}", reply.body);
-        let ok = client.get(&wharf.url("/misbehave/ok")).await.unwrap();
-        assert_eq!((ok.status, ok.body.as_str()), (200, "ok"));
+    for tier in TIERS {
+        let (_dir, wharf) = misbehave_on(tier, "");
+        let client = HttpClient::http1();
+        for path in ["/misbehave/trap", "/misbehave/panic", "/misbehave/stack"] {
+            let reply = client.get(&wharf.url(path)).await.unwrap();
+            assert_eq!(reply.status, 500, "{path}: {}", reply.body);
+            // Guest internals stay in the log.
+            assert!(!reply.body.contains("wasm"), "{}", reply.body);
+            let ok = client.get(&wharf.url("/misbehave/ok")).await.unwrap();
+            assert_eq!((ok.status, ok.body.as_str()), (200, "ok"));
+        }
+        wharf
+            .wait_for_log(&["guest panicked on purpose"], Duration::from_secs(5))
+            .unwrap();
     }
-    wharf
-        .wait_for_log(&["guest panicked on purpose"], Duration::from_secs(5))
-        .unwrap();
 }
 
 #[tokio::test]
 async fn infinite_loop_gets_504_in_time_while_others_are_served() {
-    let (_dir, wharf) = misbehave("");
-    let client = HttpClient::http1();
-    let started = Instant::now();
-    let looping = tokio::spawn({
-        let client = client.clone();
-        let url = wharf.url("/misbehave/loop");
-        async move { client.get(&url).await.unwrap() }
-    });
-    // While the guest spins, other requests (to the same app and another) are answered.
-    let mut served = 0;
-    while !looping.is_finished() && served < 200 {
-        assert_eq!(client.status(&wharf.url("/hello")).await, 200);
-        assert_eq!(client.status(&wharf.url("/misbehave/ok")).await, 200);
-        served += 1;
+    for tier in TIERS {
+        let (_dir, wharf) = misbehave_on(tier, "");
+        let client = HttpClient::http1();
+        let started = Instant::now();
+        let looping = tokio::spawn({
+            let client = client.clone();
+            let url = wharf.url("/misbehave/loop");
+            async move { client.get(&url).await.unwrap() }
+        });
+        // While the guest spins, other requests (to the same app and another) are answered.
+        let mut served = 0;
+        while !looping.is_finished() && served < 200 {
+            assert_eq!(client.status(&wharf.url("/hello")).await, 200);
+            assert_eq!(client.status(&wharf.url("/misbehave/ok")).await, 200);
+            served += 1;
+        }
+        let reply = looping.await.unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(reply.status, 504, "{}", reply.body);
+        assert!(served > 0, "nothing was served while the guest looped");
+        assert!(elapsed >= Duration::from_millis(1000), "{elapsed:?}");
+        assert!(
+            elapsed < Duration::from_millis(1000) + TIMEOUT_SLACK,
+            "{elapsed:?}"
+        );
+        eprintln!(
+            "504 after {elapsed:?} for a 1000 ms deadline; {served} requests served meanwhile"
+        );
     }
-    let reply = looping.await.unwrap();
-    let elapsed = started.elapsed();
-    assert_eq!(reply.status, 504, "{}", reply.body);
-    assert!(served > 0, "nothing was served while the guest looped");
-    assert!(elapsed >= Duration::from_millis(1000), "{elapsed:?}");
-    assert!(
-        elapsed < Duration::from_millis(1000) + TIMEOUT_SLACK,
-        "{elapsed:?}"
-    );
-    eprintln!("504 after {elapsed:?} for a 1000 ms deadline; {served} requests served meanwhile");
 }
 
 #[tokio::test]
 async fn guest_blocked_in_host_call_still_times_out() {
-    let (_dir, wharf) = misbehave("");
-    let started = Instant::now();
-    let reply = HttpClient::http1()
-        .get(&wharf.url("/misbehave/sleep?ms=60000"))
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 504);
-    assert!(started.elapsed() < Duration::from_millis(1000) + TIMEOUT_SLACK);
+    for tier in TIERS {
+        let (_dir, wharf) = misbehave_on(tier, "");
+        let started = Instant::now();
+        let reply = HttpClient::http1()
+            .get(&wharf.url("/misbehave/sleep?ms=60000"))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 504);
+        assert!(started.elapsed() < Duration::from_millis(1000) + TIMEOUT_SLACK);
+    }
 }
 
 #[tokio::test]
 async fn memory_bomb_is_500_and_the_host_lives() {
-    let (_dir, wharf) = misbehave("");
-    let client = HttpClient::http1();
-    for _ in 0..3 {
-        let reply = client.get(&wharf.url("/misbehave/oom")).await.unwrap();
-        assert_eq!(reply.status, 500, "{}", reply.body);
-        assert_eq!(client.status(&wharf.url("/misbehave/ok")).await, 200);
+    for tier in TIERS {
+        let (_dir, wharf) = misbehave_on(tier, "");
+        let client = HttpClient::http1();
+        for _ in 0..3 {
+            let reply = client.get(&wharf.url("/misbehave/oom")).await.unwrap();
+            assert_eq!(reply.status, 500, "{}", reply.body);
+            assert_eq!(client.status(&wharf.url("/misbehave/ok")).await, 200);
+        }
     }
 }
 
@@ -289,35 +327,37 @@ async fn guest_output_goes_to_the_log_tagged_with_app_and_request() {
 
 #[tokio::test]
 async fn fresh_instance_per_request_unless_reuse_is_opted_in() {
-    let (_dir, wharf) = misbehave("");
-    let client = HttpClient::http1();
-    for _ in 0..5 {
-        assert_eq!(
-            client
+    for tier in TIERS {
+        let (_dir, wharf) = misbehave_on(tier, "");
+        let client = HttpClient::http1();
+        for _ in 0..5 {
+            assert_eq!(
+                client
+                    .get(&wharf.url("/misbehave/count"))
+                    .await
+                    .unwrap()
+                    .body,
+                "1"
+            );
+        }
+        drop(wharf);
+
+        let (_dir, wharf) = misbehave_on(tier, "reuse_instances = true\n");
+        let mut last = 0;
+        for _ in 0..5 {
+            last = client
                 .get(&wharf.url("/misbehave/count"))
                 .await
                 .unwrap()
-                .body,
-            "1"
-        );
+                .body
+                .parse()
+                .unwrap();
+        }
+        assert!(last > 1, "instances were not reused");
+        // A trap throws the instance away instead of returning it to the pool.
+        assert_eq!(client.status(&wharf.url("/misbehave/trap")).await, 500);
+        assert_eq!(client.status(&wharf.url("/misbehave/ok")).await, 200);
     }
-    drop(wharf);
-
-    let (_dir, wharf) = misbehave("reuse_instances = true\n");
-    let mut last = 0;
-    for _ in 0..5 {
-        last = client
-            .get(&wharf.url("/misbehave/count"))
-            .await
-            .unwrap()
-            .body
-            .parse()
-            .unwrap();
-    }
-    assert!(last > 1, "instances were not reused");
-    // A trap throws the instance away instead of returning it to the pool.
-    assert_eq!(client.status(&wharf.url("/misbehave/trap")).await, 500);
-    assert_eq!(client.status(&wharf.url("/misbehave/ok")).await, 200);
 }
 
 #[tokio::test]

@@ -557,6 +557,47 @@ pub struct AppsConfig {
         with = "serde_duration::millis"
     )]
     pub idle_instance_ttl: Duration,
+    /// `tiered`: which compilers an app goes through on its way to serving.
+    #[serde(default)]
+    pub tiered: Tiering,
+}
+
+/// `[apps] tiered`: `true` (the default) serves a new or changed app as soon as the
+/// baseline compiler (Winch) has compiled it and swaps in the optimised build
+/// (Cranelift) when that is done; `false` compiles with Cranelift only, and the app
+/// serves once that is done; `"baseline"` keeps apps on Winch's code and never
+/// optimises (to measure or test the baseline tier on its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Tiering {
+    #[default]
+    Tiered,
+    OptimisedOnly,
+    BaselineOnly,
+}
+
+impl<'de> Deserialize<'de> for Tiering {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Tiering;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#"true, false or "baseline""#)
+            }
+            fn visit_bool<E>(self, tiered: bool) -> Result<Tiering, E> {
+                Ok(match tiered {
+                    true => Tiering::Tiered,
+                    false => Tiering::OptimisedOnly,
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Tiering, E> {
+                match value {
+                    "baseline" => Ok(Tiering::BaselineOnly),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl Default for AppsConfig {
@@ -567,6 +608,7 @@ impl Default for AppsConfig {
             max_instances: defaults::max_instances(),
             max_idle_instances: defaults::max_idle_instances(),
             idle_instance_ttl: defaults::idle_instance_ttl(),
+            tiered: Tiering::default(),
         }
     }
 }

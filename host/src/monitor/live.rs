@@ -185,14 +185,18 @@ impl Live {
         let apps = registry
             .apps()
             .map(|app| {
-                let labels = vec![("app", app.name.to_string()), ("version", app.version())];
+                let labels = vec![
+                    ("app", app.name.to_string()),
+                    ("version", app.version()),
+                    ("tier", app.tier.as_str().to_string()),
+                ];
                 (labels, 1)
             })
             .collect();
         gauge(
             &mut live,
             "app_info",
-            "Each app loaded, with its version",
+            "Each app loaded, with its version and the compiler tier it serves from",
             apps,
         );
         let expiry = self
@@ -361,7 +365,8 @@ impl Live {
     /// `/status.json`: what the status page shows. Times are unix seconds, durations
     /// milliseconds (lag in seconds), rates per second:
     /// - `node`: `version`, `started_at`, `now`, `ready`, `not_ready` (the reasons);
-    /// - `apps[]`: `name`, `version`, `loaded_at`, `requests_per_second`, `p50_ms` and
+    /// - `apps[]`: `name`, `version`, `loaded_at`, `tier` (`baseline` or `optimised`:
+    ///   which compiler made the code serving), `requests_per_second`, `p50_ms` and
     ///   `p99_ms` over the last minute (null without requests), `errors` (5xx since
     ///   the start);
     /// - `upstreams[]`: `name`, `servers[]` with `address`, `state`, `in_flight`,
@@ -386,6 +391,7 @@ impl Live {
                     "name": &*app.name,
                     "version": app.version(),
                     "loaded_at": unix(app.loaded_at),
+                    "tier": app.tier.as_str(),
                     "requests_per_second": window.map_or(0.0, |w| round(w.rate, 3)),
                     "errors": window.map_or(0, |w| w.errors_total),
                     "p50_ms": window.and_then(|w| w.p50_ms).map(|v| round(v, 3)),

@@ -5,7 +5,7 @@
 
 use super::build::{BuildError, Profile, build};
 use crate::fswatch::{self, RecursiveMode, SETTLE};
-use crate::runtime::{LoadEvent, Runtime, report};
+use crate::runtime::{LoadEvent, Runtime, print_when_optimised, report};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,11 +73,19 @@ pub fn watch(
                         // reloading here tells when the new version is serving.
                         match runtime.reload(&project.name).await {
                             // Loaded by this reload, or already by the directory watcher.
-                            LoadEvent::Loaded(_) | LoadEvent::Unchanged => println!(
-                                "{}: new version serving {} ms after the save",
-                                project.name,
-                                saved.elapsed().as_millis()
-                            ),
+                            LoadEvent::Loaded(_) | LoadEvent::Unchanged => {
+                                let Some(app) = runtime.registry().get(&project.name).cloned()
+                                else {
+                                    continue;
+                                };
+                                println!(
+                                    "{}: new version serving {} ms after the save ({})",
+                                    project.name,
+                                    saved.elapsed().as_millis(),
+                                    app.tier.as_str()
+                                );
+                                print_when_optimised(&runtime, &app, saved, "the save");
+                            }
                             // e.g. a route another app already serves: only the serving
                             // runtime can tell, not the check the build made.
                             other => report(other),

@@ -5,6 +5,7 @@ use super::cache::Origin;
 use super::idle::AppIdle;
 use super::manifest::{Manifest, OutboundRule};
 use super::state::HostState;
+use super::tier::{Compiled, TierKind};
 use crate::db::{Database, ResultLimits};
 use crate::metrics::AppMetrics;
 use anyhow::{Context, bail};
@@ -40,6 +41,8 @@ pub struct App {
     /// Hash of the component bytes and the manifest text: equal means nothing changed.
     pub fingerprint: [u8; 32],
     pub origin: Origin,
+    /// Which compiler made the code it runs.
+    pub tier: TierKind,
     /// Its compiled code in the compile cache, which keeps it while the app is loaded.
     pub(super) artifact: Option<PathBuf>,
     /// Shared by every version of the app.
@@ -54,6 +57,25 @@ impl App {
     /// the old database, and go with it).
     pub(super) fn rebound(&self, db: Arc<dyn Database>, idle: AppIdle) -> App {
         App {
+            db: Some(db),
+            ..self.copy(idle)
+        }
+    }
+
+    /// The same version running the code `compiled` made (the optimised build), with
+    /// `idle` for its instances, which live in that tier's pool.
+    pub(super) fn retiered(&self, compiled: &Compiled, idle: AppIdle) -> anyhow::Result<App> {
+        Ok(App {
+            pre: proxy_pre(compiled, &self.file)?,
+            tier: compiled.tier(),
+            origin: compiled.origin,
+            artifact: compiled.artifact.clone(),
+            ..self.copy(idle)
+        })
+    }
+
+    fn copy(&self, idle: AppIdle) -> App {
+        App {
             name: self.name.clone(),
             file: self.file.clone(),
             routes: self.routes.clone(),
@@ -63,12 +85,13 @@ impl App {
             env: self.env.clone(),
             outbound: self.outbound.clone(),
             node_addresses: self.node_addresses.clone(),
-            db: Some(db),
+            db: self.db.clone(),
             db_limits: self.db_limits,
             pre: self.pre.clone(),
             idle,
             fingerprint: self.fingerprint,
             origin: self.origin,
+            tier: self.tier,
             artifact: self.artifact.clone(),
             metrics: self.metrics.clone(),
             loaded_at: self.loaded_at,
@@ -102,7 +125,7 @@ pub struct AppSource {
     pub name: String,
     pub wasm_path: PathBuf,
     pub manifest_path: PathBuf,
-    wasm: Vec<u8>,
+    pub(super) wasm: Vec<u8>,
     manifest_text: Option<String>,
     pub fingerprint: [u8; 32],
 }
@@ -133,13 +156,9 @@ impl AppSource {
 
     /// Validates and compiles. Runs on a blocking thread, never on the request path.
     /// Errors say what is wrong with which file.
-    pub fn load(self, runtime: &Runtime) -> anyhow::Result<App> {
+    pub fn load(&self, runtime: &Runtime) -> anyhow::Result<App> {
         let Runtime {
-            engine,
-            linker,
-            cache,
-            databases,
-            ..
+            tiers, databases, ..
         } = runtime;
         let manifest = match &self.manifest_text {
             Some(text) => Manifest::parse(text)
@@ -147,18 +166,10 @@ impl AppSource {
             None => Manifest::default(),
         };
         check_component_header(&self.wasm).with_context(|| self.wasm_path.display().to_string())?;
-        let (component, origin, artifact) = cache
-            .load(engine, &self.wasm)
+        let compiled = tiers
+            .compile(&self.wasm, &self.wasm_path)
             .with_context(|| format!("{}: not a valid component", self.wasm_path.display()))?;
-        let instance_pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| anyhow::anyhow!("{}: cannot be linked: {e}", self.wasm_path.display()))?;
-        let pre = ProxyPre::new(instance_pre).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: does not export wasi:http/incoming-handler@0.2.x: {e}",
-                self.wasm_path.display()
-            )
-        })?;
+        let pre = proxy_pre(&compiled, &self.wasm_path)?;
         let routes = manifest.routes.clone().unwrap_or_else(|| {
             vec![if self.name == "index" {
                 "/".to_string()
@@ -175,13 +186,13 @@ impl AppSource {
             ),
             false => None,
         };
-        let name: Arc<str> = self.name.into();
+        let name: Arc<str> = self.name.as_str().into();
         let idle = runtime.idle.for_app(name.clone());
         Ok(App {
             metrics: runtime.metrics.app(&name),
             loaded_at: SystemTime::now(),
             name,
-            file: self.wasm_path,
+            file: self.wasm_path.clone(),
             routes,
             timeout: manifest.timeout(),
             max_memory: manifest.max_memory_bytes(),
@@ -194,10 +205,24 @@ impl AppSource {
             pre,
             idle,
             fingerprint: self.fingerprint,
-            origin,
-            artifact,
+            origin: compiled.origin,
+            tier: compiled.tier(),
+            artifact: compiled.artifact,
         })
     }
+}
+
+/// Links a compiled app and checks that it is an HTTP handler.
+fn proxy_pre(compiled: &Compiled, file: &Path) -> anyhow::Result<ProxyPre<HostState>> {
+    let instance_pre = compiled
+        .link()
+        .map_err(|e| anyhow::anyhow!("{}: cannot be linked: {e}", file.display()))?;
+    ProxyPre::new(instance_pre).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: does not export wasi:http/incoming-handler@0.2.x: {e}",
+            file.display()
+        )
+    })
 }
 
 /// Tells apart the usual wrong files before handing bytes to the compiler, whose

@@ -11,7 +11,7 @@
 //! process uses may still be another's: it is removed only once nobody has loaded it
 //! for [`KEEP_UNUSED`] (loading it marks it used).
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::collections::HashSet;
 use std::fs::Metadata;
 use std::hash::{Hash, Hasher};
@@ -55,16 +55,10 @@ impl CompileCache {
         Self { dir, engine_tag }
     }
 
-    /// Compiles `bytes`, or loads the artifact a previous run stored for the same bytes.
-    /// Also returns the artifact's path (with a cache), which the app keeps.
-    pub fn load(
-        &self,
-        engine: &Engine,
-        bytes: &[u8],
-    ) -> anyhow::Result<(Component, Origin, Option<PathBuf>)> {
-        let Some(path) = self.path_for(bytes) else {
-            return Ok((Component::new(engine, bytes)?, Origin::Compiled, None));
-        };
+    /// The artifact a previous run stored for `bytes` (whose [`Digest`] is `digest`), if
+    /// there is one this engine can load.
+    pub fn cached(&self, engine: &Engine, digest: &Digest) -> Option<(Component, PathBuf)> {
+        let path = self.path_for(digest)?;
         match std::fs::symlink_metadata(&path) {
             Ok(meta) => match untrusted_file(&meta) {
                 Some(why) => {
@@ -77,7 +71,7 @@ impl CompileCache {
                 None => match unsafe { Component::deserialize_file(engine, &path) } {
                     Ok(component) => {
                         mark_used(&path);
-                        return Ok((component, Origin::Cached, Some(path)));
+                        return Some((component, path));
                     }
                     Err(e) => {
                         tracing::warn!(file = %path.display(), "ignoring cached artifact: {e}")
@@ -87,9 +81,38 @@ impl CompileCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(file = %path.display(), "ignoring cached artifact: {e}"),
         }
+        None
+    }
+
+    /// Compiles `bytes`, or loads the artifact a previous run stored for the same bytes.
+    /// Also returns the artifact's path (with a cache), which the app keeps; a new
+    /// artifact is written there before this returns or after, as `write` says.
+    pub fn load(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &Digest,
+        write: Store,
+    ) -> anyhow::Result<(Component, Origin, Option<PathBuf>)> {
+        if let Some((component, path)) = self.cached(engine, digest) {
+            return Ok((component, Origin::Cached, Some(path)));
+        }
         let component = Component::new(engine, bytes)?;
-        if let Err(e) = store_atomically(&path, &component.serialize()?) {
-            tracing::warn!(file = %path.display(), "could not write compile cache: {e}");
+        let Some(path) = self.path_for(digest) else {
+            return Ok((component, Origin::Compiled, None));
+        };
+        match write {
+            Store::Now => store(&component, &path),
+            // Serializing copies the code, and a large component's is tens of MB.
+            Store::Behind => {
+                let (component, path) = (component.clone(), path.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("wharf-cache-write".into())
+                    .spawn(move || store(&component, &path));
+                if let Err(e) = spawned {
+                    tracing::warn!("could not write compile cache: {e}");
+                }
+            }
         }
         Ok((component, Origin::Compiled, Some(path)))
     }
@@ -123,10 +146,38 @@ impl CompileCache {
         removed
     }
 
-    fn path_for(&self, bytes: &[u8]) -> Option<PathBuf> {
+    fn path_for(&self, digest: &Digest) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
-        let digest = hex::encode(Sha256::digest(bytes));
-        Some(dir.join(format!("{digest}-{}.cwasm", self.engine_tag)))
+        Some(dir.join(format!("{}-{}.cwasm", digest.0, self.engine_tag)))
+    }
+}
+
+/// When [`CompileCache::load`] stores a new artifact.
+#[derive(Debug, Clone, Copy)]
+pub enum Store {
+    /// Before it returns: the artifact is on disk once the app is.
+    Now,
+    /// On a thread of its own, so the app serves before the artifact is on disk.
+    Behind,
+}
+
+fn store(component: &Component, path: &Path) {
+    let stored = component
+        .serialize()
+        .map_err(anyhow::Error::from)
+        .and_then(|bytes| Ok(store_atomically(path, &bytes)?));
+    if let Err(e) = stored {
+        tracing::warn!(file = %path.display(), "could not write compile cache: {e:#}");
+    }
+}
+
+/// The SHA-256 of a component's bytes in hex: its name in the cache, worked out once
+/// for every tier that looks it up.
+pub struct Digest(String);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(hex::encode(Sha256::digest(bytes)))
     }
 }
 

@@ -1,7 +1,11 @@
-//! The one `Engine` of the process and the thread that ticks its epoch.
+//! The engines of the process (one per compiler tier) and the thread that ticks their
+//! epochs.
 
+use super::tier::TierKind;
 use std::time::Duration;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy,
+};
 
 /// How often the epoch advances. A running guest checks its deadline (and yields to
 /// the executor) once per tick, so this bounds both the timeout overshoot and how long
@@ -13,12 +17,13 @@ const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
 /// Table bytes reset in place per instance.
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
-/// Builds the engine: pooling allocator for `max_instances` instances alive at once
-/// across all apps (past it a request gets 503 instead of the process growing without
-/// bound), copy-on-write memory images, epoch interruption, and a per-slot memory size
-/// large enough for any manifest's limit (the per-app limit itself is enforced by the
-/// store's limiter).
-pub fn build(max_instances: u32) -> anyhow::Result<Engine> {
+/// Builds the engine of one compiler tier: pooling allocator for `max_instances`
+/// instances alive at once across the apps it runs (past it a request gets 503 instead
+/// of the process growing without bound), copy-on-write memory images, epoch
+/// interruption, and a per-slot memory size large enough for any manifest's limit (the
+/// per-app limit itself is enforced by the store's limiter). Both tiers get the same
+/// sandbox: only the compiler differs.
+pub fn build(tier: TierKind, max_instances: u32) -> anyhow::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(max_instances)
         .total_core_instances(max_instances * 4)
@@ -44,20 +49,31 @@ pub fn build(max_instances: u32) -> anyhow::Result<Engine> {
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .epoch_interruption(true)
         .memory_init_cow(true)
-        .parallel_compilation(true);
+        .parallel_compilation(true)
+        .strategy(match tier {
+            TierKind::Baseline => Strategy::Winch,
+            TierKind::Optimised => Strategy::Cranelift,
+        });
     Ok(Engine::new(&config)?)
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] on a dedicated thread, so the tick
-/// keeps coming even while every runtime worker is busy inside a guest.
-pub fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
+/// Advances the engines' epochs every [`EPOCH_TICK`] on a dedicated thread, so the tick
+/// keeps coming even while every runtime worker is busy inside a guest. Ends once the
+/// engines are gone.
+pub fn start_epoch_ticker(engines: &[&Engine]) {
+    let weak: Vec<_> = engines.iter().map(|engine| engine.weak()).collect();
     std::thread::Builder::new()
         .name("wharf-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
+            loop {
+                let mut alive = false;
+                for engine in weak.iter().filter_map(|weak| weak.upgrade()) {
+                    engine.increment_epoch();
+                    alive = true;
+                }
+                if !alive {
+                    break;
+                }
                 std::thread::sleep(EPOCH_TICK);
             }
         })

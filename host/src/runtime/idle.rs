@@ -1,17 +1,21 @@
 //! Finished instances of `reuse_instances` apps, kept for their app's next request.
 //!
-//! An idle instance holds a slot of the engine's instance pool, which every app shares,
-//! so idle instances are bounded three ways: per app, across all apps (the least
-//! recently used goes first), and in time (a sweeper thread drops those idle longer
-//! than the time-to-live). And a fresh instantiation that finds the pool full takes
-//! the slot of the least recently used idle instance rather than answering 503.
+//! An idle instance holds a slot of its engine's instance pool, which every app on that
+//! compiler tier shares, so idle instances are bounded three ways: per app, across all
+//! apps (the least recently used goes first), and in time (a sweeper thread drops those
+//! idle longer than the time-to-live). And a fresh instantiation that finds the pool full takes
+//! the slot of the least recently used idle instance in that pool rather than
+//! answering 503.
 
 use super::invoke::Instance;
-use crate::config::{DEFAULT_IDLE_INSTANCE_TTL, DEFAULT_MAX_IDLE_INSTANCES, DEFAULT_MAX_INSTANCES};
+use crate::config::{
+    DEFAULT_IDLE_INSTANCE_TTL, DEFAULT_MAX_IDLE_INSTANCES, DEFAULT_MAX_INSTANCES, Tiering,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+use wasmtime::Engine;
 
 /// Idle instances kept per app, whatever the global budget: one app's burst should not
 /// evict every other app's warm instances.
@@ -29,6 +33,8 @@ pub struct PoolOptions {
     pub max_idle: usize,
     /// How long an idle instance is kept.
     pub idle_ttl: Duration,
+    /// Which compilers apps go through.
+    pub tiering: Tiering,
 }
 
 impl Default for PoolOptions {
@@ -37,6 +43,7 @@ impl Default for PoolOptions {
             max_instances: DEFAULT_MAX_INSTANCES,
             max_idle: DEFAULT_MAX_IDLE_INSTANCES as usize,
             idle_ttl: DEFAULT_IDLE_INSTANCE_TTL,
+            tiering: Tiering::default(),
         }
     }
 }
@@ -140,11 +147,17 @@ impl IdlePool {
 }
 
 impl Inner {
-    /// Takes the least recently used idle instance of any app.
-    fn pop_oldest(&mut self) -> Option<Instance> {
+    /// Takes the least recently used idle instance of any app, or of the apps running
+    /// on `engine` only: each compiler tier's engine has a pool of its own.
+    fn pop_oldest(&mut self, engine: Option<&Engine>) -> Option<Instance> {
+        let on_engine = |idlers: &Idlers| match (engine, idlers.instances.front()) {
+            (Some(engine), Some((_, instance))) => Engine::same(instance.engine(), engine),
+            _ => true,
+        };
         let oldest = self
             .apps
             .iter()
+            .filter(|(_, idlers)| on_engine(idlers))
             .filter_map(|(id, idlers)| Some((idlers.instances.front()?.0, *id)))
             .min()?
             .1;
@@ -155,10 +168,10 @@ impl Inner {
 }
 
 impl AppIdle {
-    /// Drops the least recently used idle instance of any app, freeing its slot in the
-    /// engine's pool for this app. False if there was none.
-    pub fn evict_one(&self) -> bool {
-        let evicted = self.pool.inner.lock().unwrap().pop_oldest();
+    /// Drops the least recently used idle instance of any app on `engine`, freeing its
+    /// slot in that engine's pool for this app. False if there was none.
+    pub fn evict_one(&self, engine: &Engine) -> bool {
+        let evicted = self.pool.inner.lock().unwrap().pop_oldest(Some(engine));
         evicted.is_some()
     }
 
@@ -183,7 +196,7 @@ impl AppIdle {
             return;
         }
         let evicted = if inner.total >= max_idle {
-            inner.pop_oldest()
+            inner.pop_oldest(None)
         } else {
             None
         };

@@ -52,6 +52,13 @@ pub struct Instance {
     proxy: Proxy,
 }
 
+impl Instance {
+    /// The engine whose pool holds the instance's slot.
+    pub(super) fn engine(&self) -> &wasmtime::Engine {
+        self.store.engine()
+    }
+}
+
 impl App {
     /// Serves `req`, which came over `scheme` (the connection's: HTTPS when TLS ended
     /// at wharf), on this app. `request_id` tags the guest's log output.
@@ -163,7 +170,8 @@ impl App {
         for _ in 0..MAX_POOL_FULL_RETRIES {
             match self.try_instantiate(request_id.clone(), deadline).await {
                 Err(e)
-                    if e.is::<wasmtime::PoolConcurrencyLimitError>() && self.idle.evict_one() => {}
+                    if e.is::<wasmtime::PoolConcurrencyLimitError>()
+                        && self.idle.evict_one(self.pre.engine()) => {}
                 result => return result.map_err(|e| classify(e, self.timeout)),
             }
         }

@@ -9,34 +9,34 @@ mod idle;
 mod invoke;
 mod limits;
 pub mod manifest;
+mod optimise;
 mod outbound;
 mod platform;
 mod registry;
 mod state;
+mod tier;
 pub(crate) mod watch;
-pub use watch::report;
+pub use watch::{print_when_optimised, report};
 
 pub use app::App;
 pub use cache::Origin;
 pub use idle::PoolOptions;
 pub use invoke::InvokeError;
 pub use registry::Registry;
+pub use tier::TierKind;
 
 use crate::db::Provider;
 use crate::metrics::{Metrics, Outcome};
 use anyhow::Context;
 use app::AppSource;
 use arc_swap::ArcSwap;
-use cache::CompileCache;
 use idle::IdlePool;
-use state::HostState;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::SystemTime;
-use wasmtime::Engine;
-use wasmtime::component::Linker;
+use tier::Tiers;
 
 /// Where the compile cache lives when the command line names none: `WHARF_CACHE_DIR`,
 /// else `$XDG_CACHE_HOME/wharf`, else `~/.cache/wharf`. Every command that compiles
@@ -52,9 +52,9 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 pub struct Runtime {
-    engine: Engine,
-    linker: Linker<HostState>,
-    cache: CompileCache,
+    tiers: Tiers,
+    /// Apps serving from the baseline tier, to compile again with the optimising one.
+    optimise: mpsc::Sender<optimise::Job>,
     apps_dir: PathBuf,
     /// Swapped whole by [`Runtime::set_databases`]; apps hold what they were bound to.
     databases: ArcSwap<Provider>,
@@ -63,6 +63,8 @@ pub struct Runtime {
     /// See [`Runtime::set_node_addresses`]; every app shares it.
     node_addresses: Arc<ArcSwap<Vec<SocketAddr>>>,
     registry: ArcSwap<Registry>,
+    /// Told of every registry stored, for [`Runtime::until_optimised`].
+    published: tokio::sync::watch::Sender<()>,
     /// Fingerprint of the last version of each app that failed to load, so one bad file
     /// is reported once, not on every change event.
     failed: Mutex<HashMap<String, [u8; 32]>>,
@@ -120,29 +122,58 @@ impl Runtime {
         pool: PoolOptions,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
-        let engine = engine::build(pool.max_instances)?;
-        engine::start_epoch_ticker(&engine);
-        let mut linker = Linker::new(&engine);
-        // All of WASI 0.2 is linked, not just the proxy world, because real toolchains
-        // import wasi:cli, wasi:filesystem and wasi:sockets; the WasiCtx grants none of them.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        platform::add_to_linker(&mut linker)?;
-        let cache = CompileCache::new(&engine, cache_dir);
-        Ok(Arc::new(Self {
-            engine,
-            linker,
-            cache,
+        let tiers = Tiers::new(pool.tiering, pool.max_instances, cache_dir)?;
+        Ok(Arc::new_cyclic(|runtime| Self {
+            tiers,
+            optimise: optimise::start(runtime.clone()),
             apps_dir: apps_dir.to_path_buf(),
             databases: ArcSwap::from_pointee(databases),
             idle: IdlePool::start(&pool),
             node_addresses: Default::default(),
             registry: Default::default(),
+            published: tokio::sync::watch::Sender::new(()),
             failed: Default::default(),
             reloading: Default::default(),
             metrics,
             load_errors: Default::default(),
         }))
+    }
+
+    /// Makes `registry` the one requests see from now on. Callers hold `reloading`.
+    fn publish(&self, registry: Registry) {
+        self.registry.store(Arc::new(registry));
+        self.published.send_replace(());
+    }
+
+    /// Resolves once app `name`, at the version with `fingerprint`, serves from its
+    /// last tier, to that app; to `None` once that version is gone (changed, removed)
+    /// or the runtime is. A version whose optimised build failed waits for its next
+    /// change. Holds no reference to the runtime while it waits.
+    pub fn until_optimised(
+        self: &Arc<Self>,
+        name: &str,
+        fingerprint: [u8; 32],
+    ) -> impl Future<Output = Option<Arc<App>>> + Send + 'static {
+        // Subscribed before looking, so a store in between is not missed.
+        let mut stored = self.published.subscribe();
+        let runtime = Arc::downgrade(self);
+        let name = name.to_string();
+        async move {
+            loop {
+                {
+                    let runtime = runtime.upgrade()?;
+                    let app = runtime
+                        .registry()
+                        .get(&name)
+                        .filter(|app| app.fingerprint == fingerprint)?
+                        .clone();
+                    if !runtime.tiers.moves_on(app.tier) {
+                        return Some(app);
+                    }
+                }
+                stored.changed().await.ok()?;
+            }
+        }
     }
 
     /// The node's own admin listener and database servers: guests' outbound requests
@@ -179,7 +210,7 @@ impl Runtime {
             next = next.with(app)?;
         }
         self.databases.store(Arc::new(databases));
-        self.registry.store(Arc::new(next));
+        self.publish(next);
         Ok(())
     }
 
@@ -219,12 +250,14 @@ impl Runtime {
             .filter_map(|app| app.artifact.clone())
             .collect();
         let this = self.clone();
-        let _ = tokio::task::spawn_blocking(move || this.cache.remove_unused(&in_use)).await;
+        let _ =
+            tokio::task::spawn_blocking(move || this.tiers.remove_unused_artifacts(&in_use)).await;
     }
 
     /// Brings app `name` in line with its files: loads, replaces or removes it.
     /// Compilation runs on a blocking thread; the swap is a single atomic store, and on
-    /// failure the previous version keeps serving.
+    /// failure the previous version keeps serving. A version loaded from the baseline
+    /// tier is queued for the optimiser.
     pub async fn reload(self: &Arc<Self>, name: &str) -> LoadEvent {
         let _writer = self.reloading.lock().await;
         let source = match AppSource::read(&self.apps_dir, name) {
@@ -235,7 +268,7 @@ impl Runtime {
                 if current.get(name).is_none() {
                     return LoadEvent::Unchanged;
                 }
-                self.registry.store(Arc::new(current.without(name)));
+                self.publish(current.without(name));
                 return LoadEvent::Removed(name.to_string());
             }
             Err(e) => {
@@ -255,9 +288,15 @@ impl Runtime {
         let fingerprint = source.fingerprint;
         let this = self.clone();
         let started = std::time::Instant::now();
-        let loaded = tokio::task::spawn_blocking(move || source.load(&this))
-            .await
-            .unwrap_or_else(|e| Err(anyhow::anyhow!("compiler thread failed: {e}")));
+        let (source, loaded) = match tokio::task::spawn_blocking(move || {
+            let loaded = source.load(&this);
+            (source, loaded)
+        })
+        .await
+        {
+            Ok((source, loaded)) => (Some(source), loaded),
+            Err(e) => (None, Err(anyhow::anyhow!("compiler thread failed: {e}"))),
+        };
         if let Ok(app) = &loaded {
             app.metrics.compile.observe(started.elapsed().as_secs_f64());
         }
@@ -265,13 +304,20 @@ impl Runtime {
             let app = Arc::new(app);
             // `reloading` is held, so no other writer can slip in between load and store.
             let next = self.registry().with(app.clone())?;
-            self.registry.store(Arc::new(next));
+            self.publish(next);
             Ok(app)
         });
         match result {
             Ok(app) => {
                 self.metrics.reloaded(Outcome::Ok);
                 self.failed.lock().unwrap().remove(name);
+                if let Some(source) = source
+                    && self.tiers.moves_on(app.tier)
+                {
+                    let job = optimise::Job::new(&app, source.wasm);
+                    // The optimiser ends only with the runtime.
+                    let _ = self.optimise.send(job);
+                }
                 LoadEvent::Loaded(app)
             }
             Err(e) => {
