@@ -433,7 +433,8 @@ async fn a_balancer_pair_shares_one_certificate_and_either_node_answers_the_chal
     };
     assert!(
         validated(1),
-        "the second node answered no validation request"
+        "the second node answered no validation request; Pebble's log:\n{}",
+        ca.pebble.log()
     );
     assert!(
         !validated(0),
