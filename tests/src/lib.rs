@@ -136,6 +136,15 @@ pub fn shared_cache_dir() -> PathBuf {
     repo_root().join("target").join("wharf-test-cache")
 }
 
+/// Replaces `path` with `contents` in one rename, as deploy tools and editors' safe
+/// saves do: a wharf watching the file (its wharf.toml) never reads it half written.
+pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) {
+    let name = path.file_name().unwrap().to_string_lossy();
+    let staged = path.with_file_name(format!(".{name}.part"));
+    std::fs::write(&staged, contents).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
 /// A fresh apps directory holding copies of the named guests.
 pub fn apps_dir(guests: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

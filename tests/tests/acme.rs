@@ -358,7 +358,7 @@ async fn tls_alpn01_certificate_is_ordered_over_the_tls_listener_and_a_reload_ad
     let sites = ["api.example.net"];
     let second = ca.config(ip, &sites, more);
     let mark = wharf.log_len();
-    std::fs::write(wharf.config.as_ref().unwrap(), second).unwrap();
+    wharf_tests::replace_file(wharf.config.as_ref().unwrap(), second);
     wharf.signal("HUP");
     wharf
         .wait_for_log_since(mark, &["configuration reloaded"], ORDER)

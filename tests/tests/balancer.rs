@@ -68,7 +68,7 @@ impl Balancer {
     fn reload(&self, upstream: &str, extra: &str) {
         let mark = self.node.log_len();
         let path = self.node.config.as_ref().unwrap();
-        std::fs::write(path, config(self.admin_config, upstream, extra)).unwrap();
+        wharf_tests::replace_file(path, config(self.admin_config, upstream, extra));
         self.node.signal("HUP");
         self.node
             .wait_for_log_since(mark, &["configuration reloaded"], 10 * SECOND)

@@ -96,7 +96,7 @@ async fn a_reload_that_adds_a_deny_applies_to_new_connections() {
     let (_, answer) = get_from(client, to, b"").await;
     assert_eq!(status(&answer), "200");
     let path = wharf.config.clone().unwrap();
-    std::fs::write(&path, format!("{listener}deny = [\"{client}\"]\n")).unwrap();
+    wharf_tests::replace_file(&path, format!("{listener}deny = [\"{client}\"]\n"));
     wharf.signal("HUP");
     poll_until_async(
         DEADLINE,

@@ -381,7 +381,7 @@ async fn the_access_log_can_be_turned_off_and_on_by_a_reload() {
     };
     let reload = |text: &str| {
         let since = wharf.log_len();
-        std::fs::write(&config, text).unwrap();
+        wharf_tests::replace_file(&config, text);
         wharf.signal("HUP");
         wharf
             .wait_for_log_since(since, &["configuration reloaded", "Log"], DEADLINE)

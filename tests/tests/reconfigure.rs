@@ -97,7 +97,7 @@ fn start(config: &str, apps: &Path, dir: &Path) -> Wharf {
 /// with `outcome` (a reload's last line); returns the log mark from before.
 fn reload(wharf: &Wharf, dir: &Path, config: &str, outcome: &str) -> usize {
     let mark = wharf.log_len();
-    std::fs::write(dir.join("wharf.toml"), config).unwrap();
+    wharf_tests::replace_file(&dir.join("wharf.toml"), config);
     wharf.signal("HUP");
     wharf
         .wait_for_log_since(mark, &[outcome], 10 * SECOND)

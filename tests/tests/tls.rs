@@ -282,7 +282,7 @@ async fn reload_adds_a_tls_site_and_keeps_it_over_a_bad_key() {
     let config = dir.path().join("wharf.toml");
     let reload = |text: String, outcome: &'static str| {
         let mark = wharf.log_len();
-        std::fs::write(&config, text).unwrap();
+        wharf_tests::replace_file(&config, text);
         wharf.signal("HUP");
         wharf
             .wait_for_log_since(mark, &[outcome], 10 * SECOND)

@@ -365,7 +365,7 @@ async fn sighup_reloads_and_keeps_a_good_config_over_a_bad_one() {
 
     // A bad file is reported with its key, and the running config stays.
     let mark = wharf.log_len();
-    std::fs::write(&config, "[[site]]\nhosts = [\"a.test\"]\nrooot = \"x\"\n").unwrap();
+    wharf_tests::replace_file(&config, "[[site]]\nhosts = [\"a.test\"]\nrooot = \"x\"\n");
     wharf.signal("HUP");
     let line = wharf
         .wait_for_log_since(mark, &["rooot"], 10 * SECOND)
@@ -378,7 +378,7 @@ async fn sighup_reloads_and_keeps_a_good_config_over_a_bad_one() {
         "unknown_host = \"421\"\n{}",
         two_sites(&tree.path().join("public"))
     );
-    std::fs::write(&config, good).unwrap();
+    wharf_tests::replace_file(&config, good);
     wharf.signal("HUP");
     poll_until_async(
         10 * SECOND,
@@ -559,7 +559,7 @@ async fn the_admin_token_is_required_but_by_the_probes_and_a_reload_replaces_it(
     // running token stays.
     std::fs::remove_file(&token_file).unwrap();
     let mark = wharf.log_len();
-    std::fs::write(config_dir.path().join("wharf.toml"), format!("{config}\n")).unwrap();
+    wharf_tests::replace_file(&config_dir.path().join("wharf.toml"), format!("{config}\n"));
     wharf.signal("HUP");
     let line = wharf
         .wait_for_log_since(mark, &["admin.token_file", "admin.token"], 10 * SECOND)
