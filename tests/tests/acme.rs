@@ -15,6 +15,8 @@ use wharf_tests::{HttpClient, Wharf, apps_dir, free_ports, https_get, poll_until
 /// Long enough for an order against a local Pebble (a second or two) many times over.
 const ORDER: Duration = Duration::from_secs(60);
 const TWO: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// Renewals asked for until one is validated (see the balancer pair's test).
+const MAX_RENEWALS: usize = 3;
 
 /// A Pebble validating on two free ports, its issuing root, and a storage directory
 /// for the nodes of one test.
@@ -414,26 +416,34 @@ async fn a_balancer_pair_shares_one_certificate_and_either_node_answers_the_chal
     // The name now resolves to the second node only: the first orders, the CA's
     // validation reaches the second, which answers from the shared storage.
     ca.pebble.point(hosts[0], TWO).await.unwrap();
-    let before = status(&nodes[0]).await["orders"].as_u64().unwrap();
     let logged = [nodes[0].log_len(), nodes[1].log_len()];
-    renew(&nodes[0]).await;
-    poll_until_async(ORDER, "the first node's renewal succeeds", async || {
-        let site = status(&nodes[0]).await;
-        match site["orders"].as_u64() {
-            Some(n) if n > before => Ok(()),
-            _ => Err(site),
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\nPebble's log:\n{}", ca.pebble.log()));
     let validated = |node: usize| {
         nodes[node].log()[logged[node]..]
             .iter()
             .any(|l| l.contains("path=/.well-known/acme-challenge/"))
     };
+    // Even at PEBBLE_AUTHZREUSE=0 Pebble reuses the valid authorization about one
+    // order in a hundred, and then nobody validates: such a renewal is asked again.
+    for _ in 0..MAX_RENEWALS {
+        let before = status(&nodes[0]).await["orders"].as_u64().unwrap();
+        renew(&nodes[0]).await;
+        poll_until_async(ORDER, "the first node's renewal succeeds", async || {
+            let site = status(&nodes[0]).await;
+            match site["orders"].as_u64() {
+                Some(n) if n > before => Ok(()),
+                _ => Err(site),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\nPebble's log:\n{}", ca.pebble.log()));
+        if validated(0) || validated(1) {
+            break;
+        }
+    }
     assert!(
         validated(1),
-        "the second node answered no validation request; Pebble's log:\n{}",
+        "the second node answered no validation request in {MAX_RENEWALS} renewals; \
+         Pebble's log:\n{}",
         ca.pebble.log()
     );
     assert!(
