@@ -21,6 +21,11 @@ fn start(apps: &std::path::Path, cache: &std::path::Path, config: &str) -> Wharf
         .start()
 }
 
+/// Asserts the startup table shows an app with `status`, e.g. `ready (compiled, baseline)`.
+fn assert_status(wharf: &Wharf, status: &str) {
+    assert!(wharf.banner.contains(status), "{}", wharf.banner);
+}
+
 /// Moves a copy of guest `name` into `apps` in one rename, as a deploy does.
 fn deploy(apps: &std::path::Path, name: &str) {
     let staged = apps.join(format!(".{name}.wasm.part"));
@@ -81,11 +86,7 @@ async fn a_new_app_serves_from_the_baseline_until_the_optimised_build_takes_over
     // Both builds are cached: a restart serves the optimised one at once.
     let mut wharf = wharf;
     wharf.restart();
-    assert!(
-        wharf.banner.contains("ready (cached, optimised)"),
-        "{}",
-        wharf.banner
-    );
+    assert_status(&wharf, "ready (cached, optimised)");
 }
 
 #[tokio::test]
@@ -93,11 +94,7 @@ async fn a_start_prints_when_the_optimised_build_took_over() {
     let apps = apps_dir(&["hello"]);
     let cache = tempfile::tempdir().unwrap();
     let wharf = start(apps.path(), cache.path(), "");
-    assert!(
-        wharf.banner.contains("ready (compiled, baseline)"),
-        "{}",
-        wharf.banner
-    );
+    assert_status(&wharf, "ready (compiled, baseline)");
     let line = wharf
         .wait_for_log(
             &["hello: optimised build serving", "ms after start"],
@@ -112,11 +109,7 @@ async fn a_component_winch_cannot_compile_serves_from_cranelift_with_one_log_lin
     let apps = apps_dir(&["simd"]);
     let cache = tempfile::tempdir().unwrap();
     let wharf = start(apps.path(), cache.path(), "");
-    assert!(
-        wharf.banner.contains("ready (compiled, optimised)"),
-        "{}",
-        wharf.banner
-    );
+    assert_status(&wharf, "ready (compiled, optimised)");
     let reply = HttpClient::http1()
         .get(&wharf.url("/simd?x=2"))
         .await
@@ -136,11 +129,7 @@ async fn tiered_false_compiles_with_cranelift_only() {
     let apps = apps_dir(&["hello"]);
     let cache = tempfile::tempdir().unwrap();
     let wharf = start(apps.path(), cache.path(), "[apps]\ntiered = false\n");
-    assert!(
-        wharf.banner.contains("ready (compiled, optimised)"),
-        "{}",
-        wharf.banner
-    );
+    assert_status(&wharf, "ready (compiled, optimised)");
     let mark = wharf.log_len();
     deploy(apps.path(), "raw");
     let loaded = wharf

@@ -1,7 +1,7 @@
 //! An app: one component loaded from `NAME.wasm`, its manifest and its routes.
 
 use super::Runtime;
-use super::cache::Origin;
+use super::cache::{Digest, Origin};
 use super::idle::AppIdle;
 use super::manifest::{Manifest, OutboundRule};
 use super::state::HostState;
@@ -10,7 +10,7 @@ use crate::db::{Database, ResultLimits};
 use crate::metrics::AppMetrics;
 use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -126,6 +126,8 @@ pub struct AppSource {
     pub wasm_path: PathBuf,
     pub manifest_path: PathBuf,
     pub(super) wasm: Vec<u8>,
+    /// The component's name in the compile cache.
+    pub(super) digest: Digest,
     manifest_text: Option<String>,
     pub fingerprint: [u8; 32],
 }
@@ -141,14 +143,17 @@ impl AppSource {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
+        // The component is hashed once: its digest stands for it in the fingerprint.
+        let digest = Digest::of(&wasm);
         let mut hasher = Sha256::new();
-        hasher.update(&wasm);
+        hasher.update(digest.as_str());
         hasher.update(manifest_text.as_deref().unwrap_or("").as_bytes());
         Ok(Self {
             name: name.to_string(),
             wasm_path,
             manifest_path,
             wasm,
+            digest,
             manifest_text,
             fingerprint: hasher.finalize().into(),
         })
@@ -156,7 +161,7 @@ impl AppSource {
 
     /// Validates and compiles. Runs on a blocking thread, never on the request path.
     /// Errors say what is wrong with which file.
-    pub fn load(&self, runtime: &Runtime) -> anyhow::Result<App> {
+    pub fn load(self, runtime: &Runtime) -> anyhow::Result<App> {
         let Runtime {
             tiers, databases, ..
         } = runtime;
@@ -167,7 +172,7 @@ impl AppSource {
         };
         check_component_header(&self.wasm).with_context(|| self.wasm_path.display().to_string())?;
         let compiled = tiers
-            .compile(&self.wasm, &self.wasm_path)
+            .compile(&self.wasm, &self.digest, &self.wasm_path)
             .with_context(|| format!("{}: not a valid component", self.wasm_path.display()))?;
         let pre = proxy_pre(&compiled, &self.wasm_path)?;
         let routes = manifest.routes.clone().unwrap_or_else(|| {
@@ -186,13 +191,13 @@ impl AppSource {
             ),
             false => None,
         };
-        let name: Arc<str> = self.name.as_str().into();
+        let name: Arc<str> = self.name.into();
         let idle = runtime.idle.for_app(name.clone());
         Ok(App {
             metrics: runtime.metrics.app(&name),
             loaded_at: SystemTime::now(),
             name,
-            file: self.wasm_path.clone(),
+            file: self.wasm_path,
             routes,
             timeout: manifest.timeout(),
             max_memory: manifest.max_memory_bytes(),

@@ -172,12 +172,16 @@ fn store(component: &Component, path: &Path) {
 }
 
 /// The SHA-256 of a component's bytes in hex: its name in the cache, worked out once
-/// for every tier that looks it up.
+/// when the app's files are read, for every tier that looks it up.
 pub struct Digest(String);
 
 impl Digest {
     pub fn of(bytes: &[u8]) -> Self {
         Self(hex::encode(Sha256::digest(bytes)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

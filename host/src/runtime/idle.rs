@@ -3,9 +3,9 @@
 //! An idle instance holds a slot of its engine's instance pool, which every app on that
 //! compiler tier shares, so idle instances are bounded three ways: per app, across all
 //! apps (the least recently used goes first), and in time (a sweeper thread drops those
-//! idle longer than the time-to-live). And a fresh instantiation that finds the pool full takes
-//! the slot of the least recently used idle instance in that pool rather than
-//! answering 503.
+//! idle longer than the time-to-live). And a fresh instantiation that finds the pool
+//! full takes the slot of the least recently used idle instance in that pool rather
+//! than answering 503.
 
 use super::invoke::Instance;
 use crate::config::{

@@ -288,15 +288,9 @@ impl Runtime {
         let fingerprint = source.fingerprint;
         let this = self.clone();
         let started = std::time::Instant::now();
-        let (source, loaded) = match tokio::task::spawn_blocking(move || {
-            let loaded = source.load(&this);
-            (source, loaded)
-        })
-        .await
-        {
-            Ok((source, loaded)) => (Some(source), loaded),
-            Err(e) => (None, Err(anyhow::anyhow!("compiler thread failed: {e}"))),
-        };
+        let loaded = tokio::task::spawn_blocking(move || source.load(&this))
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("compiler thread failed: {e}")));
         if let Ok(app) = &loaded {
             app.metrics.compile.observe(started.elapsed().as_secs_f64());
         }
@@ -311,12 +305,9 @@ impl Runtime {
             Ok(app) => {
                 self.metrics.reloaded(Outcome::Ok);
                 self.failed.lock().unwrap().remove(name);
-                if let Some(source) = source
-                    && self.tiers.moves_on(app.tier)
-                {
-                    let job = optimise::Job::new(&app, source.wasm);
+                if self.tiers.moves_on(app.tier) {
                     // The optimiser ends only with the runtime.
-                    let _ = self.optimise.send(job);
+                    let _ = self.optimise.send(optimise::Job::new(&app));
                 }
                 LoadEvent::Loaded(app)
             }

@@ -4,7 +4,7 @@
 //! baseline code, new ones get the optimised code.
 
 use super::Runtime;
-use super::app::App;
+use super::app::{App, AppSource};
 use std::sync::{Arc, Weak, mpsc};
 use std::time::Instant;
 
@@ -13,21 +13,20 @@ use std::time::Instant;
 /// arrive, and it is what makes the load cheaper.
 const NICENESS: i32 = 10;
 
-/// An app version that serves from the baseline tier.
+/// An app version that serves from the baseline tier. Its files are read again when
+/// its turn comes, so a queue of versions holds no component bytes.
 pub(super) struct Job {
     name: Arc<str>,
     fingerprint: [u8; 32],
-    wasm: Vec<u8>,
     /// When the baseline version began serving.
     since: Instant,
 }
 
 impl Job {
-    pub fn new(app: &App, wasm: Vec<u8>) -> Self {
+    pub fn new(app: &App) -> Self {
         Self {
             name: app.name.clone(),
             fingerprint: app.fingerprint,
-            wasm,
             since: Instant::now(),
         }
     }
@@ -83,8 +82,13 @@ impl Runtime {
         if current().is_none() {
             return;
         }
+        // Files that no longer match the serving version are a newer one on its way.
+        let source = match AppSource::read(self.apps_dir(), &job.name) {
+            Ok(source) if source.fingerprint == job.fingerprint => source,
+            _ => return,
+        };
         let started = Instant::now();
-        let Some(compiled) = self.tiers.optimise(&job.wasm) else {
+        let Some(compiled) = self.tiers.optimise(&source.wasm, &source.digest) else {
             return;
         };
         let compile_ms = started.elapsed().as_millis() as u64;

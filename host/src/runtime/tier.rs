@@ -145,20 +145,24 @@ impl Tiers {
     /// Compiles `wasm` (read from `file`) to serve as soon as it can: the optimised
     /// artifact if the cache holds it, else with the first tier. A component the
     /// baseline compiler cannot compile (a feature Winch lacks) goes to Cranelift.
-    pub fn compile(&self, wasm: &[u8], file: &Path) -> anyhow::Result<Compiled<'_>> {
-        let digest = Digest::of(wasm);
+    pub fn compile(
+        &self,
+        wasm: &[u8],
+        digest: &Digest,
+        file: &Path,
+    ) -> anyhow::Result<Compiled<'_>> {
         let Some(then) = &self.then else {
-            return self.first.compile(wasm, &digest);
+            return self.first.compile(wasm, digest);
         };
-        if let Some(compiled) = then.cached(&digest) {
+        if let Some(compiled) = then.cached(digest) {
             return Ok(compiled);
         }
-        match self.first.compile(wasm, &digest) {
+        match self.first.compile(wasm, digest) {
             Ok(compiled) => Ok(compiled),
             Err(baseline) => {
                 // A file neither compiler takes gets the optimising compiler's error,
                 // as without tiers.
-                let compiled = then.compile(wasm, &digest)?;
+                let compiled = then.compile(wasm, digest)?;
                 tracing::warn!(
                     file = %file.display(),
                     "the baseline compiler cannot compile this component, so it waited for the optimised build: {baseline:#}"
@@ -174,9 +178,9 @@ impl Tiers {
     }
 
     /// The optimised build of `wasm` (`None` if there is no tier to move on to).
-    pub fn optimise(&self, wasm: &[u8]) -> Option<anyhow::Result<Compiled<'_>>> {
+    pub fn optimise(&self, wasm: &[u8], digest: &Digest) -> Option<anyhow::Result<Compiled<'_>>> {
         let then = self.then.as_ref()?;
-        Some(then.compile(wasm, &Digest::of(wasm)))
+        Some(then.compile(wasm, digest))
     }
 
     /// See [`CompileCache::remove_unused`]: both tiers' artifacts share the directory.
